@@ -1,0 +1,1 @@
+"""beam: the ingestion job (Apache Beam): UrbanSound8K audio + CSV → per-fold TFRecord shards."""

@@ -1,0 +1,1 @@
+"""models: the log-mel frontend layers, architectures, training, evaluation and export."""

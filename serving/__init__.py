@@ -1,0 +1,1 @@
+"""serving: inference handlers, model.tar.gz packaging, local endpoint, SageMaker deploy, client."""

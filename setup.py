@@ -1,0 +1,45 @@
+"""urbansound8k: Beam ingestion → tf.data → Keras (in-graph log-mel) → SavedModel → endpoint."""
+import os
+
+from setuptools import find_packages, setup
+
+# Versions verified to install together on Python 3.11 (pip check clean); the full
+# resolved set is pinned in constraints.txt, which `make install` applies.
+CORE = [
+    # CPU wheel by default; GPU machines: `make install TF="tensorflow[and-cuda]==2.21.0"`.
+    os.environ.get("US8K_TF_PACKAGE") or "tensorflow-cpu==2.21.0",
+    "apache-beam==2.77.0",
+    "google-crc32c==1.9.0",  # CRC for WriteToTFRecord (not crcmod)
+    "protobuf==6.33.6",
+    "numpy==2.4.6",
+    "scikit-learn==1.9.1",
+    "tensorboard==2.21.0",
+    "matplotlib==3.11.2",
+    "soundfile==0.14.0",
+    "soxr==1.1.0",
+    "av==18.1.0",  # newest PyAV with Python 3.11 wheels
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
+    "psutil==7.2.2",
+]
+AWS = ["boto3==1.44.8", "sagemaker==2.257.7"]
+TEST = [
+    "pytest==9.2.0",
+    "pytest-timeout==2.4.0",
+    "httpx==0.28.1",
+    "librosa==0.11.0",  # parity tests and the seed-path benchmark only
+    "moto[s3,server]==5.2.5",
+]
+
+setup(
+    name="urbansound8k",
+    version="0.1.0",
+    description="UrbanSound8K audio classification: Beam → TFRecord → tf.data → Keras → endpoint",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["beam", "beam.*", "tfdata", "tfdata.*", "models", "models.*",
+                                    "serving", "serving.*", "benchmarks", "benchmarks.*"]),
+    py_modules=["us8k", "us8k_demo"],
+    install_requires=CORE,
+    extras_require={"aws": AWS, "test": TEST},
+    entry_points={"console_scripts": ["us8k=us8k:main"]},
+)

@@ -1,0 +1,52 @@
+"""`us8k`: the command line. Each subcommand lives in the module that does its work.
+
+A subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; it is imported
+only when its command runs, so `us8k --help` starts fast and pulls in no TensorFlow.
+A command fails with `raise SystemExit("us8k CMD: error: <one-line reason>")` (exit status 1).
+"""
+import argparse
+import importlib
+import sys
+
+# name: (module, one-line help)
+COMMANDS = {
+    "synth": ("tfdata.synth", "write a synthetic dataset in UrbanSound8K's layout"),
+    "ingest": ("beam.pipeline", "Beam job: audio + metadata CSV → per-fold TFRecord shards"),
+    "train": ("models.train", "train models on the records, select by validation accuracy"),
+    "evaluate": ("models.evaluate", "evaluate a run's models on the test fold"),
+    "export": ("models.export", "export the selected model as a raw-waveform SavedModel"),
+    "package": ("serving.package", "package an export as a SageMaker model.tar.gz"),
+    "serve": ("serving.server", "serve an export locally (/ping, /invocations)"),
+    "predict": ("serving.client", "send audio files or waveforms to an endpoint"),
+    "deploy": ("serving.deploy", "deploy a model.tar.gz to a SageMaker endpoint"),
+    "undeploy": ("serving.undeploy", "delete a SageMaker endpoint, its config and model"),
+    "bench": ("benchmarks.cli", "run a benchmark and print its figures"),
+    "demo": ("us8k_demo", "run every stage end to end on synthetic data"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="us8k", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == only:
+            importlib.import_module(module).add_arguments(cmd)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    name = next((a for a in argv if not a.startswith("-")), None)
+    only = name if name in COMMANDS else None
+    args = build_parser(only).parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"us8k {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
