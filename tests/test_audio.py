@@ -1,0 +1,142 @@
+"""tfdata.audio: every format the generator writes plus compressed ones decode to mono 22050 Hz;
+every bad input fails with AudioDecodeError and a reason."""
+import io
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length, prepare_waveform
+from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def tone(rate, seconds=1.0, channels=1, freq=440.0):
+    t = np.arange(int(rate * seconds)) / rate
+    mono = 0.5 * np.sin(2 * np.pi * freq * t)
+    return np.stack([mono * (1 - 0.1 * k) for k in range(channels)], axis=1).astype(np.float32)
+
+
+def encode(samples, rate, fmt, subtype, **kw):
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype, **kw)
+    return buf.getvalue()
+
+
+def dominant_hz(x):
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spectrum) * SAMPLE_RATE / len(x)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_wav_bit_depths_and_channels(subtype, channels):
+    data = encode(tone(44100, channels=channels), 44100, "WAV", subtype)
+    y = decode_audio(data)
+    assert y.dtype == np.float32 and y.ndim == 1
+    assert abs(len(y) - SAMPLE_RATE) <= 1
+    assert abs(dominant_hz(y) - 440) < 5
+
+
+@pytest.mark.parametrize("rate", [1000, 8000, 11025, 16000, 22050, 32000, 44100, 48000, 96000])
+def test_sample_rates_resample_to_contract_rate(rate):
+    freq = min(440.0, rate / 4)
+    y = decode_audio(encode(tone(rate, freq=freq), rate, "WAV", "PCM_16"))
+    assert abs(len(y) - SAMPLE_RATE) <= 1
+    assert abs(dominant_hz(y) - freq) < 5
+
+
+@pytest.mark.parametrize("fmt,subtype", [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III")])
+def test_compressed_formats(fmt, subtype):
+    y = decode_audio(encode(tone(44100, seconds=2.0, channels=2), 44100, fmt, subtype))
+    assert abs(len(y) - 2 * SAMPLE_RATE) < 0.1 * SAMPLE_RATE  # codecs add or trim a few frames
+    assert abs(dominant_hz(y) - 440) < 5
+
+
+def test_multichannel_downmix_is_channel_average():
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (SAMPLE_RATE, 6)).astype(np.float32)
+    y = decode_audio(encode(x, SAMPLE_RATE, "WAV", "FLOAT"))
+    np.testing.assert_allclose(y, x.mean(axis=1), atol=1e-6)
+
+
+def test_big_endian_float_rifx_via_libsndfile():
+    x = tone(16000)
+    y = decode_audio(encode(x, 16000, "WAV", "FLOAT", endian="BIG"))
+    assert abs(dominant_hz(y) - 440) < 5
+
+
+def test_ffmpeg_fallback_for_aac_in_mp4():
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=44100)
+        stream.layout = "stereo"
+        x = tone(44100, seconds=1.0, channels=2)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T), format="fltp", layout="stereo")
+        frame.sample_rate = 44100
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    y = decode_audio(buf.getvalue())
+    assert abs(len(y) - SAMPLE_RATE) < 0.1 * SAMPLE_RATE
+    assert abs(dominant_hz(y) - 440) < 5
+
+
+def test_path_and_bytes_agree(tmp_path):
+    data = encode(tone(48000, channels=2), 48000, "WAV", "PCM_24")
+    path = tmp_path / "clip.wav"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(decode_audio(path), decode_audio(data))
+    np.testing.assert_array_equal(decode_audio(str(path)), decode_audio(data))
+
+
+def test_silence_is_a_valid_clip():
+    y = decode_audio(encode(np.zeros((4000, 1), np.float32), 8000, "WAV", "PCM_16"))
+    assert len(y) == 11025 and not y.any()
+
+
+def bad_inputs():
+    good = encode(tone(44100), 44100, "WAV", "PCM_16")
+    nan = tone(8000)
+    nan[100] = np.nan
+    inf = tone(8000)
+    inf[5] = np.inf
+    return {
+        "empty": (b"", "empty"),
+        "zero samples": (encode(np.zeros((0, 1), np.float32), 8000, "WAV", "PCM_16"), "no audio samples"),
+        "truncated data": (good[: len(good) // 2], "truncated"),
+        "truncated header": (good[:30], "truncated"),
+        "not audio": (b"this is a text file, not audio\n" * 20, "not decodable"),
+        "nan": (encode(nan, 8000, "WAV", "FLOAT"), "NaN or Inf"),
+        "inf": (encode(inf, 8000, "WAV", "FLOAT"), "NaN or Inf"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_inputs()))
+def test_bad_input_raises_one_clear_error(case):
+    data, reason = bad_inputs()[case]
+    with pytest.raises(AudioDecodeError, match=reason):
+        decode_audio(data)
+
+
+def test_missing_file_raises_decode_error(tmp_path):
+    with pytest.raises(AudioDecodeError, match="cannot read file"):
+        decode_audio(tmp_path / "nope.wav")
+
+
+def test_prepare_waveform_rejects_bad_shapes_and_rates():
+    with pytest.raises(AudioDecodeError, match="shaped"):
+        prepare_waveform(np.zeros((2, 2, 2)), 22050)
+    with pytest.raises(AudioDecodeError, match="sample rate"):
+        prepare_waveform(np.zeros(10), 0)
+
+
+def test_fit_to_length_pads_and_crops():
+    short = np.ones(1000, np.float32)
+    clip, valid = fit_to_length(short)
+    assert clip.shape == (CLIP_SAMPLES,) and valid == 1000 and clip[:1000].all() and not clip[1000:].any()
+    long = np.arange(CLIP_SAMPLES + 500, dtype=np.float32)
+    clip, valid = fit_to_length(long)
+    assert valid == CLIP_SAMPLES and np.array_equal(clip, long[:CLIP_SAMPLES])

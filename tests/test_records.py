@@ -1,0 +1,72 @@
+"""tfdata.records: write → parse round-trips the waveform within int16 precision and every field."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfdata import contract as c
+from tfdata import records
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write_fold(root, fold, clips):
+    path = root / c.fold_dir_name(fold) / f"test-00000-of-00001{c.RECORD_SUFFIX}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (clip, label) in enumerate(clips):
+            writer.write(records.serialize_clip(clip, c.CLIP_SAMPLES - i, label=label, fold=fold, fsid=100 + i,
+                                                slice_file_name=f"{100 + i}-{label}-0-{i}.wav", salience=1 + i % 2))
+
+
+def test_round_trip_every_field(tmp_path):
+    rng = np.random.default_rng(0)
+    clip = rng.uniform(-1, 1, c.CLIP_SAMPLES).astype(np.float32)
+    serialized = records.serialize_clip(clip, 4321, label=7, fold=3, fsid=99, slice_file_name="99-7-0-1.wav",
+                                        salience=2)
+    parsed = records.parse_examples(tf.constant(serialized))
+    np.testing.assert_allclose(parsed["waveform"].numpy(), clip, atol=0.5 / records.PCM_SCALE + 1e-7)
+    assert parsed[c.KEY_NUM_SAMPLES].numpy() == 4321
+    assert parsed[c.KEY_LABEL].numpy() == 7 and parsed[c.KEY_LABEL].dtype == tf.int32
+    assert parsed[c.KEY_CLASS].numpy().decode() == c.CLASS_NAMES[7]
+    assert parsed[c.KEY_FOLD].numpy() == 3 and parsed[c.KEY_FSID].numpy() == 99
+    assert parsed[c.KEY_FILE].numpy().decode() == "99-7-0-1.wav" and parsed[c.KEY_SALIENCE].numpy() == 2
+
+
+def test_batched_parse_equals_single(tmp_path):
+    clips = [np.full(c.CLIP_SAMPLES, v, np.float32) for v in (-1.0, 0.0, 0.25)]
+    serialized = [records.serialize_clip(x, 10, label=i, fold=1, fsid=i, slice_file_name="x.wav", salience=1)
+                  for i, x in enumerate(clips)]
+    batch = records.parse_examples(tf.constant(serialized))
+    assert batch["waveform"].shape == (3, c.CLIP_SAMPLES)
+    for i, s in enumerate(serialized):
+        np.testing.assert_array_equal(batch["waveform"][i], records.parse_examples(tf.constant(s))["waveform"])
+
+
+def test_out_of_range_samples_are_clipped_not_wrapped():
+    clip = np.full(c.CLIP_SAMPLES, 1.7, np.float32)
+    parsed = records.parse_examples(tf.constant(records.serialize_clip(
+        clip, 1, label=0, fold=1, fsid=1, slice_file_name="a.wav", salience=1)))
+    assert np.allclose(parsed["waveform"].numpy(), 1.0)
+
+
+def test_serialize_rejects_wrong_shape_and_label():
+    with pytest.raises(ValueError, match="shape"):
+        records.serialize_clip(np.zeros(10, np.float32), 10, label=0, fold=1, fsid=1, slice_file_name="a", salience=1)
+    with pytest.raises(ValueError, match="label"):
+        records.serialize_clip(np.zeros(c.CLIP_SAMPLES, np.float32), 1, label=10, fold=1, fsid=1,
+                               slice_file_name="a", salience=1)
+
+
+def test_read_folds_loads_shape_88200(tmp_path):
+    rng = np.random.default_rng(1)
+    write_fold(tmp_path, 2, [(rng.uniform(-1, 1, c.CLIP_SAMPLES).astype(np.float32), k) for k in range(4)])
+    write_fold(tmp_path, 5, [(np.zeros(c.CLIP_SAMPLES, np.float32), 9)])
+    items = list(records.read_folds(tmp_path, [2, 5]))
+    assert len(items) == 5
+    assert all(w.shape == (c.CLIP_SAMPLES,) and w.dtype == tf.float32 for w, _ in items)
+    assert sorted(int(l) for _, l in items) == [0, 1, 2, 3, 9]
+
+
+def test_missing_fold_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="fold 4"):
+        records.fold_files(tmp_path, [4])

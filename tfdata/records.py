@@ -1,0 +1,103 @@
+"""TFRecord I/O for the data contract: one tf.train.Example per clip, and a reader by fold.
+
+The waveform is stored as little-endian int16 PCM bytes (CLIP_SAMPLES of them) with the number of
+valid samples before zero padding. Serialising needs only the protobuf classes that ship with
+TensorFlow; parsing runs inside tf.data.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfdata import contract as c
+
+PCM_SCALE = 32767.0  # float [-1, 1] ↔ int16
+
+
+def waveform_to_pcm16(clip: np.ndarray) -> bytes:
+    """float32 [-1, 1] → little-endian int16 bytes (values beyond ±1 are clipped)."""
+    pcm = np.round(np.clip(clip, -1.0, 1.0) * PCM_SCALE).astype("<i2")
+    return pcm.tobytes()
+
+
+def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, fold: int, fsid: int,
+                   slice_file_name: str, salience: int) -> bytes:
+    """One fixed-length clip and its metadata → a serialised tf.train.Example."""
+    if clip.shape != (c.CLIP_SAMPLES,):
+        raise ValueError(f"clip must have shape ({c.CLIP_SAMPLES},), got {clip.shape}")
+    if not 0 <= label < c.NUM_CLASSES:
+        raise ValueError(f"label {label} outside 0..{c.NUM_CLASSES - 1}")
+
+    def int64(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    def raw(v: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    features = {
+        c.KEY_AUDIO: raw(waveform_to_pcm16(clip)),
+        c.KEY_NUM_SAMPLES: int64(num_samples),
+        c.KEY_LABEL: int64(label),
+        c.KEY_CLASS: raw(c.CLASS_NAMES[label].encode()),
+        c.KEY_FOLD: int64(fold),
+        c.KEY_FSID: int64(fsid),
+        c.KEY_FILE: raw(slice_file_name.encode()),
+        c.KEY_SALIENCE: int64(salience),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+FEATURE_SPEC = {
+    c.KEY_AUDIO: tf.io.FixedLenFeature([], tf.string),
+    c.KEY_NUM_SAMPLES: tf.io.FixedLenFeature([], tf.int64),
+    c.KEY_LABEL: tf.io.FixedLenFeature([], tf.int64),
+    c.KEY_CLASS: tf.io.FixedLenFeature([], tf.string),
+    c.KEY_FOLD: tf.io.FixedLenFeature([], tf.int64),
+    c.KEY_FSID: tf.io.FixedLenFeature([], tf.int64),
+    c.KEY_FILE: tf.io.FixedLenFeature([], tf.string),
+    c.KEY_SALIENCE: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def decode_pcm16(pcm: tf.Tensor) -> tf.Tensor:
+    """int16 PCM bytes → float32 [CLIP_SAMPLES] (works batched: [batch] → [batch, CLIP_SAMPLES])."""
+    samples = tf.io.decode_raw(pcm, tf.int16, little_endian=True)
+    samples = tf.ensure_shape(samples, pcm.shape.as_list() + [c.CLIP_SAMPLES])
+    return tf.cast(samples, tf.float32) / PCM_SCALE
+
+
+def parse_examples(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Serialised Example(s) → dict with `waveform` float32 plus every metadata feature.
+
+    Accepts a scalar or a batch of strings (parse after `batch` for speed)."""
+    parse = tf.io.parse_single_example if serialized.shape.rank == 0 else tf.io.parse_example
+    features = parse(serialized, FEATURE_SPEC)
+    features["waveform"] = decode_pcm16(features.pop(c.KEY_AUDIO))
+    features[c.KEY_LABEL] = tf.cast(features[c.KEY_LABEL], tf.int32)
+    features[c.KEY_NUM_SAMPLES] = tf.cast(features[c.KEY_NUM_SAMPLES], tf.int32)
+    return features
+
+
+def fold_files(records_dir: str | os.PathLike, folds) -> list[str]:
+    """Every shard of the given folds, sorted; raises FileNotFoundError naming an empty fold."""
+    files = []
+    for fold in folds:
+        found = sorted(glob.glob(os.path.join(os.fspath(records_dir), c.fold_shard_glob(fold))))
+        if not found:
+            raise FileNotFoundError(f"no TFRecord shards for fold {fold} under {records_dir}")
+        files.extend(found)
+    return files
+
+
+def read_folds(records_dir: str | os.PathLike, folds) -> tf.data.Dataset:
+    """(waveform float32 [CLIP_SAMPLES], label int32) per clip, in file order (no shuffling)."""
+    files = fold_files(records_dir, folds)
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+    return ds.map(lambda s: _waveform_label(parse_examples(s)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _waveform_label(features):
+    return features["waveform"], features[c.KEY_LABEL]

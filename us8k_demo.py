@@ -1,0 +1,105 @@
+"""`us8k demo`: every stage end to end on the embedded default (synthetic data, local runner,
+local endpoint). Each stage runs as its own `us8k` command, exactly as a user would type it."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+# The embedded default: small enough for a 2-core CPU in minutes, big enough to learn.
+CLIPS_PER_CLASS_PER_FOLD = 8
+MODELS = "baseline,cnn,lstm,crnn"
+EPOCHS = 6
+BATCH_SIZE = 32
+SEED = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", default="demo_run", help="where every stage writes (replaced)")
+    parser.add_argument("--clips-per-class-per-fold", type=int, default=CLIPS_PER_CLASS_PER_FOLD)
+    parser.add_argument("--models", default=MODELS, help="comma-separated model names")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--seed", type=int, default=SEED)
+
+
+def us8k(*args: str, **kwargs) -> None:
+    """Run one stage as `us8k ARGS`; stop the demo with its exit status if it fails."""
+    print(f"\n$ us8k {' '.join(args)}", flush=True)
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "us8k", *args], **kwargs)
+    if done.returncode != 0:
+        raise SystemExit(f"us8k demo: error: stage `us8k {args[0]}` failed with exit status {done.returncode}")
+    print(f"  ({time.time() - started:.0f} s)", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_ping(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"us8k demo: error: the endpoint exited with status {server.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"us8k demo: error: the endpoint did not answer /ping within {timeout_s:.0f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(args.workdir)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    data, records, run_dir, export = work / "UrbanSound8K", work / "records", work / "run", work / "export"
+    started = time.time()
+
+    us8k("synth", str(data), "--clips-per-class-per-fold", str(args.clips_per_class_per_fold),
+         "--corrupt", "3", "--seed", str(args.seed))
+    us8k("ingest", "--data-dir", str(data), "--output", str(records))
+    manifest = json.loads((records / "manifest.json").read_text())
+    print(f"  records: {manifest['records_written']} written, {manifest['errors']} failed "
+          f"(listed in {records / 'errors.jsonl'})")
+    us8k("train", "--records", str(records), "--output", str(run_dir), "--models", args.models,
+         "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed))
+    us8k("export", str(run_dir), "--output", str(export))
+    tarball = work / "model.tar.gz"
+    us8k("package", str(export), "--output", str(tarball))
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    print(f"\n$ us8k serve {tarball} --port {port}", flush=True)
+    server = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(tarball), "--port", str(port)])
+    try:
+        wait_for_ping(url, server)
+        test_clips = sorted((data / "audio" / "fold10").glob("*.wav"))[:: max(1, args.clips_per_class_per_fold)][:5]
+        us8k("predict", *map(str, test_clips), "--url", url)
+        waveform_json = work / "waveforms.json"
+        write_waveform_request(test_clips[:2], waveform_json)
+        us8k("predict", "--waveform", str(waveform_json), "--url", url)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    print(f"\ndemo finished in {time.time() - started:.0f} s; everything is under {work}/", flush=True)
+    return 0
+
+
+def write_waveform_request(files, path: Path) -> None:
+    """A JSON `instances` request of raw waveforms at the contract's rate (the endpoint's other input)."""
+    from tfdata.audio import decode_audio  # no TensorFlow
+
+    instances = [[round(float(v), 5) for v in decode_audio(f)] for f in files]
+    path.write_text(json.dumps({"instances": instances}))
