@@ -13,3 +13,113 @@ def pytest_configure(config):
 
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training fixtures (tests/test_pipeline_tfdata.py, test_train.py, test_evaluate.py): small
+# TFRecord sets of class-distinguishable tones, written straight with records.serialize_clip.
+# ---------------------------------------------------------------------------------------------
+TONE_BASE_HZ = 150.0  # class k: a tone at 150 · 1.5**k Hz (plus its octave and a little noise)
+
+
+def tone_clip(label, rng, num_samples=None):
+    """One zero-padded 4 s clip (float32 [CLIP_SAMPLES]) whose pitch tells its class."""
+    import numpy as np
+
+    from tfdata import contract as c
+
+    n = c.CLIP_SAMPLES if num_samples is None else int(num_samples)
+    t = np.arange(n) / c.SAMPLE_RATE
+    f = TONE_BASE_HZ * 1.5 ** label * rng.uniform(0.97, 1.03)
+    phase = rng.uniform(0, 2 * np.pi)
+    x = np.sin(2 * np.pi * f * t + phase) + 0.5 * np.sin(4 * np.pi * f * t + phase)
+    x = rng.uniform(0.1, 0.5) * x / 1.5 + 0.01 * rng.standard_normal(n)
+    clip = np.zeros(c.CLIP_SAMPLES, np.float32)
+    clip[:n] = x
+    return clip
+
+
+def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3, audio_seed=None):
+    """Write `per_fold` ({fold: clips}) as `records_dir/fold{k}/tones-0000i-of-0000n.tfrecord`.
+
+    Labels cycle through the classes; every `short_every`-th clip is shorter than 4 s (zero
+    padded, num_samples < CLIP_SAMPLES). `audio_seed` ({fold: seed}) changes one fold's audio
+    only. Returns [(fold, label, slice_file_name)] in write order."""
+    import os
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tfdata import contract as c
+    from tfdata import records
+
+    written = []
+    for fold, count in per_fold.items():
+        rng = np.random.default_rng([seed, fold, (audio_seed or {}).get(fold, 0)])
+        fold_dir = os.path.join(os.fspath(records_dir), c.fold_dir_name(fold))
+        os.makedirs(fold_dir, exist_ok=True)
+        writers = [tf.io.TFRecordWriter(os.path.join(fold_dir, f"tones-{i:05d}-of-{shards:05d}{c.RECORD_SUFFIX}"))
+                   for i in range(shards)]
+        for i in range(count):
+            label = i % c.NUM_CLASSES
+            short = short_every and i % short_every == short_every - 1
+            n = int(rng.integers(c.SAMPLE_RATE // 2, c.CLIP_SAMPLES)) if short else c.CLIP_SAMPLES
+            name = f"{1000 * fold + i}-{label}-0-0.wav"
+            writers[i % shards].write(records.serialize_clip(
+                tone_clip(label, rng, n), n, label=label, fold=fold, fsid=1000 * fold + i,
+                slice_file_name=name, salience=1))
+            written.append((fold, label, name))
+        for w in writers:
+            w.close()
+    return written
+
+
+@pytest.fixture
+def tone_records(tmp_path):
+    """Factory: tone_records(per_fold, **kw) → records dir under tmp_path (see write_tone_records)."""
+    counter = iter(range(1000))
+
+    def make(per_fold, **kwargs):
+        records_dir = tmp_path / f"records{next(counter)}"
+        write_tone_records(records_dir, per_fold, **kwargs)
+        return records_dir
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tone_records_writer():
+    """write_tone_records itself, for module-scoped fixtures."""
+    return write_tone_records
+# ------------------------------------------------------------------- end of training fixtures
+
+
+# ---------------------------------------------------------------------------------------------
+# Serving fixtures (tests/test_inference.py, test_package.py, test_server.py, test_client.py,
+# test_deploy.py): one untrained `tiny` model exported once per session, and its model.tar.gz.
+# Seeded, with unit normalisation statistics: its answers are far from one-hot (top ≈ 0.3–0.8).
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """EXPORT dir of an untrained tiny model: EXPORT/model/1/ (SavedModel) + EXPORT/metadata.json."""
+    import keras
+    import numpy as np
+
+    from models.architectures import build_model
+    from models.export import export_model
+    from tfdata.contract import N_MELS
+
+    export_dir = tmp_path_factory.mktemp("serving") / "export"
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", np.zeros(N_MELS, np.float32), np.ones(N_MELS, np.float32))
+    export_model(model, export_dir)
+    return export_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tiny_export, tmp_path_factory):
+    """model.tar.gz of `tiny_export` in the SageMaker TF Serving layout (serving.package)."""
+    from serving.package import write_package
+
+    return write_package(tiny_export, tmp_path_factory.mktemp("package") / "model.tar.gz")
+# -------------------------------------------------------------------- end of serving fixtures

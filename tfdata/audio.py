@@ -148,5 +148,6 @@ def _check_riff_complete(data: bytes) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    # LibsndfileError carries the library's own message without the file object's repr.
+    text = str(getattr(exc, "error_string", None) or exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -1,0 +1,181 @@
+"""`us8k bench pipeline`: can the tf.data pipeline keep a training step fed, and what does training cost in memory?
+
+1. Pipeline: examples/s that `tfdata.pipeline.make_dataset` delivers from TFRecord shards in
+   training mode (shuffle, batched parse, augmentation), iterating batches with no model.
+2. Model: examples/s one training step of build_model(MODEL) consumes on this CPU (a compiled
+   `train_on_batch` on one fixed batch, after warm-up) and `fit` fed by the pipeline.
+3. The ratio pipeline / step (target ≥ 10×: the input side is then not what limits training).
+4. Peak memory (max RSS) of a short `us8k train` run on demo-sized data, in a subprocess.
+Figures only; the machine is shared, so re-run before relying on one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RECORDS = 384  # written to SHARDS shards over two folds
+SHARDS = 8
+BATCH_SIZE = 32
+PIPELINE_BATCHES = 60
+WARMUP_BATCHES = 5
+MODEL = "cnn"
+TRAIN_STEPS = 8
+WARMUP_STEPS = 2
+FIT_STEPS = 8
+MEMORY_TRAIN_CLIPS = 320  # the demo's size: 8 folds × 40 clips (4 per class per fold)
+MEMORY_EVAL_CLIPS = 40
+MEMORY_EPOCHS = 1
+UNIQUE_CLIPS = 40  # synthesised once, then reused (content does not change the pipeline's cost)
+
+
+def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: int, seed: int = 0) -> int:
+    """Synthetic clips (tfdata.synth) as fold shards; every 4th clip shorter than 4 s. Returns the count."""
+    import tensorflow as tf
+
+    from tfdata import contract as c
+    from tfdata import records, synth
+
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(UNIQUE_CLIPS):
+        label = i % c.NUM_CLASSES
+        seconds = float(rng.uniform(1.0, 4.0)) if i % 4 == 3 else float(c.CLIP_SECONDS)
+        x = 0.5 * synth.synthesize_clip(label, rng, c.SAMPLE_RATE, seconds)
+        clip = np.zeros(c.CLIP_SAMPLES, np.float32)
+        clip[: len(x)] = x[: c.CLIP_SAMPLES]
+        clips.append((records.serialize_clip(clip, min(len(x), c.CLIP_SAMPLES), label=label, fold=1, fsid=i,
+                                             slice_file_name=f"{i}-{label}-0-0.wav", salience=1)))
+    total = 0
+    for fold, count in per_fold.items():
+        os.makedirs(os.path.join(records_dir, c.fold_dir_name(fold)), exist_ok=True)
+        writers = [tf.io.TFRecordWriter(os.path.join(records_dir, c.fold_dir_name(fold),
+                                                     f"bench-{s:05d}-of-{shards_per_fold:05d}{c.RECORD_SUFFIX}"))
+                   for s in range(shards_per_fold)]
+        for i in range(count):
+            writers[i % shards_per_fold].write(clips[i % len(clips)])
+        for w in writers:
+            w.close()
+        total += count
+    return total
+
+
+def pipeline_rate(records_dir: str, folds, batch_size: int, batches: int, **kwargs) -> float:
+    """Examples/s delivered by make_dataset (repeating), after WARMUP_BATCHES."""
+    from tfdata import pipeline
+
+    ds = pipeline.make_dataset(records_dir, folds, batch_size=batch_size, repeat=True, **kwargs)
+    iterator = iter(ds)
+    for _ in range(WARMUP_BATCHES):
+        next(iterator)
+    start = time.perf_counter()
+    examples = sum(int(next(iterator)[1].shape[0]) for _ in range(batches))
+    return examples / (time.perf_counter() - start)
+
+
+def model_rates(records_dir: str, folds, model_name: str, batch_size: int, steps: int) -> tuple[float, float, int]:
+    """(train_on_batch examples/s on a fixed batch, fit-from-pipeline examples/s, parameters)."""
+    import keras
+
+    from models.architectures import build_model
+    from tfdata import contract as c
+    from tfdata import pipeline
+
+    keras.utils.set_random_seed(0)
+    model = build_model(model_name)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.5, 0.5, (batch_size, c.CLIP_SAMPLES)).astype(np.float32)
+    y = rng.integers(0, c.NUM_CLASSES, batch_size).astype(np.int32)
+    for _ in range(WARMUP_STEPS):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    step_rate = batch_size * steps / (time.perf_counter() - start)
+
+    ds = pipeline.make_dataset(records_dir, folds, batch_size=batch_size, training=True, repeat=True)
+    model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)  # warm-up (new function for fit)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=FIT_STEPS, epochs=1, shuffle=False, verbose=0)
+    fit_rate = batch_size * FIT_STEPS / (time.perf_counter() - start)
+    return step_rate, fit_rate, model.count_params()
+
+
+def training_peak_rss(records_dir: str, run_dir: str, model_name: str, epochs: int) -> tuple[float, float]:
+    """Run `us8k train` in a subprocess; return (its max RSS in MiB, wall seconds)."""
+    command = [sys.executable, "-m", "us8k", "train", "--records", records_dir, "--output", run_dir,
+               "--models", model_name, "--epochs", str(epochs), "--val-fold", "2", "--test-fold", "3",
+               "--verbose", "0", "--skip-evaluate"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"us8k bench: error: training subprocess failed: {result.stderr.strip()[-500:]}")
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, max over children
+    if peak_kib <= before:
+        print("  (an earlier child process had a larger peak; this figure is an upper bound)")
+    return peak_kib / 1024, seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--records", type=int, default=RECORDS, help="records written to temporary shards")
+    parser.add_argument("--shards", type=int, default=SHARDS)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batches", type=int, default=PIPELINE_BATCHES, help="pipeline batches timed")
+    parser.add_argument("--model", default=MODEL, help="architecture whose training step is timed")
+    parser.add_argument("--steps", type=int, default=TRAIN_STEPS, help="training steps timed")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the training-memory subprocess")
+
+
+def run(args: argparse.Namespace) -> int:
+    work = tempfile.mkdtemp(prefix="us8k-bench-pipeline-")
+    try:
+        print(f"CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f} (shared machine: "
+              "figures vary)", flush=True)
+        records_dir = os.path.join(work, "records")
+        half = max(args.shards // 2, 1)
+        n = write_records(records_dir, {1: args.records // 2, 2: args.records - args.records // 2}, half)
+        print(f"Records: {n} in {2 * half} shards ({_dir_mib(records_dir):.0f} MiB)")
+
+        rates = {
+            "training (shuffle + augment)": pipeline_rate(records_dir, [1, 2], args.batch_size, args.batches,
+                                                          training=True),
+            "training, no augmentation": pipeline_rate(records_dir, [1, 2], args.batch_size, args.batches,
+                                                       training=True, augment=False),
+            "evaluation (ordered)": pipeline_rate(records_dir, [1, 2], args.batch_size, args.batches,
+                                                  training=False),
+        }
+        for name, rate in rates.items():
+            print(f"Pipeline {name:<30} {rate:10,.0f} examples/s  (batch {args.batch_size})", flush=True)
+
+        step_rate, fit_rate, params = model_rates(records_dir, [1, 2], args.model, args.batch_size, args.steps)
+        print(f"Model {args.model} ({params:,} parameters): train step {step_rate:8,.1f} examples/s "
+              f"(train_on_batch, fixed batch {args.batch_size})", flush=True)
+        print(f"Model {args.model}: fit fed by the pipeline {fit_rate:8,.1f} examples/s", flush=True)
+        ratio = rates["training (shuffle + augment)"] / step_rate
+        print(f"Ratio pipeline / training step: {ratio:,.1f}x (target >= 10x)", flush=True)
+
+        if not args.skip_memory:
+            memory_dir = os.path.join(work, "memory-records")
+            write_records(memory_dir, {1: MEMORY_TRAIN_CLIPS, 2: MEMORY_EVAL_CLIPS, 3: MEMORY_EVAL_CLIPS}, 4)
+            peak_mib, seconds = training_peak_rss(memory_dir, os.path.join(work, "run"), args.model, MEMORY_EPOCHS)
+            print(f"Training peak RSS: {peak_mib:,.0f} MiB  ({args.model}, {MEMORY_TRAIN_CLIPS} training clips, "
+                  f"{MEMORY_EPOCHS} epoch, batch 32, subprocess wall {seconds:.1f} s)", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _dir_mib(path: str) -> float:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files) / 2**20

@@ -1,0 +1,148 @@
+"""The seed's four architectures (baseline, cnn, lstm, crnn) and a `tiny` one for tests.
+
+Every model takes the raw waveform `keras.Input(shape=(CLIP_SAMPLES,), name="waveform")` and starts
+with the shared `LogMelFrontend` (normalisation statistics from the training folds), giving
+(frames=173, mels=128). Convolutional models see the seed's image layout (mels, frames, 1);
+sequence models see time as the sequence axis.
+
+Layer for layer as in the seed's README, with two fixes:
+- the seed's LSTM and CRNN used `Reshape` to turn (mels, frames) into (frames, mels), which
+  reorders memory without transposing: the "time steps" were scrambled slices of the
+  spectrogram. Here the LSTM reads the frontend's (frames, mels) output directly and the CRNN
+  transposes its feature map with `Permute` before flattening each time step;
+- the seed's inference notebook resized inputs to (128, 160, 1); a centred STFT of 4 s at
+  hop 512 has 173 frames (`contract.N_FRAMES`), which is what these models take.
+The seed's baseline is kept as it was, a deliberate floor: GlobalAveragePooling2D over a
+one-channel spectrogram leaves a single number per clip (its mean level) for the dense layers.
+The final softmax is float32 so the models are safe under a mixed-precision policy.
+Models are returned uncompiled (training owns optimiser, loss and metrics).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from models.frontend import LogMelFrontend
+from tfdata.contract import CLIP_SAMPLES, N_FRAMES, N_MELS, NUM_CLASSES
+
+INPUT_NAME = "waveform"  # the serving input's name (Keras would call it "keras_tensor")
+FRONTEND_NAME = "frontend"
+CONV_KERNEL = (3, 3)
+POOL = (2, 2)
+
+# Hyperparameters as in the seed.
+BASELINE_UNITS = (256, 256, 128, 64)
+BASELINE_DROPOUT = 0.4  # after each of the first three dense layers
+CNN_FILTERS = (32, 64, 128, 256)
+CNN_BATCH_NORM = (False, True, False, True)  # the seed normalised after the 2nd and 4th conv only
+CNN_DENSE, CNN_DROPOUT = 256, 0.5
+LSTM_UNITS = (128, 64)
+CRNN_FILTERS = (32, 64, 128)
+CRNN_BATCH_NORM = (False, True, True)
+CRNN_LSTM_UNITS = 128
+RNN_DENSE, RNN_DROPOUT = 128, 0.3
+TINY_FILTERS = (16, 32)
+
+
+def _waveform_and_features(mean, variance):
+    """The shared input and frontend: waveform [batch, 88200] → features [batch, frames, mels]."""
+    waveform = keras.Input(shape=(CLIP_SAMPLES,), name=INPUT_NAME)
+    features = LogMelFrontend(mean=mean, variance=variance, name=FRONTEND_NAME)(waveform)  # [b, 173, 128]
+    return waveform, features
+
+
+def _as_image(features):
+    """(frames, mels) → the seed's image layout (mels, frames, 1)."""
+    x = layers.Permute((2, 1), name="mels_first")(features)  # [b, 128, 173]
+    return layers.Reshape((N_MELS, N_FRAMES, 1), name="image")(x)  # [b, 128, 173, 1]
+
+
+def _classifier(x):
+    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
+
+
+def build_baseline(mean=None, variance=None) -> keras.Model:
+    """Seed baseline: GlobalAveragePooling2D + Dense 256/256/128/64 (Dropout 0.4) + softmax."""
+    waveform, features = _waveform_and_features(mean, variance)
+    x = layers.GlobalAveragePooling2D()(_as_image(features))  # [b, 1]
+    for i, units in enumerate(BASELINE_UNITS):
+        x = layers.Dense(units, activation="relu")(x)
+        if i < len(BASELINE_UNITS) - 1:
+            x = layers.Dropout(BASELINE_DROPOUT)(x)
+    return keras.Model(waveform, _classifier(x), name="baseline")
+
+
+def build_cnn(mean=None, variance=None) -> keras.Model:
+    """Seed CNN: 4 × (Conv 3×3 same relu [BatchNorm] MaxPool 2×2), Flatten, Dense 256, Dropout 0.5."""
+    waveform, features = _waveform_and_features(mean, variance)
+    x = _as_image(features)  # [b, 128, 173, 1]
+    for filters, batch_norm in zip(CNN_FILTERS, CNN_BATCH_NORM):
+        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(POOL)(x)  # → [b, 8, 10, 256] after four
+    x = layers.Flatten()(x)  # [b, 20480]
+    x = layers.Dense(CNN_DENSE, activation="relu")(x)
+    x = layers.Dropout(CNN_DROPOUT)(x)
+    return keras.Model(waveform, _classifier(x), name="cnn")
+
+
+def build_lstm(mean=None, variance=None) -> keras.Model:
+    """Seed LSTM: LSTM 128 (sequences) + LSTM 64 + Dense 128 + Dropout 0.3, over time steps."""
+    waveform, features = _waveform_and_features(mean, variance)
+    x = features  # [b, 173 frames (time), 128 mels]: no scrambling Reshape
+    x = layers.LSTM(LSTM_UNITS[0], return_sequences=True)(x)
+    x = layers.LSTM(LSTM_UNITS[1])(x)
+    x = layers.Dense(RNN_DENSE, activation="relu")(x)
+    x = layers.Dropout(RNN_DROPOUT)(x)
+    return keras.Model(waveform, _classifier(x), name="lstm")
+
+
+def build_crnn(mean=None, variance=None) -> keras.Model:
+    """Seed CRNN: 3 conv blocks (32, 64+BN, 128+BN), time steps = pooled frames, LSTM 128, Dense 128."""
+    waveform, features = _waveform_and_features(mean, variance)
+    x = _as_image(features)  # [b, 128, 173, 1]
+    for filters, batch_norm in zip(CRNN_FILTERS, CRNN_BATCH_NORM):
+        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(POOL)(x)  # → [b, 16 mels, 21 frames, 128]
+    _, mels, frames, channels = x.shape
+    x = layers.Permute((2, 1, 3), name="time_major")(x)  # [b, 21 frames, 16 mels, 128]
+    x = layers.Reshape((frames, mels * channels), name="sequence")(x)  # [b, 21, 2048]
+    x = layers.LSTM(CRNN_LSTM_UNITS)(x)
+    x = layers.Dense(RNN_DENSE, activation="relu")(x)
+    x = layers.Dropout(RNN_DROPOUT)(x)
+    return keras.Model(waveform, _classifier(x), name="crnn")
+
+
+def build_tiny(mean=None, variance=None) -> keras.Model:
+    """A few thousand parameters, for fast tests of the whole path (not for results)."""
+    waveform, features = _waveform_and_features(mean, variance)
+    x = _as_image(features)
+    x = layers.MaxPooling2D((4, 4))(x)  # [b, 32, 43, 1]
+    for filters in TINY_FILTERS:
+        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
+        x = layers.MaxPooling2D(POOL)(x)
+    x = layers.GlobalAveragePooling2D()(x)  # [b, 32]
+    return keras.Model(waveform, _classifier(x), name="tiny")
+
+
+MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
+    "baseline": build_baseline,
+    "cnn": build_cnn,
+    "lstm": build_lstm,
+    "crnn": build_crnn,
+    "tiny": build_tiny,
+}
+
+
+def build_model(name: str, mean=None, variance=None) -> keras.Model:
+    """Build the named architecture (uncompiled) behind a frontend holding `mean`/`variance` [n_mels]."""
+    try:
+        builder = MODEL_BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_BUILDERS)}") from None
+    return builder(mean, variance)

@@ -1,0 +1,257 @@
+"""`us8k evaluate RUN`: test-fold metrics for a training run's models → RUN/report/.
+
+For the selected model and every other trained one: accuracy, macro-F1, per-class precision /
+recall / F1 (scikit-learn), the confusion matrix (JSON + PNG), and the "undetermined" rule (top
+probability below a threshold → no answer): its coverage and the accuracy of the answers given,
+at contract.DEFAULT_THRESHOLD and over a sweep of thresholds (JSON + PNG). Writes
+`report.json`, the PNGs and a short `summary.md`; prints the selected model's test accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+
+import numpy as np
+
+from tfdata import contract as c
+
+SELECTION_FILE = "selection.json"  # written by `us8k train`
+REPORT_DIR = "report"
+REPORT_FILE = "report.json"
+SUMMARY_FILE = "summary.md"
+BATCH_SIZE = 32
+SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
+
+
+class EvaluationError(Exception):
+    """A run directory that cannot be evaluated (missing selection, checkpoint or records)."""
+
+
+# ---------------------------------------------------------------------------- predictions
+class _Inference:
+    """model(waveform, training=False) as a callable object: TensorFlow keys its retracing warning on
+    a function's code, so a lambda per model would warn once several models were evaluated."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, waveform):
+        return self.model(waveform, training=False)
+
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Run `model` over batches of (waveform, label) → (probabilities [N, classes], labels [N]).
+
+    One traced function for every batch size (a partial last batch does not retrace)."""
+    import tensorflow as tf
+
+    predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
+    probabilities, labels = [], []
+    for waveform, label in dataset:
+        probabilities.append(predict(waveform).numpy().astype(np.float64))
+        labels.append(label.numpy())
+    if not labels:
+        raise EvaluationError("the evaluation dataset is empty")
+    return np.concatenate(probabilities), np.concatenate(labels).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- metrics
+def undetermined_rule(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Answers only where the top probability ≥ threshold: coverage and accuracy of those answers."""
+    confident = probabilities.max(axis=1) >= threshold  # [N]
+    correct = probabilities.argmax(axis=1) == labels  # [N]
+    answered = int(confident.sum())
+    return {
+        "threshold": float(threshold),
+        "coverage": answered / len(labels),  # fraction that gets a class, not "undetermined"
+        "answered_accuracy": float(correct[confident].mean()) if answered else None,
+        "undetermined": len(labels) - answered,
+    }
+
+
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Every test-fold figure for one model's probabilities."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+    classes = list(range(c.NUM_CLASSES))
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0)
+    present = support > 0  # macro-F1 over the classes the test fold holds
+    return {
+        "examples": int(len(labels)),
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(f1_score(labels, predicted, labels=np.flatnonzero(present), average="macro",
+                                   zero_division=0)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(c.CLASS_NAMES)},
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),  # rows: true
+        "undetermined_rule": undetermined_rule(probabilities, labels, threshold),
+        "threshold_sweep": [undetermined_rule(probabilities, labels, t) for t in SWEEP_THRESHOLDS],
+    }
+
+
+# ---------------------------------------------------------------------------- figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_png(matrix, title: str) -> bytes:
+    """The confusion matrix (rows true, columns predicted) as PNG bytes, with counts in the cells."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(8, 7), dpi=80)
+    ax.imshow(matrix, cmap="Blues")
+    ticks = range(len(c.CLASS_NAMES))
+    ax.set_xticks(ticks, c.CLASS_NAMES, rotation=45, ha="right")
+    ax.set_yticks(ticks, c.CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    limit = matrix.max() / 2 if matrix.size else 0
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
+    """Coverage and answered accuracy against the threshold, the chosen threshold marked."""
+    plt = _pyplot()
+    xs = [p["threshold"] for p in sweep]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=80)
+    ax.plot(xs, [p["coverage"] for p in sweep], marker="o", label="coverage (answered)")
+    ax.plot(xs, [np.nan if p["answered_accuracy"] is None else p["answered_accuracy"] for p in sweep],
+            marker="s", label="accuracy of answers")
+    ax.axvline(threshold, color="gray", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_xlabel("threshold on the top probability")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------- the run
+def read_selection(run_dir: str | os.PathLike) -> dict:
+    path = os.path.join(os.fspath(run_dir), SELECTION_FILE)
+    if not os.path.isfile(path):
+        raise EvaluationError(f"no {SELECTION_FILE} in {run_dir}: run `us8k train` first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THRESHOLD,
+                 batch_size: int = BATCH_SIZE, records_dir: str | os.PathLike | None = None,
+                 verbose: bool = True) -> dict:
+    """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report."""
+    import keras
+
+    import models.architectures  # noqa: F401  (registers the custom layers for load_model)
+    from tfdata import pipeline
+
+    run_dir = os.fspath(run_dir)
+    selection = read_selection(run_dir)
+    records_dir = os.fspath(records_dir or selection["records"])
+    test_fold = int(selection["test_fold"])
+    if not 0.0 <= threshold <= 1.0:
+        raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
+    try:
+        test_ds = pipeline.make_dataset(records_dir, [test_fold], batch_size=batch_size, training=False)
+    except FileNotFoundError as e:
+        raise EvaluationError(str(e)) from None
+    report_dir = os.path.join(run_dir, REPORT_DIR)
+    os.makedirs(report_dir, exist_ok=True)
+
+    results = {}
+    for name, entry in selection["models"].items():
+        checkpoint = os.path.join(run_dir, entry["checkpoint"])
+        if not os.path.isfile(checkpoint):
+            raise EvaluationError(f"checkpoint of model {name!r} not found: {checkpoint}")
+        model = keras.models.load_model(checkpoint, compile=False)
+        probabilities, labels = predict_dataset(model, test_ds)
+        metrics = classification_metrics(probabilities, labels, threshold)
+        files = {"confusion_png": f"confusion_{name}.png", "threshold_png": f"threshold_{name}.png"}
+        with open(os.path.join(report_dir, files["confusion_png"]), "wb") as f:
+            f.write(confusion_png(metrics["confusion_matrix"],
+                                  f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
+        with open(os.path.join(report_dir, files["threshold_png"]), "wb") as f:
+            f.write(sweep_png(metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
+        results[name] = {**metrics, "val_accuracy": entry.get("best_val_accuracy"), "files": files}
+        keras.backend.clear_session(free_memory=True)
+
+    report = {
+        "selected": selection["selected"],
+        "test_fold": test_fold,
+        "records": records_dir,
+        "threshold": threshold,
+        "class_names": list(c.CLASS_NAMES),
+        "models": results,
+    }
+    with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(report_dir, SUMMARY_FILE), "w") as f:
+        f.write(summary_markdown(report))
+    if verbose:
+        selected = report["selected"]
+        print(f"Test accuracy ({selected}, selected by validation accuracy, fold {test_fold}): "
+              f"{results[selected]['accuracy']:.4f}")
+        print(f"Report: {os.path.join(report_dir, REPORT_FILE)}", flush=True)
+    return report
+
+
+def summary_markdown(report: dict) -> str:
+    threshold = report["threshold"]
+    selected = report["selected"]
+    lines = [f"# Test fold {report['test_fold']}: {selected} selected by validation accuracy", "",
+             f"| Model | Val Accuracy | Test Accuracy | Macro-F1 | Coverage @ {threshold:g} | "
+             f"Accuracy of answers @ {threshold:g} |",
+             "|---|---|---|---|---|---|"]
+    for name, m in sorted(report["models"].items(), key=lambda kv: kv[1]["accuracy"]):
+        rule = m["undetermined_rule"]
+        answered = "–" if rule["answered_accuracy"] is None else f"{rule['answered_accuracy']:.4f}"
+        val = "–" if m["val_accuracy"] is None else f"{m['val_accuracy']:.4f}"
+        label = f"**{name}**" if name == selected else name
+        lines.append(f"| {label} | {val} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | "
+                     f"{rule['coverage']:.3f} | {answered} |")
+    best = report["models"][selected]
+    lines += ["", f"## {selected}: per class", "", "| Class | Precision | Recall | F1 | Support |",
+              "|---|---|---|---|---|"]
+    for name, p in best["per_class"].items():
+        lines.append(f"| {name} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |")
+    lines += ["", f"Figures: `{best['files']['confusion_png']}`, `{best['files']['threshold_png']}` "
+                  "(and the same for every model).", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="training run directory (holds selection.json)")
+    parser.add_argument("--threshold", type=float, default=c.DEFAULT_THRESHOLD,
+                        help=f"undetermined below this top probability (default {c.DEFAULT_THRESHOLD})")
+    parser.add_argument("--records", default=None, help="records directory (default: the one trained on)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        evaluate_run(args.run, threshold=args.threshold, batch_size=args.batch_size, records_dir=args.records)
+    except EvaluationError as e:
+        raise SystemExit(f"us8k evaluate: error: {e}") from None
+    return 0

@@ -1,0 +1,346 @@
+"""Export a trained model as a raw-waveform SavedModel (`us8k export RUN --output EXPORT`).
+
+A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signatures:
+
+`serving_default(waveform float32 [batch, samples] at 22050 Hz, lengths int32 [batch])` →
+  `probabilities` [batch, 10], `class_id` int32 [batch], `class_name` string [batch],
+  `window_probabilities` [batch, windows, 10] (zeros past a row's own windows) and
+  `window_count` int32 [batch]. Samples past a row's `lengths` (0 ≤ lengths ≤ samples, else
+  InvalidArgument) are zeroed; a row of n valid samples is cut into
+  k = 1 + ceil(max(0, n - 88200) / 44100) windows of 4 s every 2 s (the last one zero padded; a
+  clip shorter than 4 s is one padded window, as in ingestion) and the windows' probabilities are
+  averaged. Only a row's own windows go through the network, `window_batch` windows per call, so
+  a clip padded into a batch gets the answer it gets alone.
+`log_mel(waveform float32 [batch, samples])` → `log_mel` [batch, windows, 173, 128], the normalised
+  features the network sees for each window (every row taken as valid over its full width; use
+  one clip per row or per call), and `window_count` int32 [batch].
+
+The class names are a constant in the graph; a metadata JSON (sample rate, window, class names,
+threshold, versions, model name, run information) is a SavedModel asset and is copied to
+`EXPORT/metadata.json`. Layout: `EXPORT/model/1/` (the version folder TF Serving expects) and
+`EXPORT/metadata.json`. The serving graph uses core TensorFlow ops only (no XLA, no Keras), so an
+older TF Serving (2.19) runs it. After saving, `verify_export` reloads the SavedModel and checks it.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import architectures  # noqa: F401  (registers every layer a checkpoint may hold)
+from models.frontend import LogMelFrontend
+from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, N_FRAMES, NUM_CLASSES,
+                             SAMPLE_RATE, WINDOW_HOP_SAMPLES)
+
+MODEL_SUBDIR = "model"
+VERSION = "1"
+METADATA_FILE = "metadata.json"
+SELECTION_FILE = "selection.json"  # written by `us8k train` in the run directory
+WINDOW_BATCH = 32  # windows per network call inside the serving graph (bounds memory on long audio)
+VERIFY_TOLERANCE = 1e-4  # probabilities sum to 1, batched rows equal single calls
+
+
+class ExportVerificationError(RuntimeError):
+    """The reloaded SavedModel gave an answer that is not a valid prediction."""
+
+
+# ---------------------------------------------------------------------------- in-graph windowing
+def window_counts(lengths):
+    """Windows per row: k = 1 + ceil(max(0, n - CLIP_SAMPLES) / WINDOW_HOP_SAMPLES); int32 [batch]."""
+    excess = tf.maximum(lengths - CLIP_SAMPLES, 0)
+    return 1 + (excess + WINDOW_HOP_SAMPLES - 1) // WINDOW_HOP_SAMPLES
+
+
+def frame_windows(waveform, lengths):
+    """Zero past each row's length and cut 4 s windows every 2 s: [batch, max_windows, 88200], counts."""
+    width = tf.shape(waveform)[1]
+    lengths = tf.clip_by_value(lengths, 0, width)  # [batch]
+    waveform = tf.where(tf.sequence_mask(lengths, width), waveform, 0.0)  # [batch, width]
+    counts = window_counts(lengths)  # [batch]
+    max_count = tf.reduce_max(tf.concat([counts, [1]], axis=0))
+    needed = CLIP_SAMPLES + (max_count - 1) * WINDOW_HOP_SAMPLES  # ≥ every row's length
+    waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(needed - width, 0)]])[:, :needed]
+    windows = tf.signal.frame(waveform, CLIP_SAMPLES, WINDOW_HOP_SAMPLES, pad_end=False)  # [b, K, 88200]
+    return windows, counts
+
+
+class ServingModule(tf.Module):
+    """The exported object: the Keras model, its frontend, the metadata asset and the signatures."""
+
+    def __init__(self, model: keras.Model, frontend: LogMelFrontend, metadata_path: str,
+                 window_batch: int = WINDOW_BATCH):
+        super().__init__(name="us8k_serving")
+        self.model = model
+        self.frontend = frontend
+        self.metadata = tf.saved_model.Asset(metadata_path)
+        self._window_batch = int(window_batch)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform"),
+                                  tf.TensorSpec([None], tf.int32, name="lengths")])
+    def serve(self, waveform, lengths):
+        tf.debugging.assert_equal(tf.shape(lengths)[0], tf.shape(waveform)[0],
+                                  message="lengths must have one entry per waveform row")
+        tf.debugging.assert_non_negative(lengths, message="lengths must not be negative")
+        tf.debugging.assert_less_equal(lengths, tf.shape(waveform)[1],
+                                       message="lengths must not exceed the waveform's width")
+        waveform = tf.debugging.check_numerics(waveform, "waveform contains NaN or Inf")
+        windows, counts = frame_windows(waveform, lengths)  # [b, K, 88200], [b]
+        batch, max_count = tf.shape(windows)[0], tf.shape(windows)[1]
+        valid = tf.sequence_mask(counts, max_count)  # [b, K]
+        positions = tf.where(tf.reshape(valid, [-1]))  # [n, 1] int64, row-major (b, k)
+        own_windows = tf.gather_nd(tf.reshape(windows, [-1, CLIP_SAMPLES]), positions)  # [n, 88200]
+        probabilities = self._predict_in_chunks(own_windows)  # [n, 10]
+        window_probabilities = tf.reshape(
+            tf.scatter_nd(positions, probabilities, tf.stack([tf.cast(batch * max_count, tf.int64), NUM_CLASSES])),
+            [batch, max_count, NUM_CLASSES])  # [b, K, 10], zeros past a row's windows
+        mean = tf.reduce_sum(window_probabilities, axis=1) / tf.cast(counts, tf.float32)[:, None]  # [b, 10]
+        class_id = tf.argmax(mean, axis=1, output_type=tf.int32)  # [b]
+        class_name = tf.gather(tf.constant(CLASS_NAMES), class_id)  # [b]
+        return {"probabilities": mean, "class_id": class_id, "class_name": class_name,
+                "window_probabilities": window_probabilities, "window_count": counts}
+
+    def _predict_in_chunks(self, windows):
+        """The network on [n, 88200] windows, `window_batch` at a time (long audio stays bounded)."""
+        n = tf.shape(windows)[0]
+        chunks = (n + self._window_batch - 1) // self._window_batch
+        outputs = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
+                                 element_shape=tf.TensorShape([None, NUM_CLASSES]))
+        for i in tf.range(chunks):
+            chunk = windows[i * self._window_batch:(i + 1) * self._window_batch]
+            outputs = outputs.write(i, tf.cast(self.model(chunk, training=False), tf.float32))
+        return tf.cond(chunks > 0, outputs.concat, lambda: tf.zeros([0, NUM_CLASSES]))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    def log_mel(self, waveform):
+        lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])  # every sample valid
+        windows, counts = frame_windows(waveform, lengths)  # [b, K, 88200]
+        batch, max_count = tf.shape(windows)[0], tf.shape(windows)[1]
+        features = self.frontend(tf.reshape(windows, [-1, CLIP_SAMPLES]))  # [b * K, 173, 128]
+        features = tf.reshape(features, [batch, max_count, N_FRAMES, tf.shape(features)[-1]])
+        return {"log_mel": features, "window_count": counts}
+
+    @tf.function(input_signature=[])
+    def metadata_path(self):
+        """Path of the metadata JSON inside the loaded SavedModel (`loaded.metadata_path()`)."""
+        return self.metadata.asset_path
+
+
+# ---------------------------------------------------------------------------- export
+def find_frontend(model: keras.Model) -> LogMelFrontend:
+    for layer in model.layers:
+        if isinstance(layer, LogMelFrontend):
+            return layer
+    raise ValueError(f"model {model.name!r} has no LogMelFrontend layer: export needs a raw-waveform model")
+
+
+def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: float, extra: dict | None) -> dict:
+    spectrogram = frontend.spectrogram.get_config()
+    metadata = {
+        "model_name": model.name,
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
+        "window_hop_samples": WINDOW_HOP_SAMPLES,
+        "class_names": list(CLASS_NAMES),
+        "num_classes": NUM_CLASSES,
+        "threshold": float(threshold),
+        "frontend": {k: spectrogram[k] for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin",
+                                                 "fmax", "ref_power", "amin", "top_db")},
+        "num_frames": N_FRAMES,
+        "parameters": int(model.count_params()),
+        "signatures": {
+            "serving_default": {"inputs": {"waveform": "float32 [batch, samples]", "lengths": "int32 [batch]"},
+                                "outputs": ["probabilities", "class_id", "class_name",
+                                            "window_probabilities", "window_count"]},
+            "log_mel": {"inputs": {"waveform": "float32 [batch, samples]"},
+                        "outputs": ["log_mel", "window_count"]},
+        },
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    clashes = sorted(set(extra or {}) & set(metadata))
+    if clashes:
+        raise ValueError(f"metadata keys {clashes} are written by the export itself")
+    metadata.update(extra or {})
+    json.dumps(metadata)  # fail here, with the offending type, rather than half-way through saving
+    return metadata
+
+
+def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_THRESHOLD,
+                 metadata: dict | None = None, window_batch: int = WINDOW_BATCH,
+                 overwrite: bool = False, verify: bool = True) -> pathlib.Path:
+    """Write `output_dir/model/1/` (SavedModel) and `output_dir/metadata.json`; return the model dir.
+
+    The SavedModel is written beside its final place, verified after reloading (`verify_export`),
+    then moved into place, so a failed export leaves no half-written version folder.
+    """
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be within [0, 1], got {threshold}")
+    if tuple(model.input_shape) != (None, CLIP_SAMPLES) or tuple(model.output_shape) != (None, NUM_CLASSES):
+        raise ValueError(f"expected a model [batch, {CLIP_SAMPLES}] → [batch, {NUM_CLASSES}], "
+                         f"got {model.input_shape} → {model.output_shape}")
+    output_dir = pathlib.Path(output_dir)
+    version_dir = output_dir / MODEL_SUBDIR / VERSION
+    if version_dir.exists() and any(version_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{version_dir} already holds a model (pass overwrite=True to replace it)")
+    frontend = find_frontend(model)
+    content = build_metadata(model, frontend, threshold, metadata)
+    version_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=version_dir.parent))
+    try:
+        metadata_source = staging / "source" / METADATA_FILE
+        metadata_source.parent.mkdir()
+        metadata_source.write_text(json.dumps(content, indent=2) + "\n")
+        module = ServingModule(model, frontend, str(metadata_source), window_batch)
+        saved = staging / VERSION
+        tf.saved_model.save(module, str(saved), signatures={
+            "serving_default": module.serve.get_concrete_function(),
+            "log_mel": module.log_mel.get_concrete_function(),
+        })
+        if verify:
+            verify_export(saved)
+        if version_dir.exists():
+            shutil.rmtree(version_dir)
+        saved.rename(version_dir)
+        shutil.copyfile(metadata_source, output_dir / METADATA_FILE)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return version_dir
+
+
+# ---------------------------------------------------------------------------- verification
+def _saved_model_dir(export_dir) -> pathlib.Path:
+    path = pathlib.Path(export_dir)
+    if (path / "saved_model.pb").exists():
+        return path
+    if (path / MODEL_SUBDIR / VERSION / "saved_model.pb").exists():
+        return path / MODEL_SUBDIR / VERSION
+    raise FileNotFoundError(f"no SavedModel at {path} (nor at {path / MODEL_SUBDIR / VERSION})")
+
+
+def verify_export(export_dir) -> dict:
+    """Reload the SavedModel and check its answers; return a summary, raise ExportVerificationError.
+
+    Silence, noise and a tone (4 s each, alone), then a 1 s tone and 6 s of noise in one padded
+    batch with `lengths`: finite probabilities summing to 1, a known class name, the right window
+    counts, batched rows equal to the clips alone, and `log_mel` features of the right shape.
+    """
+    loaded = tf.saved_model.load(str(_saved_model_dir(export_dir)))
+    serve = loaded.signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    t = np.arange(6 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+    clips = {
+        "silence": np.zeros(CLIP_SAMPLES, np.float32),
+        "noise": (0.1 * rng.standard_normal(6 * SAMPLE_RATE)).astype(np.float32),
+        "tone": (0.5 * np.sin(2 * np.pi * 440.0 * t[:SAMPLE_RATE])).astype(np.float32),
+    }
+
+    def call(rows):
+        width = max(len(r) for r in rows)
+        batch = np.zeros((len(rows), width), np.float32)
+        for i, r in enumerate(rows):
+            batch[i, :len(r)] = r
+        out = serve(waveform=tf.constant(batch), lengths=tf.constant([len(r) for r in rows], tf.int32))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def check(name, out, row, expected_windows):
+        p = out["probabilities"][row]
+        if p.shape != (NUM_CLASSES,) or not np.isfinite(p).all() or abs(p.sum() - 1.0) > VERIFY_TOLERANCE:
+            raise ExportVerificationError(f"{name}: invalid probabilities {p}")
+        if out["class_name"][row].decode() != CLASS_NAMES[int(out["class_id"][row])]:
+            raise ExportVerificationError(f"{name}: class_name does not match class_id")
+        if int(out["window_count"][row]) != expected_windows:
+            raise ExportVerificationError(f"{name}: {out['window_count'][row]} windows, expected {expected_windows}")
+
+    summary = {}
+    alone = {}
+    for name, clip in clips.items():
+        out = call([clip])
+        check(name, out, 0, int(window_counts(tf.constant(len(clip))).numpy()))
+        alone[name] = out["probabilities"][0]
+        summary[name] = out["class_name"][0].decode()
+    mixed = call([clips["tone"], clips["noise"]])
+    for row, name in enumerate(("tone", "noise")):
+        check(f"batched {name}", mixed, row, int(window_counts(tf.constant(len(clips[name]))).numpy()))
+        gap = float(np.abs(mixed["probabilities"][row] - alone[name]).max())
+        if gap > VERIFY_TOLERANCE:
+            raise ExportVerificationError(f"batched {name} differs from {name} alone by {gap:.2e}")
+    features = loaded.signatures["log_mel"](waveform=tf.constant(clips["noise"][None]))["log_mel"]
+    if tuple(features.shape[1:3]) != (2, N_FRAMES) or not np.isfinite(features.numpy()).all():
+        raise ExportVerificationError(f"log_mel: unexpected features of shape {features.shape}")
+    return summary
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(parser) -> None:
+    parser.add_argument("run", metavar="RUN", help="training run directory (holds selection.json)")
+    parser.add_argument("--output", required=True, metavar="EXPORT",
+                        help="export directory: EXPORT/model/1/ (SavedModel) and EXPORT/metadata.json")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                        help=f"top probability below which a prediction is undetermined (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing EXPORT/model/1/")
+
+
+def _fail(reason: str):
+    raise SystemExit(f"us8k export: error: {reason}")
+
+
+def read_selection(run_dir: pathlib.Path) -> tuple[str, dict, pathlib.Path, dict]:
+    """(selected name, its entry, its checkpoint path, the whole selection) from RUN/selection.json."""
+    if not run_dir.is_dir():
+        _fail(f"run directory not found: {run_dir}")
+    selection_path = run_dir / SELECTION_FILE
+    if not selection_path.is_file():
+        _fail(f"no {SELECTION_FILE} in {run_dir} (has `us8k train` finished there?)")
+    try:
+        selection = json.loads(selection_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        _fail(f"{selection_path} is not valid JSON ({error})")
+    if not isinstance(selection, dict):
+        _fail(f"{selection_path} does not hold a JSON object")
+    name = selection.get("selected")
+    models = selection.get("models")
+    if not isinstance(models, dict) or not isinstance(name, str) or not isinstance(models.get(name), dict):
+        _fail(f"{selection_path} names no selected model with an entry under \"models\"")
+    entry = models[name]
+    if not isinstance(entry.get("checkpoint"), str):
+        _fail(f"{selection_path}: model {name!r} has no \"checkpoint\"")
+    checkpoint = run_dir / entry["checkpoint"]
+    if not checkpoint.is_file():
+        _fail(f"checkpoint of the selected model {name!r} not found: {checkpoint}")
+    return name, entry, checkpoint, selection
+
+
+def run(args) -> int:
+    run_dir = pathlib.Path(args.run)
+    name, entry, checkpoint, selection = read_selection(run_dir)
+    if not 0.0 <= args.threshold <= 1.0:
+        _fail(f"--threshold must be within [0, 1], got {args.threshold}")
+    print(f"us8k export: loading {name} from {checkpoint}", flush=True)
+    try:
+        model = keras.models.load_model(checkpoint, compile=False)
+    except Exception as error:  # a corrupt or foreign .keras file: say which, in one line
+        _fail(f"cannot load {checkpoint}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    extra = {"run": {"run_dir": str(run_dir.resolve()), "selected": name, "selected_model": entry,
+                     "selection": selection}}
+    output = pathlib.Path(args.output)
+    try:
+        version_dir = export_model(model, output, threshold=args.threshold, metadata=extra,
+                                   overwrite=args.overwrite)
+    except (FileExistsError, ValueError, ExportVerificationError) as error:
+        _fail(str(error))
+    print(f"us8k export: wrote {version_dir} and {output / METADATA_FILE} "
+          f"(model {name}, threshold {args.threshold}); verified after reloading", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit("run through the CLI: us8k export RUN --output EXPORT")

@@ -1,0 +1,134 @@
+"""models.architectures: every model builds on a raw waveform, learns a tiny batch, and sequence
+models read time as the sequence axis."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.architectures import FRONTEND_NAME, INPUT_NAME, MODEL_BUILDERS, build_model
+from models.frontend import compute_normalization_stats
+from tfdata.contract import CLIP_SAMPLES, N_FRAMES, N_MELS, NUM_CLASSES, SAMPLE_RATE
+
+SEED_MODELS = ("baseline", "cnn", "lstm", "crnn")
+LEARNING_RATE = {"tiny": 1e-2, "baseline": 3e-3}  # others: 1e-3
+EPOCHS = 40  # one batch of 8 clips per epoch
+
+
+def _toy_clips(seed=0):
+    """8 clips, 4 classes that differ in level or spectrum: quiet noise, loud noise, 300 Hz, 3 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+
+    def clip(label):
+        gain = rng.uniform(0.5, 1.5)
+        hiss = rng.standard_normal(CLIP_SAMPLES)
+        if label < 2:
+            return (0.01, 0.3)[label] * gain * hiss
+        tone = np.sin(2 * np.pi * (300.0, 3000.0)[label - 2] * t + rng.uniform(0, 2 * np.pi))
+        return 0.2 * gain * tone + 0.003 * hiss
+
+    labels = np.array([0, 1, 2, 3] * 2, np.int32)
+    return np.stack([clip(c) for c in labels]).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def toy():
+    clips, labels = _toy_clips()
+    mean, variance = compute_normalization_stats(tf.data.Dataset.from_tensor_slices(clips).batch(4))
+    return clips, labels, mean, variance
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
+def test_builds_on_a_raw_waveform(name, toy):
+    clips, _, mean, variance = toy
+    model = build_model(name, mean, variance)
+    assert model.name == name
+    assert model.input_shape == (None, CLIP_SAMPLES) and model.inputs[0].name == INPUT_NAME
+    assert model.output_shape == (None, NUM_CLASSES)
+    frontend = model.get_layer(FRONTEND_NAME)
+    assert frontend.output.shape == (None, N_FRAMES, N_MELS)
+    np.testing.assert_allclose(frontend.mean.numpy(), mean.astype(np.float32))
+    probabilities = model.predict(clips[:2], verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    print(f"{name}: {model.count_params():,} parameters")
+
+
+def test_parameter_counts():
+    counts = {name: build_model(name).count_params() for name in MODEL_BUILDERS}
+    assert 5_500_000 < counts["cnn"] < 5_700_000  # the seed CNN's size (~5.6 M): its layers, one for one
+    assert counts["tiny"] < 10_000
+    assert counts["baseline"] < counts["lstm"] < counts["crnn"] < counts["cnn"]
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="baseline, cnn, lstm, crnn, tiny"):
+        build_model("resnet", None, None)
+
+
+@pytest.mark.timeout(120)
+def test_softmax_is_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model("tiny", None, None)
+        assert model.get_layer(FRONTEND_NAME).output.dtype == "float32"
+        assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
+        out = model(np.zeros((1, CLIP_SAMPLES), np.float32))
+        assert out.dtype == tf.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.timeout(120)
+def test_lstm_steps_through_time():
+    """Half silence, then noise: the first LSTM's steps are frames, so its first half is all floor."""
+    model = build_model("lstm", None, None)
+    lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
+    sequence = keras.Model(model.input, lstm.input)
+    clip = np.zeros((1, CLIP_SAMPLES), np.float32)
+    clip[0, CLIP_SAMPLES // 2:] = 0.1 * np.random.default_rng(0).standard_normal(CLIP_SAMPLES // 2)
+    steps = sequence.predict(clip, verbose=0)[0]  # [time steps, features]
+    assert steps.shape == (N_FRAMES, N_MELS)
+    silent_frames = (CLIP_SAMPLES // 2 - 1024) // 512  # frames whose window holds no noise
+    np.testing.assert_array_equal(steps[:silent_frames], np.broadcast_to(steps[0], steps[:silent_frames].shape))
+    assert np.all(steps[silent_frames + 4:].std(axis=1) > 1.0)  # noisy frames vary across mels
+    # The seed's Reshape((frames, mels)) of a (mels, frames) image would mix silent and noisy cells.
+    image = np.transpose(steps)  # (mels, frames) as the seed stored it
+    scrambled = image.reshape(N_FRAMES, N_MELS)
+    assert not np.array_equal(scrambled[:silent_frames],
+                              np.broadcast_to(scrambled[0], scrambled[:silent_frames].shape))
+
+
+@pytest.mark.timeout(120)
+def test_crnn_sequence_is_time_major():
+    """Step t of the CRNN's sequence is column t of its last feature map (all mels × channels)."""
+    model = build_model("crnn", None, None)
+    sequence = model.get_layer("sequence")
+    feature_map = model.get_layer("time_major").input  # [b, mels', frames', channels]
+    probe = keras.Model(model.input, [feature_map, sequence.output])
+    clips, _ = _toy_clips(seed=3)
+    maps, steps = probe.predict(clips[:2], verbose=0)
+    batch, mels, frames, channels = maps.shape
+    assert steps.shape == (batch, frames, mels * channels) == (2, 21, 16 * 128)
+    for t in range(frames):
+        np.testing.assert_array_equal(steps[:, t, :], maps[:, :, t, :].reshape(batch, -1))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["tiny", *SEED_MODELS])
+def test_learns_a_tiny_batch(name, toy):
+    clips, labels, mean, variance = toy
+    keras.utils.set_random_seed(1)
+    model = build_model(name, mean, variance)
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE.get(name, 1e-3)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(clips, labels, batch_size=len(clips), epochs=EPOCHS, verbose=0).history
+    loss, accuracy = history["loss"], history["accuracy"]
+    if name == "baseline":
+        # The seed's floor: one number per clip (the spectrogram's mean) feeds the dense layers.
+        predicted = model.predict(clips, verbose=0).argmax(axis=1)
+        assert np.mean(loss[-5:]) < 0.6 * loss[0]
+        assert (predicted == labels).mean() >= 0.5  # chance is 0.25
+    else:
+        assert min(loss[-5:]) < 0.1 * loss[0], loss
+        assert max(accuracy[-3:]) == 1.0, accuracy

@@ -1,0 +1,251 @@
+"""models.export: the raw-waveform SavedModel, reloaded in a fresh process, and `us8k export`."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+import us8k
+from models.architectures import build_model
+from models.export import METADATA_FILE, export_model, verify_export, window_counts
+from models.frontend import compute_normalization_stats
+from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, N_FRAMES, N_MELS, NUM_CLASSES,
+                             SAMPLE_RATE, WINDOW_HOP_SAMPLES)
+
+SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
+pytestmark = pytest.mark.timeout(180)
+
+
+def _scene(seconds, seed):
+    """Changing content (noise bursts, tones) so windows differ and a trained net answers differently."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    x = 0.01 * rng.standard_normal(n)
+    x += 0.2 * np.sin(2 * np.pi * (300 + 2700 * (t % 3 > 1.5)) * t)  # 300 Hz / 3 kHz every 1.5 s
+    x[(t % 2) < 0.5] += 0.3 * rng.standard_normal(int(((t % 2) < 0.5).sum()))
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny model after a few steps on 4 toy classes, so its answers depend on its input."""
+    rng = np.random.default_rng(0)
+    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
+    labels = np.array([0, 1, 2, 3] * 2, np.int32)
+    clips = np.stack([(0.01, 0.3)[c] * rng.standard_normal(CLIP_SAMPLES) if c < 2 else
+                      0.2 * np.sin(2 * np.pi * (300.0, 3000.0)[c - 2] * t) for c in labels]).astype(np.float32)
+    mean, variance = compute_normalization_stats(tf.data.Dataset.from_tensor_slices(clips).batch(4))
+    keras.utils.set_random_seed(1)
+    model = build_model("tiny", mean, variance)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    model.fit(clips, labels, batch_size=8, epochs=30, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    output = tmp_path_factory.mktemp("export")
+    version_dir = export_model(trained, output, threshold=0.55, metadata={"note": "test"})
+    return output, version_dir
+
+
+FRESH_PROCESS = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+loaded = tf.saved_model.load(sys.argv[1])
+serve = loaded.signatures["serving_default"]
+clips = [np.array(c, np.float32) for c in json.load(open(sys.argv[2]))]
+
+def call(rows):
+    width = max(len(r) for r in rows)
+    batch = np.zeros((len(rows), width), np.float32)
+    for i, r in enumerate(rows):
+        batch[i, :len(r)] = r
+    out = serve(waveform=tf.constant(batch), lengths=tf.constant([len(r) for r in rows], tf.int32))
+    return {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
+            for k, v in out.items()}
+
+padded_without_lengths = serve(
+    waveform=tf.constant(np.stack([np.pad(clips[0], (0, len(clips[2]) - len(clips[0]))), clips[2]])),
+    lengths=tf.constant([len(clips[2])] * 2, tf.int32))["probabilities"].numpy().tolist()
+print(json.dumps({"alone": [call([c]) for c in clips], "batch": call(clips),
+                  "padded_without_lengths": padded_without_lengths,
+                  "signatures": sorted(loaded.signatures),
+                  "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("models", "tfdata", "us8k"))}))
+"""
+
+
+def test_fresh_process_answers_any_length(exported, tmp_path):
+    _, version_dir = exported
+    clips = [_scene(0.5, 1), _scene(4, 2), _scene(11, 3)]
+    (tmp_path / "clips.json").write_text(json.dumps([c.tolist() for c in clips]))
+    (tmp_path / "probe.py").write_text(FRESH_PROCESS)
+    done = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(version_dir), str(tmp_path / "clips.json")],
+                          capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []  # TensorFlow alone, none of our code (our layers are not needed)
+    assert {"serving_default", "log_mel"} <= set(result["signatures"])
+    for i, alone in enumerate(result["alone"]):
+        probabilities = np.array(alone["probabilities"][0])
+        assert probabilities.shape == (NUM_CLASSES,) and np.isfinite(probabilities).all()
+        assert abs(probabilities.sum() - 1) < 1e-5
+        assert alone["class_name"][0] == CLASS_NAMES[alone["class_id"][0]]
+        assert alone["window_count"] == [[1, 1, 5][i]]
+        batched = np.array(result["batch"]["probabilities"][i])
+        np.testing.assert_allclose(batched, probabilities, rtol=0, atol=SAME_ANSWER)
+        assert result["batch"]["class_name"][i] == alone["class_name"][0]
+    assert result["batch"]["window_count"] == [1, 1, 5]
+    windows = np.array(result["batch"]["window_probabilities"])
+    assert windows.shape == (3, 5, NUM_CLASSES)
+    assert np.all(windows[:2, 1:] == 0)  # past a row's own windows
+    # The check is sensitive: padding the 0.5 s clip to 11 s without `lengths` changes its answer.
+    gap = np.abs(np.array(result["padded_without_lengths"][0]) - np.array(result["alone"][0]["probabilities"][0]))
+    assert gap.max() > 100 * SAME_ANSWER
+
+
+@pytest.mark.parametrize("seconds, expected", [(0.5, 1), (4, 1), (4 + 1 / SAMPLE_RATE, 2), (6, 2), (8, 3),
+                                               (11, 5), (0, 1)])
+def test_window_count(seconds, expected):
+    n = round(seconds * SAMPLE_RATE)
+    assert int(window_counts(tf.constant([n], tf.int32))[0]) == expected
+    assert expected == 1 + int(np.ceil(max(0, n - CLIP_SAMPLES) / WINDOW_HOP_SAMPLES))
+
+
+def test_windows_are_4s_every_2s_and_averaged(trained, exported):
+    _, version_dir = exported
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    clip = _scene(11, 4)
+    out = serve(waveform=tf.constant(clip[None]), lengths=tf.constant([len(clip)], tf.int32))
+    padded = np.pad(clip, (0, CLIP_SAMPLES + 4 * WINDOW_HOP_SAMPLES - len(clip)))
+    expected = trained.predict(np.stack([padded[i * WINDOW_HOP_SAMPLES:i * WINDOW_HOP_SAMPLES + CLIP_SAMPLES]
+                                         for i in range(5)]), verbose=0)
+    np.testing.assert_allclose(out["window_probabilities"].numpy()[0], expected, atol=1e-5)
+    np.testing.assert_allclose(out["probabilities"].numpy()[0], expected.mean(axis=0), atol=1e-5)
+    short = clip[:SAMPLE_RATE]  # 1 s: zero padded to one 4 s window, as in ingestion
+    out = serve(waveform=tf.constant(short[None]), lengths=tf.constant([len(short)], tf.int32))
+    np.testing.assert_allclose(out["probabilities"].numpy()[0],
+                               trained.predict(np.pad(short, (0, CLIP_SAMPLES - len(short)))[None], verbose=0)[0],
+                               atol=1e-5)
+
+
+def test_log_mel_signature_gives_the_features_per_window(trained, exported):
+    _, version_dir = exported
+    log_mel = tf.saved_model.load(str(version_dir)).signatures["log_mel"]
+    clip = _scene(6, 5)
+    out = log_mel(waveform=tf.constant(clip[None]))
+    assert out["log_mel"].shape == (1, 2, N_FRAMES, N_MELS) and out["window_count"].numpy().tolist() == [2]
+    frontend = trained.get_layer("frontend")
+    np.testing.assert_allclose(out["log_mel"].numpy()[0, 0], frontend(clip[None, :CLIP_SAMPLES]).numpy()[0],
+                               atol=1e-4)
+
+
+def test_bad_input_is_an_error_not_an_answer(exported):
+    _, version_dir = exported
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    waveform = np.zeros((2, SAMPLE_RATE), np.float32)
+    for lengths, problem in (([SAMPLE_RATE], "one entry per waveform row"), ([0, SAMPLE_RATE + 1], "exceed"),
+                             ([-1, 5], "negative")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
+            serve(waveform=tf.constant(waveform), lengths=tf.constant(lengths, tf.int32))
+    waveform[1, 7] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
+        serve(waveform=tf.constant(waveform), lengths=tf.constant([5, 5], tf.int32))
+    empty = serve(waveform=tf.zeros([0, 0]), lengths=tf.zeros([0], tf.int32))
+    assert empty["probabilities"].shape == (0, NUM_CLASSES)
+
+
+def test_metadata(exported):
+    output, version_dir = exported
+    metadata = json.loads((output / METADATA_FILE).read_text())
+    assert metadata == json.loads((version_dir / "assets" / METADATA_FILE).read_text())
+    assert metadata["sample_rate"] == SAMPLE_RATE and metadata["clip_samples"] == CLIP_SAMPLES
+    assert metadata["window_hop_samples"] == WINDOW_HOP_SAMPLES
+    assert metadata["class_names"] == list(CLASS_NAMES) and metadata["threshold"] == 0.55
+    assert metadata["model_name"] == "tiny" and metadata["note"] == "test"
+    assert metadata["tensorflow_version"] == tf.__version__ and metadata["keras_version"] == keras.__version__
+    loaded = tf.saved_model.load(str(version_dir))
+    assert json.loads(pathlib.Path(loaded.metadata_path().numpy().decode()).read_text()) == metadata
+
+
+def test_serving_graph_has_core_ops_only(exported):
+    _, version_dir = exported
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    ops = {n.op for n in nodes}
+    assert {"RFFT", "MatMul", "Conv2D", "ScatterNd"} <= ops
+    assert not [op for op in ops if op.startswith("_") or "Xla" in op or "Mkl" in op]
+    assert not [f.signature.name for f in graph.library.function if "_XlaMustCompile" in f.attr]
+
+
+def test_verify_export_and_refusals(trained, exported):
+    output, version_dir = exported
+    assert set(verify_export(output)) == {"silence", "noise", "tone"}
+    with pytest.raises(FileExistsError):
+        export_model(trained, output)
+    with pytest.raises(ValueError, match="threshold"):
+        export_model(trained, output, threshold=1.5, overwrite=True)
+    with pytest.raises(ValueError, match="written by the export"):
+        export_model(trained, output, metadata={"threshold": 0.1}, overwrite=True)
+    assert (version_dir / "saved_model.pb").exists()  # refusals left the export alone
+
+
+def _run_dir(tmp_path, model, selection=None):
+    run = tmp_path / "run"
+    (run / "checkpoints" / "tiny").mkdir(parents=True)
+    model.save(run / "checkpoints" / "tiny" / "best.keras")
+    selection = selection or {"selected": "tiny",
+                              "models": {"tiny": {"best_val_accuracy": 0.5,
+                                                  "checkpoint": "checkpoints/tiny/best.keras"}}}
+    (run / "selection.json").write_text(json.dumps(selection))
+    return run
+
+
+def test_cli_exports_the_selected_model(trained, tmp_path):
+    run = _run_dir(tmp_path, trained)
+    output = tmp_path / "export"
+    assert us8k.main(["export", str(run), "--output", str(output)]) == 0
+    metadata = json.loads((output / METADATA_FILE).read_text())
+    assert metadata["threshold"] == DEFAULT_THRESHOLD and metadata["model_name"] == "tiny"
+    assert metadata["run"]["selected"] == "tiny" and metadata["run"]["selected_model"]["best_val_accuracy"] == 0.5
+    clip = _scene(4, 6)
+    out = tf.saved_model.load(str(output / "model" / "1")).signatures["serving_default"](
+        waveform=tf.constant(clip[None]), lengths=tf.constant([len(clip)], tf.int32))
+    np.testing.assert_allclose(out["probabilities"].numpy()[0], trained.predict(clip[None], verbose=0)[0], atol=1e-5)
+    with pytest.raises(SystemExit, match="us8k export: error: .*already holds a model"):
+        us8k.main(["export", str(run), "--output", str(output)])
+    assert us8k.main(["export", str(run), "--output", str(output), "--overwrite", "--threshold", "0.7"]) == 0
+    assert json.loads((output / METADATA_FILE).read_text())["threshold"] == 0.7
+
+
+def test_cli_errors_are_one_line(trained, tmp_path):
+    def error(*argv):
+        with pytest.raises(SystemExit) as raised:
+            us8k.main(["export", *argv, "--output", str(tmp_path / "out")])
+        message = str(raised.value)
+        assert message.startswith("us8k export: error: ") and "\n" not in message
+        return message
+
+    assert "run directory not found" in error(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    assert "no selection.json" in error(str(tmp_path / "empty"))
+    run = _run_dir(tmp_path, trained, {"selected": "cnn", "models": {"tiny": {"checkpoint": "x.keras"}}})
+    assert "no selected model" in error(str(run))
+    (run / "selection.json").write_text(json.dumps({"selected": "tiny", "models": {"tiny": {"checkpoint": "x.keras"}}}))
+    assert "checkpoint of the selected model 'tiny' not found" in error(str(run))
+    (run / "selection.json").write_text("{not json")
+    assert "not valid JSON" in error(str(run))
+    (run / "selection.json").write_text(json.dumps({"selected": "tiny", "models": {"tiny": {
+        "checkpoint": "selection.json"}}}))
+    assert "cannot load" in error(str(run))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,294 @@
+"""serving.inference: request parsing, options, answers, and the SageMaker handlers called the way
+the TF Serving container calls them (input_handler → the SavedModel on that JSON → output_handler)."""
+import base64
+import collections
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from serving import inference
+from serving.inference import (MAX_BODY_BYTES, RequestError, RequestOptions, ServingConfig, load_config,
+                               pad_batch, parse_options, parse_request, predictions_from_outputs)
+from tfdata.audio import decode_audio, prepare_waveform
+from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED
+
+pytestmark = pytest.mark.timeout(180)
+
+# The container's request context (sagemaker-tensorflow-serving-container, tfs_utils.Context).
+Context = collections.namedtuple(
+    "Context", "model_name, model_version, method, rest_uri, grpc_port, channel, "
+               "custom_attributes, request_content_type, accept_header, content_length")
+
+
+def context(content_type, attributes=None):
+    return Context("model", None, "predict", "http://localhost:8501/v1/models/model:predict", 9000, None,
+                   attributes, content_type, "application/json", None)
+
+
+class TFServingResponse:
+    """What `requests.post(rest_uri, ...)` gives output_handler: status_code and content."""
+
+    def __init__(self, status_code, content):
+        self.status_code, self.content = status_code, content
+
+
+def tone(seconds, rate=SAMPLE_RATE, freq=440.0, channels=1):
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.4 * np.sin(2 * np.pi * freq * t) + 0.05 * np.random.default_rng(int(freq)).standard_normal(t.size)
+    return np.repeat(x[:, None], channels, axis=1).astype(np.float32) if channels > 1 else x.astype(np.float32)
+
+
+def encode(samples, rate, fmt="WAV", subtype="PCM_16"):
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def body(obj):
+    return json.dumps(obj).encode()
+
+
+# ------------------------------------------------------------------ parsing
+
+
+def test_imports_no_tensorflow():
+    code = "import sys, serving.inference; assert 'tensorflow' not in sys.modules, 'TF imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_json_rows_of_mixed_lengths_are_kept_exactly():
+    rows = [tone(0.5), tone(4.0, freq=880), tone(9.0, freq=220)]
+    waveforms = parse_request(body({"instances": [r.tolist() for r in rows]}), "application/json")
+    assert [w.shape for w in waveforms] == [r.shape for r in rows]
+    for w, r in zip(waveforms, rows):
+        assert w.dtype == np.float32 and np.array_equal(w, r)
+    batch, lengths = pad_batch(waveforms)
+    assert batch.shape == (3, rows[2].size) and lengths.tolist() == [r.size for r in rows]
+    assert not batch[0, rows[0].size:].any()
+
+
+def test_json_sample_rate_resamples_like_ingestion():
+    row = tone(1.5, rate=16000)
+    (waveform,) = parse_request(body({"instances": [row.tolist()], "sample_rate": 16000}), "application/json")
+    expected = prepare_waveform(row, 16000)
+    assert abs(waveform.size - int(1.5 * SAMPLE_RATE)) <= 1
+    np.testing.assert_array_equal(waveform, expected)
+
+
+def test_b64_instances_decode_like_files_and_mix_with_rows():
+    flac = encode(tone(2.0, rate=44100, channels=2), 44100, "FLAC")
+    row = tone(1.0)
+    waveforms = parse_request(body({"instances": [{"b64": base64.b64encode(flac).decode()}, row.tolist()]}),
+                              "application/json; charset=utf-8")
+    np.testing.assert_array_equal(waveforms[0], decode_audio(flac))
+    np.testing.assert_array_equal(waveforms[1], row)
+
+
+@pytest.mark.parametrize("content_type,fmt,subtype", [
+    ("audio/wav", "WAV", "PCM_24"), ("audio/x-wav", "WAV", "FLOAT"), ("audio/flac", "FLAC", "PCM_16"),
+    ("audio/ogg", "OGG", "VORBIS"), ("audio/mpeg", "MP3", "MPEG_LAYER_III"),
+    ("application/octet-stream", "WAV", "PCM_16"), ("Audio/WAV; rate=48000", "WAV", "PCM_16")])
+def test_audio_bodies_decode_to_22050_mono(content_type, fmt, subtype):
+    data = encode(tone(3.0, rate=48000, channels=2), 48000, fmt, subtype)
+    (waveform,) = parse_request(data, content_type)
+    np.testing.assert_array_equal(waveform, decode_audio(data))
+    assert abs(waveform.size - 3 * SAMPLE_RATE) < 0.05 * SAMPLE_RATE
+
+
+def too_long_wav():
+    return encode(np.zeros(61 * 8000, np.float32), 8000, "WAV", "PCM_U8")
+
+
+BAD_REQUESTS = [
+    (b"", "audio/wav", 400, "empty input"),
+    (b"this is not audio at all", "audio/wav", 400, "not decodable audio"),
+    (b"{", "application/json", 400, "not valid JSON"),
+    (b"\xff\xfe\x00", "application/json", 400, "not valid JSON"),
+    (b'{"inputs": [[0.1]]}', "application/json", 400, '"instances"'),
+    (b'[[0.1, 0.2]]', "application/json", 400, '"instances"'),
+    (b'{"instances": []}', "application/json", 400, "non-empty list"),
+    (b'{"instances": [[]]}', "application/json", 400, "instance 0: empty waveform"),
+    (b'{"instances": [[0.1], [0.1, NaN]]}', "application/json", 400, "instance 1: samples contain NaN"),
+    (b'{"instances": [[0.1, Infinity]]}', "application/json", 400, "NaN, Inf"),
+    (b'{"instances": [[0.1, null]]}', "application/json", 400, "NaN, Inf or null"),
+    (b'{"instances": [[[0.1, 0.2], [0.3, 0.4]]]}', "application/json", 400, "flat list"),
+    (b'{"instances": [[0.1, [0.2]]]}', "application/json", 400, "numbers"),
+    (b'{"instances": [["a", "b"]]}', "application/json", 400, "numbers"),
+    (b'{"instances": [0.1, 0.2]}', "application/json", 400, "instance 0: expected a list"),
+    (b'{"instances": [{"b64": "!!!not base64"}]}', "application/json", 400, "invalid base64"),
+    (b'{"instances": [{"b64": "aGVsbG8gd29ybGQ="}]}', "application/json", 400, "not decodable audio"),
+    (b'{"instances": [{"audio": "x"}]}', "application/json", 400, '{"b64"'),
+    (b'{"instances": [[0.1]], "sample_rate": 0}', "application/json", 400, "sample_rate"),
+    (b'{"instances": [[0.1]], "sample_rate": "16k"}', "application/json", 400, "sample_rate"),
+    (b'{"instances": [[0.1]], "sample_rate": 16000.5}', "application/json", 400, "sample_rate"),
+    (body({"instances": [[0.0]] * 65}), "application/json", 400, "limit is 64"),
+    (too_long_wav(), "audio/wav", 400, "limit is 60 s"),
+    (b"x" * (MAX_BODY_BYTES + 1), "audio/wav", 413, "limit is 6291456 bytes"),
+    (b"hello", "text/plain", 415, "unsupported content type 'text/plain'"),
+    (b"\x89PNG", "image/png", 415, "unsupported content type"),
+]
+
+
+@pytest.mark.parametrize("data,content_type,status,message", BAD_REQUESTS,
+                         ids=[f"{i}-{r[3][:20]}" for i, r in enumerate(BAD_REQUESTS)])
+def test_bad_requests_raise_with_status_and_reason(data, content_type, status, message):
+    with pytest.raises(RequestError) as caught:
+        parse_request(data, content_type)
+    assert caught.value.status == status
+    assert message in caught.value.message
+    assert json.loads(caught.value.to_json()) == {"error": caught.value.message}
+
+
+def test_total_duration_limit():
+    fifty_five = {"b64": base64.b64encode(encode(np.zeros(55 * 8000, np.float32), 8000, "WAV", "PCM_U8")).decode()}
+    assert len(parse_request(body({"instances": [fifty_five] * 5}), "application/json")) == 5  # 275 s
+    with pytest.raises(RequestError, match="limit is 300 s"):
+        parse_request(body({"instances": [fifty_five] * 6}), "application/json")  # 330 s
+
+
+def test_missing_content_type_is_json_as_in_the_container():
+    assert len(parse_request(body({"instances": [[0.1, 0.2]]}), None)) == 1
+
+
+# ------------------------------------------------------------------ options and answers
+
+
+def test_options_from_custom_attributes_and_query():
+    assert parse_options(None) == RequestOptions(None, False)
+    assert parse_options("tfs-model-name=m, threshold=0.7 ,windows=true") == RequestOptions(0.7, True)
+    assert parse_options("threshold=0.7;windows=1") == RequestOptions(0.7, True)
+    assert parse_options("threshold=0.2", {"threshold": "0.9"}) == RequestOptions(0.9, False)
+    assert parse_options(None, {"windows": "no"}) == RequestOptions(None, False)
+    for bad in ("threshold=high", "threshold=1.5", "threshold=-0.1", "threshold=nan", "windows=maybe"):
+        with pytest.raises(RequestError) as caught:
+            parse_options(bad)
+        assert caught.value.status == 400
+
+
+def test_predictions_threshold_windows_and_rounding():
+    config = ServingConfig(CLASS_NAMES, 0.6, 2.0)
+    probabilities = np.zeros((2, 10), np.float32)
+    probabilities[0, 3], probabilities[0, 1] = 0.7, 0.3
+    probabilities[1, 8], probabilities[1, 0] = 0.55, 0.45
+    windows = np.zeros((2, 3, 10), np.float32)
+    windows[0, 0, 3] = 1.0
+    windows[1, :, 8], windows[1, :, 0] = [0.6, 0.55, 0.65], [0.4, 0.45, 0.35]
+    count = np.array([1, 3], np.int32)
+    first, second = predictions_from_outputs(probabilities, windows, count, config=config)
+    assert first == {"label": "dog_bark", "confidence": 0.7, "undetermined": False,
+                     "probabilities": dict(zip(CLASS_NAMES, np.round(probabilities[0].astype(float), 6).tolist()))}
+    assert second["label"] == UNDETERMINED and second["undetermined"] and second["confidence"] == 0.55
+    assert "windows" not in first
+    lowered = predictions_from_outputs(probabilities, windows, count, config=config,
+                                       options=RequestOptions(threshold=0.5, windows=True))
+    assert lowered[1]["label"] == "siren" and not lowered[1]["undetermined"]
+    assert [w["start_s"] for w in lowered[0]["windows"]] == [0.0]
+    assert [w["start_s"] for w in lowered[1]["windows"]] == [0.0, 2.0, 4.0]
+    assert [w["label"] for w in lowered[1]["windows"]] == ["siren", "siren", "siren"]
+    assert lowered[1]["windows"][2]["confidence"] == 0.65
+    json.dumps(lowered)  # plain Python types only
+
+
+def test_load_config_from_metadata(tmp_path):
+    assert load_config(None) == ServingConfig(CLASS_NAMES, DEFAULT_THRESHOLD, 2.0)
+    meta = tmp_path / "metadata.json"
+    meta.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "threshold": 0.42, "window_hop_samples": 22050,
+                                "class_names": list(CLASS_NAMES)}))
+    assert load_config(meta) == ServingConfig(CLASS_NAMES, 0.42, 1.0)
+    assert load_config(meta, threshold=0.8).threshold == 0.8
+    meta.write_text(json.dumps({"sample_rate": 16000}))
+    with pytest.raises(ValueError, match="16000 Hz"):
+        load_config(meta)
+
+
+# ------------------------------------------------------------------ the container's path
+
+
+@pytest.fixture
+def container(tiny_export, monkeypatch):
+    """The handlers as in the container: metadata.json found through US8K_METADATA, fresh config."""
+    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / "metadata.json"))
+    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
+    monkeypatch.setattr(inference, "_container_config", None)
+    return tiny_export
+
+
+@pytest.fixture(scope="module")
+def signature(tiny_export):
+    import tensorflow as tf
+
+    return tf.saved_model.load(str(tiny_export / "model" / "1")).signatures["serving_default"]
+
+
+def tf_serving_predict(signature, request_json):
+    """TF Serving's REST predict on the columnar ("inputs") format, as the container's TFS answers."""
+    import tensorflow as tf
+
+    request = json.loads(request_json)
+    assert request["signature_name"] == "serving_default"
+    inputs = request["inputs"]
+    outputs = signature(waveform=tf.constant(inputs["waveform"], tf.float32),
+                        lengths=tf.constant(inputs["lengths"], tf.int32))
+    as_json = {k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else v.numpy().tolist())
+               for k, v in outputs.items()}
+    return TFServingResponse(200, json.dumps({"outputs": as_json}).encode()), outputs
+
+
+def test_handlers_as_the_container_calls_them(container, signature):
+    clips = [tone(1.0, freq=300), tone(4.0, freq=1200), tone(7.0, freq=90)]
+    request = body({"instances": [c.tolist() for c in clips]})
+    ctx = context("application/json", "windows=true")
+    tfs_json = inference.input_handler(io.BytesIO(request), ctx)
+    response, direct = tf_serving_predict(signature, tfs_json)
+    answer, content_type = inference.output_handler(response, ctx)
+    assert content_type == "application/json"
+    predictions = json.loads(answer)["predictions"]
+    assert len(predictions) == 3
+    metadata = json.loads((container / "metadata.json").read_text())
+    for row, prediction in enumerate(predictions):
+        expected = direct["probabilities"].numpy()[row]
+        got = np.array([prediction["probabilities"][c] for c in metadata["class_names"]])
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        top = int(np.argmax(expected))
+        assert prediction["undetermined"] == (prediction["confidence"] < metadata["threshold"])
+        assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[top])
+    assert [len(p["windows"]) for p in predictions] == [1, 1, 3]  # 7 s → windows at 0, 2, 4 s
+    # one clip alone gives the same answer as inside the padded batch
+    alone, _ = tf_serving_predict(signature, inference.input_handler(io.BytesIO(body({"instances": [clips[0].tolist()]})), ctx))
+    (single,) = json.loads(inference.output_handler(alone, ctx)[0])["predictions"]
+    for c in CLASS_NAMES:
+        assert abs(single["probabilities"][c] - predictions[0]["probabilities"][c]) <= 1e-5
+
+
+def test_container_threshold_from_attributes_and_environment(container, signature, monkeypatch):
+    wav = encode(tone(2.0, rate=44100), 44100)
+    response, _ = tf_serving_predict(signature, inference.input_handler(wav, context("audio/wav")))
+    (base,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
+    above = min(1.0, base["confidence"] + 1e-3)
+    assert base["confidence"] < above
+    (strict,) = json.loads(inference.output_handler(response, context("audio/wav", f"threshold={above}"))[0])["predictions"]
+    assert strict["label"] == UNDETERMINED and strict["undetermined"] and strict["confidence"] == base["confidence"]
+    monkeypatch.setenv(inference.THRESHOLD_ENV, str(above))
+    monkeypatch.setattr(inference, "_container_config", None)
+    (endpoint_wide,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
+    assert endpoint_wide["undetermined"]
+    (request_wins,) = json.loads(inference.output_handler(response, context("audio/wav", "threshold=0"))[0])["predictions"]
+    assert not request_wins["undetermined"] and request_wins["label"] != UNDETERMINED
+
+
+def test_container_errors(container):
+    with pytest.raises(RequestError) as caught:
+        inference.input_handler(io.BytesIO(b"not audio"), context("audio/flac"))
+    assert caught.value.status == 400 and str(caught.value).startswith("400 Bad Request: body: not decodable")
+    with pytest.raises(RequestError, match="415"):
+        inference.input_handler(io.BytesIO(b"a,b"), context("text/csv"))
+    with pytest.raises(RequestError, match="threshold"):
+        inference.input_handler(io.BytesIO(b'{"instances": [[0.1]]}'), context("application/json", "threshold=2"))
+    tfs_error = TFServingResponse(400, b'{"error": "lengths must have one entry per waveform row"}')
+    with pytest.raises(RequestError, match="TensorFlow Serving answered 400: .*lengths must have"):
+        inference.output_handler(tfs_error, context("application/json"))

@@ -1,0 +1,234 @@
+"""models.train (`us8k train`): end to end on small tone records — outputs, resume, two replicas, stats."""
+import csv
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import us8k
+from models import train
+from tfdata import contract as c
+
+SPLIT = ["--val-fold", "2", "--test-fold", "3"]
+
+
+def cli(records_dir, run_dir, *extra):
+    return us8k.main(["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT,
+                      "--verbose", "2", *extra])
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def history_rows(run_dir, name):
+    with open(os.path.join(run_dir, "history", f"{name}.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def event_tags(log_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+@pytest.mark.timeout(420)
+def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_path, capsys):
+    records_dir = tone_records({1: 10, 2: 10, 3: 10})
+    run_dir = tmp_path / "run"
+    models = ["baseline", "cnn", "lstm", "crnn"]
+    start = time.perf_counter()
+    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "5") == 0
+    print(f"four models, 1 epoch: {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    out = capsys.readouterr().out
+
+    selection = read_json(run_dir / "selection.json")
+    assert set(selection["models"]) == set(models)
+    assert selection["selected"] == max(models, key=lambda m: selection["models"][m]["best_val_accuracy"])
+    assert (selection["val_fold"], selection["test_fold"], selection["train_folds"]) == (2, 3, [1])
+    assert selection["replicas"] == 1 and selection["strategy"] == "default"
+    assert selection["train_examples"] == 10
+    assert "| Model | Val Accuracy |" in out and f"| **{selection['selected']}** |" in out
+    assert "Test accuracy" in out
+    for name in models:
+        entry = selection["models"][name]
+        assert entry["epochs_run"] == 1 and entry["best_epoch"] == 1 and entry["params"] > 0
+        assert 0.0 <= entry["best_val_accuracy"] <= 1.0
+        for f in ("best.keras", "last.keras", "state.json"):
+            assert (run_dir / "checkpoints" / name / f).is_file()
+        assert entry["checkpoint"] == f"checkpoints/{name}/best.keras"
+        rows = history_rows(run_dir, name)
+        assert [r["epoch"] for r in rows] == ["0"] and {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
+        assert float(rows[0]["val_accuracy"]) == pytest.approx(entry["best_val_accuracy"])
+        tags = event_tags(run_dir / "tensorboard" / name)
+        assert {"epoch_loss", "epoch_accuracy", "confusion_matrix"} <= tags
+        for f in (f"confusion_{name}.png", f"threshold_{name}.png"):
+            assert (run_dir / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = read_json(run_dir / "report" / "report.json")
+    assert set(report["models"]) == set(models) and report["selected"] == selection["selected"]
+    assert (run_dir / "report" / "summary.md").is_file()
+
+    # the statistics from the training fold live in every model's frontend
+    stats = read_json(run_dir / "normalization.json")
+    assert stats["train_folds"] == [1] and len(stats["mean"]) == c.N_MELS
+    best = keras.models.load_model(run_dir / "checkpoints" / "cnn" / "best.keras")
+    frontend = best.get_layer("frontend")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frontend.mean), stats["mean"], rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frontend.variance), stats["variance"], rtol=1e-6)
+
+    # a second run skips the finished models: checkpoints untouched, the same selection
+    mtimes = {m: os.stat(run_dir / "checkpoints" / m / "last.keras").st_mtime_ns for m in models}
+    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "5",
+               "--skip-evaluate") == 0
+    out = capsys.readouterr().out
+    assert out.count("already trained") == 4 and "Normalisation statistics" not in out
+    assert {m: os.stat(run_dir / "checkpoints" / m / "last.keras").st_mtime_ns for m in models} == mtimes
+    assert read_json(run_dir / "selection.json")["models"] == selection["models"]
+
+
+@pytest.mark.timeout(300)
+def test_killed_run_resumes_from_its_last_epoch(tone_records, tmp_path, capsys):
+    records_dir = tone_records({1: 40, 2: 10, 3: 10})
+    run_dir = tmp_path / "run"
+    state_file = run_dir / "checkpoints" / "tiny" / "state.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "us8k", "train", "--records", str(records_dir),
+                             "--output", str(run_dir), *SPLIT, "--models", "tiny", "--epochs", "200",
+                             "--batch-size", "4", "--patience", "1000", "--verbose", "0", "--skip-evaluate"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 200
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state_file.is_file() and read_json(state_file)["epochs_done"] >= 2:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # a crash, not a clean stop
+        proc.wait(timeout=30)
+    done = read_json(state_file)["epochs_done"]
+    assert 2 <= done < 200
+    before = history_rows(run_dir, "tiny")[:done]
+
+    selection = train.train_models(records_dir, run_dir, ["tiny"], epochs=done + 2, batch_size=4, val_fold=2,
+                                   test_fold=3, patience=1000, evaluate=False, verbose=0)
+    out = capsys.readouterr().out
+    assert f"resuming after epoch {done} of {done + 2}" in out and "Normalisation statistics" not in out
+    rows = history_rows(run_dir, "tiny")
+    assert [int(r["epoch"]) for r in rows] == list(range(done + 2))  # no epoch twice, none missing
+    assert rows[:done] == before
+    state = read_json(state_file)
+    assert state["epochs_done"] == done + 2 and selection["models"]["tiny"]["epochs_run"] == done + 2
+    best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
+    assert state["best_val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]))
+
+    # a finished model is retrained only with --force
+    assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "1", "--batch-size", "4", "--force",
+               "--skip-evaluate") == 0
+    assert [r["epoch"] for r in history_rows(run_dir, "tiny")] == ["0"]
+
+
+@pytest.mark.timeout(240)
+def test_mirrored_strategy_two_replicas(tone_records, tmp_path):
+    assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest splits the CPU
+    records_dir = tone_records({1: 12, 2: 6, 3: 6})
+    run_dir = tmp_path / "run"
+    assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "2", "--batch-size", "3",
+               "--strategy", "mirrored", "--class-weights") == 0
+    selection = read_json(run_dir / "selection.json")
+    assert selection["strategy"] == "mirrored" and selection["replicas"] == 2
+    assert selection["global_batch_size"] == 6 and selection["class_weights"] is not None
+    model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
+    waveforms = np.random.default_rng(0).uniform(-0.5, 0.5, (3, c.CLIP_SAMPLES)).astype(np.float32)
+    probabilities = model.predict(waveforms, verbose=0)
+    assert probabilities.shape == (3, c.NUM_CLASSES) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.timeout(240)
+def test_mixed_precision_trains_and_predicts_float32(tone_records, tmp_path):
+    records_dir = tone_records({1: 8, 2: 4, 3: 4})
+    run_dir = tmp_path / "run"
+    assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "1", "--batch-size", "4",
+               "--mixed-precision", "--skip-evaluate") == 0
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
+    model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
+    assert model.predict(np.zeros((2, c.CLIP_SAMPLES), np.float32), verbose=0).dtype == np.float32
+    assert read_json(run_dir / "selection.json")["mixed_precision"] is True
+
+
+@pytest.mark.timeout(300)
+def test_normalization_stats_come_from_training_folds_only(tone_records, tmp_path):
+    per_fold = {1: 6, 2: 4, 3: 4}
+    variants = {"base": {}, "other_test_audio": {3: 1}, "other_val_audio": {2: 1}, "other_train_audio": {1: 1}}
+    stats, frontends = {}, {}
+    for name, audio_seed in variants.items():
+        records_dir = tone_records(per_fold, audio_seed=audio_seed)
+        run_dir = tmp_path / name
+        train.train_models(records_dir, run_dir, ["tiny"], epochs=1, batch_size=6, val_fold=2, test_fold=3,
+                           evaluate=False, verbose=0)
+        saved = read_json(run_dir / "normalization.json")
+        stats[name] = (saved["mean"], saved["variance"])
+        model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
+        frontends[name] = keras.ops.convert_to_numpy(model.get_layer("frontend").mean)
+    assert stats["other_test_audio"] == stats["base"]
+    assert stats["other_val_audio"] == stats["base"]
+    assert not np.allclose(stats["other_train_audio"][0], stats["base"][0])
+    np.testing.assert_array_equal(frontends["other_test_audio"], frontends["base"])
+    assert not np.allclose(frontends["other_train_audio"], frontends["base"])
+
+
+@pytest.mark.timeout(300)
+def test_tiny_model_learns_tones_above_chance(tone_records, tmp_path):
+    records_dir = tone_records({1: 60, 2: 30, 3: 30})
+    selection = train.train_models(records_dir, tmp_path / "run", ["tiny"], epochs=15, batch_size=8,
+                                   val_fold=2, test_fold=3, learning_rate=5e-3, patience=15, verbose=0)
+    accuracy = selection["report"]["models"]["tiny"]["accuracy"]
+    print(f"tiny on tones: val {selection['models']['tiny']['best_val_accuracy']:.3f}, test {accuracy:.3f}",
+          file=sys.stderr)
+    assert accuracy > 3 / c.NUM_CLASSES  # chance is 0.1
+
+
+@pytest.mark.timeout(120)
+def test_clear_errors(tone_records, tmp_path):
+    records_dir = tone_records({1: 2, 2: 2, 3: 2})
+    run_dir = tmp_path / "run"
+    cases = [
+        (["--records", str(tmp_path / "nowhere")], "records directory not found"),
+        (["--val-fold", "9"], "validation fold 9 has no shards"),
+        (["--test-fold", "2"], "validation and test fold are both 2"),
+        (["--models", "tiny,resnet"], "unknown model(s) resnet"),
+        (["--train-folds", "1,5"], "training fold(s) [5]"),
+        (["--epochs", "0"], "epochs"),
+    ]
+    for extra, message in cases:
+        argv = ["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT, "--models", "tiny",
+                *extra]
+        with pytest.raises(SystemExit) as excinfo:
+            us8k.main(argv)
+        assert str(excinfo.value).startswith("us8k train: error:") and message in str(excinfo.value), extra
+    assert not (run_dir / "selection.json").exists()
+
+
+@pytest.mark.timeout(180)
+def test_run_dir_of_other_records_is_refused(tone_records, tmp_path):
+    run_dir = tmp_path / "run"
+    first, second = tone_records({1: 4, 2: 2, 3: 2}), tone_records({1: 4, 2: 2, 3: 2}, seed=1)
+    assert cli(first, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate") == 0
+    with pytest.raises(SystemExit, match="trained on other records"):
+        cli(second, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate")
+    assert cli(second, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate", "--force") == 0
+    assert read_json(run_dir / "normalization.json")["records"] == str(second)
+    with pytest.raises(SystemExit, match="trained on other records or folds"):  # same data, swapped split
+        us8k.main(["train", "--records", str(second), "--output", str(run_dir), "--val-fold", "3", "--test-fold",
+                   "2", "--models", "tiny", "--epochs", "1", "--skip-evaluate"])
