@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 
 # The embedded default: small enough for a 2-core CPU in minutes, big enough to learn.
-CLIPS_PER_CLASS_PER_FOLD = 8
+CLIPS_PER_CLASS_PER_FOLD = 16
 MODELS = "baseline,cnn,lstm,crnn"
-EPOCHS = 6
+EPOCHS = 10
 BATCH_SIZE = 32
 SEED = 0
 
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
          "--corrupt", "3", "--seed", str(args.seed))
     us8k("ingest", "--data-dir", str(data), "--output", str(records))
     manifest = json.loads((records / "manifest.json").read_text())
-    print(f"  records: {manifest['records_written']} written, {manifest['errors']} failed "
+    print(f"  records: {manifest['examples']} written, {manifest['errors']} failed "
           f"(listed in {records / 'errors.jsonl'})")
     us8k("train", "--records", str(records), "--output", str(run_dir), "--models", args.models,
          "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed))

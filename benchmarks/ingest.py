@@ -1,0 +1,255 @@
+"""`us8k bench ingest`: clips/s of the Beam ingestion vs a bare Python loop vs the seed's librosa path.
+
+On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its own process
+(librosa after TensorFlow in one process is slow; TensorFlow and fork do not mix):
+
+  (a) the Beam job (`run_ingest`, default local runner, one worker per core; `--modes` adds
+      other FnApiRunner running modes);
+  (b) a bare loop doing the same decode + resample + pad + serialise + TFRecord write, in one
+      process and in W processes (multiprocessing, spawn), one BLAS thread per process as in
+      the Beam job (OpenBLAS's threads in the downmix made one process slower on 1.5 cores);
+  (c) the seed's path as it ran: one process, librosa.load(sr=22050) + pad/crop 4 s +
+      melspectrogram(n_mels=128) + power_to_db + np.save per clip (one BLAS thread and one
+      warm-up clip before the clock: both make it faster).
+
+Each side's clock starts once its process has imported its libraries (TensorFlow, Beam, librosa)
+and stops when its last file is written: starting worker processes (and their imports) is on the
+clock, for Beam and the bare loop alike; the bare W-process loop is also shown without it.
+Prints figures and ratios; asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+DEFAULT_CLIPS = 1000
+BEAM_MODES = ("in_memory", "multi_threading", "multi_processing")
+TARGET_BEAM_OVER_SEED = 3.0
+TARGET_BEAM_OVER_BARE = 0.8
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS,
+                        help=f"synthetic clips, spread over 10 folds (default {DEFAULT_CLIPS})")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes for the parallel bare loop and Beam workers (default: cores)")
+    parser.add_argument("--modes", default="",
+                        help=f"also time the Beam job in these FnApiRunner modes, comma-separated ({', '.join(BEAM_MODES)})")
+    parser.add_argument("--data-dir", default=None,
+                        help="use this UrbanSound8K-layout dataset instead of generating one")
+    parser.add_argument("--skip-seed", action="store_true", help="do not time the seed's librosa path")
+
+
+def run(args: argparse.Namespace) -> int:
+    from beam.pipeline import LOCAL_RUNNING_MODE, local_cores
+
+    workers = args.workers or local_cores()
+    modes = [m.strip() for m in (args.modes or "").split(",") if m.strip()]
+    unknown = [m for m in modes if m not in BEAM_MODES]
+    if unknown:
+        raise SystemExit(f"us8k bench ingest: error: unknown mode(s) {', '.join(unknown)}")
+    scratch = tempfile.mkdtemp(prefix="us8k-bench-ingest-")
+    try:
+        data_dir = args.data_dir or _generate(os.path.join(scratch, "data"), args.clips)
+        rows = _count_rows(data_dir)
+        print(f"ingest benchmark: {rows} CSV rows in {data_dir}; {local_cores()} cores; W = {workers}; "
+              f"load average {os.getloadavg()[0]:.2f} (shared machine: figures move with it)", flush=True)
+
+        results = []
+
+        def side(label, name, *extra):
+            out = os.path.join(scratch, f"out-{len(results)}")
+            figures = _run_side(name, data_dir, out, *map(str, extra))
+            figures["label"] = label
+            results.append(figures)
+            print(f"  {label:<52} {figures['rows'] / figures['seconds']:7.1f} clips/s "
+                  f"({figures['seconds']:.1f} s, {figures['failed']} failed, load {figures['load']:.2f})", flush=True)
+            shutil.rmtree(out, ignore_errors=True)
+            return figures
+
+        beam_default = side(f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}", "beam", LOCAL_RUNNING_MODE,
+                            workers)
+        for mode in modes:
+            side(f"    Beam, FnApiRunner {mode} ×{workers}", "beam", mode, workers)
+        bare_1 = side("(b) bare loop, 1 process", "bare", 1)
+        bare_w = side(f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
+            if workers > 1 else bare_1
+        if workers > 1:
+            steady = dict(bare_w, seconds=bare_w["steady_seconds"])
+            print(f"    {'  the same, after start-up (' + format(bare_w['startup_seconds'], '.1f') + ' s)':<50} "
+                  f"{steady['rows'] / steady['seconds']:7.1f} clips/s", flush=True)
+        seed = None if args.skip_seed else side("(c) seed path: librosa load + mel + np.save, 1 process", "seed")
+
+        def rate(figures):
+            return figures["rows"] / figures["seconds"]
+
+        print(f"  Beam / bare loop ×1: {rate(beam_default) / rate(bare_1):.2f}×", flush=True)
+        print(f"  Beam / bare loop ×{workers}: {rate(beam_default) / rate(bare_w):.2f}× "
+              f"(target ≥ {TARGET_BEAM_OVER_BARE}×)", flush=True)
+        if workers > 1:
+            print(f"  Beam / bare loop ×{workers} after its start-up: {rate(beam_default) / rate(steady):.2f}×",
+                  flush=True)
+        if seed:
+            print(f"  Beam / seed: {rate(beam_default) / rate(seed):.2f}× (target ≥ {TARGET_BEAM_OVER_SEED:g}×)",
+                  flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def _generate(out_dir: str, clips: int) -> str:
+    from tfdata.synth import generate_dataset
+
+    per_class_per_fold = max(1, round(clips / 100))
+    generate_dataset(out_dir, clips_per_class_per_fold=per_class_per_fold, progress=None)
+    return out_dir
+
+
+def _count_rows(data_dir: str) -> int:
+    from tfdata import contract as c
+
+    with open(os.path.join(data_dir, c.METADATA_CSV), newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _run_side(name: str, data_dir: str, out_dir: str, *extra: str) -> dict:
+    """Run one side in a fresh interpreter; it prints one JSON line of figures last."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if name in ("bare", "seed"):  # one core per process (the Beam job sets this for itself)
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ingest", name, data_dir, out_dir, *extra],
+                          capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"us8k bench ingest: error: side {name} failed: "
+                         f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------ sides
+def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str) -> dict:
+    import tfdata.records  # noqa: F401  TensorFlow imported before the clock, as in the other sides
+    from beam.pipeline import run_ingest
+
+    start = time.perf_counter()
+    manifest = run_ingest(data_dir, out_dir, [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],
+                          progress=lambda line: None)
+    seconds = time.perf_counter() - start
+    return {"rows": manifest["csv"]["rows"], "failed": manifest["errors"], "seconds": seconds}
+
+
+def _bare_rows(data_dir: str) -> list[dict]:
+    from tfdata import contract as c
+
+    with open(os.path.join(data_dir, c.METADATA_CSV), newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tuple[int, int]:
+    """decode + resample + pad + serialise + write, one TFRecord file per fold; (written, failed)."""
+    import tensorflow as tf
+
+    from tfdata import contract as c
+    from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length
+    from tfdata.records import serialize_clip
+
+    writers, written, failed = {}, 0, 0
+    for row in rows:
+        fold = int(row["fold"])
+        path = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(fold), row["slice_file_name"])
+        try:
+            clip, valid = fit_to_length(decode_audio(path))
+        except AudioDecodeError:
+            failed += 1
+            continue
+        if fold not in writers:
+            os.makedirs(os.path.join(out_dir, c.fold_dir_name(fold)), exist_ok=True)
+            writers[fold] = tf.io.TFRecordWriter(
+                os.path.join(out_dir, c.fold_dir_name(fold), f"part-{part:05d}{c.RECORD_SUFFIX}"))
+        writers[fold].write(serialize_clip(clip, valid, label=int(row["classID"]), fold=fold, fsid=int(row["fsID"]),
+                                           slice_file_name=row["slice_file_name"], salience=int(row["salience"])))
+        written += 1
+    for writer in writers.values():
+        writer.close()
+    return written, failed
+
+
+def _bare_worker_init(barrier) -> None:
+    import tfdata.records  # noqa: F401  TensorFlow, once per worker
+
+    barrier.wait()
+
+
+def _bare_chunk_star(args):
+    return _bare_chunk(*args)
+
+
+def _side_bare(data_dir: str, out_dir: str, processes: str) -> dict:
+    import multiprocessing
+
+    import tfdata.records  # noqa: F401
+
+    rows = _bare_rows(data_dir)
+    processes = int(processes)
+    if processes == 1:
+        start = time.perf_counter()
+        written, failed = _bare_chunk(data_dir, out_dir, 0, rows)
+        return {"rows": len(rows), "failed": failed, "seconds": time.perf_counter() - start}
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(processes + 1)
+    start = time.perf_counter()
+    with ctx.Pool(processes, initializer=_bare_worker_init, initargs=(barrier,)) as pool:
+        barrier.wait()  # every worker is up and has imported TensorFlow
+        ready = time.perf_counter()
+        parts = pool.map(_bare_chunk_star, [(data_dir, out_dir, k, rows[k::processes]) for k in range(processes)],
+                         chunksize=1)
+        end = time.perf_counter()
+    return {"rows": len(rows), "failed": sum(f for _, f in parts), "seconds": end - start,
+            "startup_seconds": ready - start, "steady_seconds": end - ready}
+
+
+def _side_seed(data_dir: str, out_dir: str) -> dict:
+    import librosa
+    import numpy as np
+
+    from tfdata import contract as c  # no TensorFlow in this process
+
+    rows = _bare_rows(data_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    failed = 0
+    warm_up = next(r for r in rows if os.path.getsize(
+        os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(r["fold"])), r["slice_file_name"])) > 1000)
+    y, _ = librosa.load(os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(warm_up["fold"])),
+                                     warm_up["slice_file_name"]), sr=c.SAMPLE_RATE)
+    librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.N_MELS), ref=np.max)
+    start = time.perf_counter()
+    for i, row in enumerate(rows):
+        path = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(row["fold"])), row["slice_file_name"])
+        try:
+            y, _ = librosa.load(path, sr=c.SAMPLE_RATE)
+        except Exception:  # the seed had no error handling; a bad file is skipped here
+            failed += 1
+            continue
+        if len(y) < c.CLIP_SAMPLES:
+            y = np.pad(y, (0, c.CLIP_SAMPLES - len(y)))
+        else:
+            y = y[:c.CLIP_SAMPLES]
+        mel = librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.N_MELS)
+        mel_db = librosa.power_to_db(mel, ref=np.max)
+        np.save(os.path.join(out_dir, f"{i:06d}.npy"), mel_db)
+    return {"rows": len(rows), "failed": failed, "seconds": time.perf_counter() - start}
+
+
+SIDES = {"beam": _side_beam, "bare": _side_bare, "seed": _side_seed}
+
+if __name__ == "__main__":
+    name, *side_args = sys.argv[1:]
+    figures = SIDES[name](*side_args)
+    figures["load"] = os.getloadavg()[0]
+    print(json.dumps(figures), flush=True)

@@ -1,0 +1,43 @@
+"""The whole product on tiny synthetic data: `us8k demo` runs every stage for real, each as its own
+CLI process (synth → Beam ingest → train → evaluate → export → package → local endpoint → predict)."""
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tfdata import contract as c
+
+
+@pytest.mark.timeout(900)
+def test_demo_runs_every_stage(tmp_path):
+    work = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "us8k", "demo", "--workdir", str(work), "--clips-per-class-per-fold", "2",
+         "--models", "tiny,baseline", "--epochs", "2", "--batch-size", "8"],
+        capture_output=True, text=True, timeout=840)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    manifest = json.loads((work / "records" / c.MANIFEST_FILE).read_text())
+    assert manifest["examples"] == 2 * c.NUM_CLASSES * c.NUM_FOLDS and manifest["errors"] == 3
+    errors = (work / "records" / c.ERRORS_FILE).read_text().splitlines()
+    assert len(errors) == 3
+
+    selection = json.loads((work / "run" / "selection.json").read_text())
+    assert set(selection["models"]) == {"tiny", "baseline"} and selection["selected"] in selection["models"]
+    assert (work / "run" / "report" / "report.json").exists()
+
+    metadata = json.loads((work / "export" / "metadata.json").read_text())
+    assert list(metadata["class_names"]) == list(c.CLASS_NAMES)
+    with tarfile.open(work / "model.tar.gz") as tar:
+        names = tar.getnames()
+    assert "code/inference.py" in names and any(n.startswith("1/") for n in names)
+
+    # `us8k predict` printed one line per file (file, label, confidence) and the JSON waveforms' answers.
+    lines = [line.split("\t") for line in done.stdout.splitlines() if line.count("\t") == 2]
+    labels = {fields[1] for fields in lines}
+    assert len(lines) >= 5 + 2, done.stdout[-3000:]
+    assert labels <= set(c.CLASS_NAMES) | {c.UNDETERMINED}
+    assert all(0.0 <= float(fields[2]) <= 1.0 for fields in lines)
+    assert "demo finished" in done.stdout

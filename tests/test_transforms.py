@@ -1,0 +1,80 @@
+"""beam.transforms: metadata rows are validated with a reason, and DecodeClips routes every row to
+exactly one of its tagged outputs (a real in-process Beam run on real files)."""
+import os
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import soundfile as sf
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam.transforms import (ERRORS_TAG, RECORDS_TAG, DecodeClips, RowError, header_columns, parse_row,
+                             row_fold)
+from tfdata import contract as c
+
+pytestmark = pytest.mark.timeout(120)
+
+HEADER = ",".join(c.CSV_COLUMNS)
+COLUMNS = header_columns(HEADER)
+
+
+def test_header_maps_columns_by_name_in_any_order():
+    shuffled = "class,classID,fold,salience,end,start,fsID,slice_file_name"
+    row = parse_row(2, "dog_bark,3,7,2,4.0,0.0,123,123-3-0-0.wav", header_columns(shuffled))
+    assert (row.slice_file_name, row.fsid, row.fold, row.label, row.salience) == ("123-3-0-0.wav", 123, 7, 3, 2)
+    assert row.relative_path == "audio/fold7/123-3-0-0.wav"
+
+
+def test_header_missing_a_column_is_refused():
+    with pytest.raises(RowError, match="classID"):
+        header_columns("slice_file_name,fsID,start,end,salience,fold,class")
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("1-3-0-0.wav,1,0,4,1,3,12,dog_bark", "unknown classID 12"),
+    ("1-3-0-0.wav,1,0,4,1,0,3,dog_bark", "unknown fold 0"),
+    ("1-3-0-0.wav,1,0,4,1,11,3,dog_bark", "unknown fold 11"),
+    ("1-3-0-0.wav,1,0,4,1,x,3,dog_bark", "fold 'x' is not an integer"),
+    ("1-3-0-0.wav,one,0,4,1,3,3,dog_bark", "fsID 'one' is not an integer"),
+    ("1-3-0-0.wav,1,0,4,1,3,3,siren", "contradicts classID 3"),
+    ("../../etc/passwd,1,0,4,1,3,3,dog_bark", "is not a file name"),
+    (",1,0,4,1,3,3,dog_bark", "is not a file name"),
+    ("1-3-0-0.wav,1,0,4", "4 fields, expected at least 8"),
+])
+def test_bad_rows_are_refused_with_a_reason(text, reason):
+    with pytest.raises(RowError, match=reason.replace("(", r"\(")):
+        parse_row(5, text, COLUMNS)
+    assert row_fold(5, text, COLUMNS) is None
+
+
+def test_good_row():
+    row = parse_row(9, "100032-3-0-0.wav,100032,0.0,0.317551,1,5,3,dog_bark", COLUMNS)
+    assert (row.line, row.fold, row.label, row.fsid, row.salience) == (9, 5, 3, 100032, 1)
+    assert row_fold(9, "100032-3-0-0.wav,100032,0.0,0.317551,1,5,3,dog_bark", COLUMNS) == 5
+
+
+@pytest.mark.timeout(180)
+def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
+    fold_dir = tmp_path / c.AUDIO_DIR / "fold2"
+    fold_dir.mkdir(parents=True)
+    t = np.arange(48000 * 2) / 48000
+    sf.write(fold_dir / "1-4-0-0.wav", 0.2 * np.sin(2 * np.pi * 300 * t), 48000, subtype="PCM_24")
+    (fold_dir / "2-4-0-0.wav").write_bytes(b"")
+    rows = [
+        (2, "1-4-0-0.wav,1,0,2,1,2,4,drilling"),
+        (3, "2-4-0-0.wav,2,0,4,1,2,4,drilling"),
+        (4, "3-4-0-0.wav,3,0,4,1,2,4,drilling"),  # not on disk
+        (5, "4-4-0-0.wav,4,0,4,1,2,44,drilling"),
+    ]
+    options = PipelineOptions(["--runner=FnApiRunner"])
+    with beam.Pipeline(options=options) as p:
+        out = p | beam.Create(rows) | DecodeClips(str(tmp_path), COLUMNS)
+        folds = out[RECORDS_TAG] | "Fold" >> beam.Map(lambda kv: (kv[0], type(kv[1]).__name__, len(kv[1]) > 2 * c.CLIP_SAMPLES))
+        assert_that(folds, equal_to([(2, "bytes", True)]), label="Records")
+        reasons = out[ERRORS_TAG] | "Reason" >> beam.Map(lambda e: (e["line"], e["file"], e["fold"], e["reason"][:20]))
+        assert_that(reasons, equal_to([
+            (3, "audio/fold2/2-4-0-0.wav", 2, "empty input (0 bytes"),
+            (4, "audio/fold2/3-4-0-0.wav", 2, "file not found"),
+            (5, None, None, "bad CSV row: unknown"),
+        ]), label="Errors")
