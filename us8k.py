@@ -6,7 +6,11 @@ A command fails with `raise SystemExit("us8k CMD: error: <one-line reason>")` (e
 """
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ INFO/WARNING lines (CPU feature notes, dataset hints) are noise for a CLI user.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # name: (module, one-line help)
 COMMANDS = {

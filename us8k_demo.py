@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tfdata.contract import CLASS_NAMES
+
 # The embedded default: small enough for a 2-core CPU in minutes, big enough to learn.
 CLIPS_PER_CLASS_PER_FOLD = 16
 MODELS = "baseline,cnn,lstm,crnn"
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         wait_for_ping(url, server)
         test_clips = sorted((data / "audio" / "fold10").glob("*.wav"))[:: max(1, args.clips_per_class_per_fold)][:5]
+        truth = ", ".join(f"{f.name}: {CLASS_NAMES[int(f.name.split('-')[1])]}" for f in test_clips)
+        print(f"\n(true classes, from the file names: {truth})", flush=True)
         us8k("predict", *map(str, test_clips), "--url", url)
         waveform_json = work / "waveforms.json"
         write_waveform_request(test_clips[:2], waveform_json)
