@@ -21,6 +21,7 @@ CORE = [
     "starlette==1.10.0",
     "uvicorn==0.54.0",
     "psutil==7.2.2",
+    "threadpoolctl==3.8.0",  # ingestion caps BLAS at one thread per decoding worker
 ]
 AWS = ["boto3==1.44.8", "sagemaker==2.257.7"]
 TEST = [

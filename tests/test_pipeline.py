@@ -170,6 +170,7 @@ def test_manifest_records_source_and_parameters(run):
     p = m["parameters"]
     assert p["sample_rate"] == c.SAMPLE_RATE and p["clip_samples"] == c.CLIP_SAMPLES
     assert p["runner"] == ingest.LOCAL_RUNNER and p["running_mode"] == ingest.LOCAL_RUNNING_MODE
+    assert p["sharding"] == "planned" and p["shard_target_bytes"] == SHARD_RECORDS * ingest.RECORD_BYTES
     assert p["workers"] == ingest.local_cores()
     assert m["csv"]["invalid_rows"] == 3  # unknown classID, unknown fold, contradicting class name
     assert m["errors"] == len(read_errors(run["out"]))
@@ -240,6 +241,21 @@ def test_rerun_into_the_same_output_replaces_it(tmp_path):
     assert read_errors(out) == []
     assert len(parsed_records(out, [1])) == len(body)
     assert open(keep).read() == "mine"
+
+
+def test_runner_chosen_sharding(tmp_path):
+    root, out = str(tmp_path / "data"), str(tmp_path / "records")
+    make_dataset(root, (5,), corrupt=1, extra_rows=[("990101-3-0-0.wav", 7, 3, "dog_bark", "missing", "not found")])
+    m = ingest.run_ingest(root, out, ["--direct_num_workers=2"], progress=lambda line: None, shard_target_bytes=0)
+    assert m["parameters"]["sharding"] == "runner"
+    for fold in (5, 7):
+        names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, c.fold_shard_glob(fold))))
+        n = m["folds"][str(fold)]["shards"]
+        assert 1 <= n <= 2 and names == [f"fold{fold}-{i:05d}-of-{n:05d}{c.RECORD_SUFFIX}" for i in range(n)]
+    assert len(parsed_records(out, [5])) == m["folds"]["5"]["examples"] == 10
+    assert m["folds"]["5"]["errors"] == 1
+    assert m["folds"]["7"]["examples"] == 0 and m["folds"]["7"]["errors"] == 1  # an empty shard, still globbable
+    assert len(parsed_records(out, [7])) == 0
 
 
 def test_default_local_runner_downloads_nothing():
