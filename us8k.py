@@ -3,6 +3,8 @@
 A subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; it is imported
 only when its command runs, so `us8k --help` starts fast and pulls in no TensorFlow.
 A command fails with `raise SystemExit("us8k CMD: error: <one-line reason>")` (exit status 1).
+A module that sets `PASSES_UNKNOWN_ARGS = True` receives options it does not declare in
+`args.extra_args` (e.g. Beam pipeline options for `ingest`) instead of a usage error.
 """
 import argparse
 import importlib
@@ -39,11 +41,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse a command line; only the named subcommand's module is imported."""
     name = next((a for a in argv if not a.startswith("-")), None)
     only = name if name in COMMANDS else None
-    args = build_parser(only).parse_args(argv)
+    parser = build_parser(only)
+    module = importlib.import_module(COMMANDS[only][0]) if only else None
+    if getattr(module, "PASSES_UNKNOWN_ARGS", False):
+        args, extra = parser.parse_known_args(argv)
+        args.extra_args = extra
+        return args
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -384,24 +384,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "--region R --temp_location gs://B/tmp --setup_file ./setup.py; locally "
                      f"--direct_running_mode / --direct_num_workers (default {LOCAL_RUNNER}, "
                      f"{LOCAL_RUNNING_MODE}, one worker per core).")
-    _pass_unknown_args_to_beam(parser)
-
-
-def _pass_unknown_args_to_beam(parser: argparse.ArgumentParser) -> None:
-    """Collect the options this parser does not know in `args.beam_args` instead of failing.
-
-    The dispatcher calls parse_args(); a subcommand's parser is parsed with parse_known_args(),
-    so wrapping that method on this parser is enough to hand Beam its options."""
     parser.allow_abbrev = False  # `--out` must not be mistaken for --output, nor a Beam flag for ours
-    parser.set_defaults(beam_args=[])
-    parse_known = parser.parse_known_args
 
-    def parse_known_args(args=None, namespace=None):
-        namespace, extras = parse_known(args, namespace)
-        namespace.beam_args = list(getattr(namespace, "beam_args", []) or []) + list(extras)
-        return namespace, []
 
-    parser.parse_known_args = parse_known_args
+PASSES_UNKNOWN_ARGS = True  # us8k hands every option not declared here to Beam's PipelineOptions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -409,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.shard_mb >= 0:
         raise SystemExit(f"us8k ingest: error: --shard-mb must be positive (or 0: runner-chosen), got {args.shard_mb}")
     try:
-        run_ingest(args.data_dir, args.output, list(getattr(args, "beam_args", []) or []),
+        run_ingest(args.data_dir, args.output, list(getattr(args, "extra_args", [])),
                    shard_target_bytes=int(args.shard_mb * 10**6))
     except IngestError as exc:
         raise SystemExit(f"us8k ingest: error: {exc}") from None

@@ -313,9 +313,9 @@ def test_dataflow_options_build_without_launching():
     argv = ["ingest", "--data-dir", "gs://bucket/UrbanSound8K", "--output", "gs://bucket/records",
             "--runner", "DataflowRunner", "--project", "my-project", "--region", "europe-west1",
             "--temp_location", "gs://bucket/tmp", f"--setup_file={setup_file}"]
-    args = us8k.build_parser("ingest").parse_args(argv)
+    args = us8k.parse_args(argv)
     assert args.data_dir == "gs://bucket/UrbanSound8K" and args.output == "gs://bucket/records"
-    options = ingest.pipeline_options(args.beam_args)
+    options = ingest.pipeline_options(args.extra_args)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     cloud = options.view_as(GoogleCloudOptions)
     assert (cloud.project, cloud.region, cloud.temp_location) == ("my-project", "europe-west1", "gs://bucket/tmp")
