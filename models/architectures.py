@@ -63,6 +63,16 @@ def _classifier(x):
     return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
+def _conv_blocks(x, filters_per_block, batch_norm_per_block):
+    """The seed's conv block, repeated: Conv 3×3 same relu, [BatchNorm], MaxPool 2×2."""
+    for filters, batch_norm in zip(filters_per_block, batch_norm_per_block):
+        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
+        if batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(POOL)(x)
+    return x
+
+
 def build_baseline(mean=None, variance=None) -> keras.Model:
     """Seed baseline: GlobalAveragePooling2D + Dense 256/256/128/64 (Dropout 0.4) + softmax."""
     waveform, features = _waveform_and_features(mean, variance)
@@ -77,12 +87,7 @@ def build_baseline(mean=None, variance=None) -> keras.Model:
 def build_cnn(mean=None, variance=None) -> keras.Model:
     """Seed CNN: 4 × (Conv 3×3 same relu [BatchNorm] MaxPool 2×2), Flatten, Dense 256, Dropout 0.5."""
     waveform, features = _waveform_and_features(mean, variance)
-    x = _as_image(features)  # [b, 128, 173, 1]
-    for filters, batch_norm in zip(CNN_FILTERS, CNN_BATCH_NORM):
-        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
-        if batch_norm:
-            x = layers.BatchNormalization()(x)
-        x = layers.MaxPooling2D(POOL)(x)  # → [b, 8, 10, 256] after four
+    x = _conv_blocks(_as_image(features), CNN_FILTERS, CNN_BATCH_NORM)  # [b, 128, 173, 1] → [b, 8, 10, 256]
     x = layers.Flatten()(x)  # [b, 20480]
     x = layers.Dense(CNN_DENSE, activation="relu")(x)
     x = layers.Dropout(CNN_DROPOUT)(x)
@@ -103,12 +108,7 @@ def build_lstm(mean=None, variance=None) -> keras.Model:
 def build_crnn(mean=None, variance=None) -> keras.Model:
     """Seed CRNN: 3 conv blocks (32, 64+BN, 128+BN), time steps = pooled frames, LSTM 128, Dense 128."""
     waveform, features = _waveform_and_features(mean, variance)
-    x = _as_image(features)  # [b, 128, 173, 1]
-    for filters, batch_norm in zip(CRNN_FILTERS, CRNN_BATCH_NORM):
-        x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
-        if batch_norm:
-            x = layers.BatchNormalization()(x)
-        x = layers.MaxPooling2D(POOL)(x)  # → [b, 16 mels, 21 frames, 128]
+    x = _conv_blocks(_as_image(features), CRNN_FILTERS, CRNN_BATCH_NORM)  # → [b, 16 mels, 21 frames, 128]
     _, mels, frames, channels = x.shape
     x = layers.Permute((2, 1, 3), name="time_major")(x)  # [b, 21 frames, 16 mels, 128]
     x = layers.Reshape((frames, mels * channels), name="sequence")(x)  # [b, 21, 2048]
