@@ -31,24 +31,26 @@ VARIANCE_FLOOR = 1e-6  # a constant mel bin is divided by at most 1e-3, not by z
 
 
 # ---------------------------------------------------------------------------- Slaney filterbank
+# Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3  # linear part
+_SLANEY_MIN_LOG_HZ = 1000.0
+_SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa's default): linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    safe_hz = np.maximum(hz, min_log_hz)  # log branch only where it is used
-    return np.where(hz >= min_log_hz, min_log_mel + np.log(safe_hz / min_log_hz) / logstep, hz / f_sp)
+    safe_hz = np.maximum(hz, _SLANEY_MIN_LOG_HZ)  # log branch only where it is used
+    return np.where(hz >= _SLANEY_MIN_LOG_HZ,
+                    _SLANEY_MIN_LOG_MEL + np.log(safe_hz / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOGSTEP,
+                    hz / _SLANEY_HZ_PER_MEL)
 
 
 def _mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+    return np.where(mel >= _SLANEY_MIN_LOG_MEL,
+                    _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mel - _SLANEY_MIN_LOG_MEL)),
+                    _SLANEY_HZ_PER_MEL * mel)
 
 
 def slaney_mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
