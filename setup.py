@@ -22,6 +22,7 @@ CORE = [
     "uvicorn==0.54.0",
     "psutil==7.2.2",
     "threadpoolctl==3.8.0",  # ingestion caps BLAS at one thread per decoding worker
+    "packaging==24.2",  # `us8k package`: wheel tags and Requires-Dist markers of the vendored wheels
 ]
 AWS = ["boto3==1.44.8", "sagemaker==2.257.7"]
 TEST = [

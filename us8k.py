@@ -12,6 +12,10 @@ import os
 import sys
 
 # TensorFlow's C++ INFO/WARNING lines (CPU feature notes, dataset hints) are noise for a CLI user.
+# Set here, before any command imports TensorFlow, so that every process of a command has it: child
+# processes inherit it (Beam's multi_processing workers, `us8k demo`'s stages, which are `us8k` runs
+# themselves). TensorFlow still prints its oneDNN notice, with absl's "before InitializeLog" line,
+# once per library that carries it (two in TF 2.21) whatever this level: tests/test_logs.py.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # name: (module, one-line help)

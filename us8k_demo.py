@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from serving.server import DEFAULT_HOST, http_url
 from tfdata.contract import CLASS_NAMES
 
 # The embedded default: small enough for a 2-core CPU in minutes, big enough to learn.
@@ -43,7 +44,7 @@ def us8k(*args: str, **kwargs) -> None:
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((DEFAULT_HOST, 0))
         return s.getsockname()[1]
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     us8k("package", str(export), "--output", str(tarball))
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = http_url(DEFAULT_HOST, port)
     print(f"\n$ us8k serve {tarball} --port {port}", flush=True)
     server = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(tarball), "--port", str(port)])
     try:

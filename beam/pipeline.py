@@ -12,15 +12,16 @@ without one is incomplete).
 Shards per fold are planned from the CSV's row counts (at most --shard-mb each). `--shard-mb 0`
 lets the runner choose instead: one file per worker bundle and fold; on the FnApiRunner the
 records are then written inside the decode stage instead of being grouped in memory and written
-by a later stage per shard (8,700 synthetic clips on 2 cores: 565 clips/s vs 303).
+by a later stage per shard (faster locally: `us8k bench ingest` measures both; README).
 
 Locally the job runs on Beam's FnApiRunner, which downloads nothing (Beam 2.77's DirectRunner
 first tries to fetch the Prism binary), in `in_memory` mode with one worker per core: the runner
 then runs each stage's partitions in parallel threads with in-memory data channels (decoding,
 resampling and numpy release the GIL for much of their work; OpenBLAS is held to one thread).
-Measured on 2 cores it beat `multi_threading` (the same threads plus in-process gRPC) and
+On 2 cores it was faster than `multi_threading` (the same threads plus in-process gRPC) and
 `multi_processing` (each worker imports TensorFlow; with planned shards every 176 KB record also
-crosses to the runner process and back); see `us8k bench ingest --modes ...`.
+crosses to the runner process and back); `us8k bench ingest --modes ...` compares them (figures:
+README).
 
 Any Beam option after ours passes to PipelineOptions, e.g. for Dataflow:
 
@@ -61,7 +62,8 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from beam.transforms import (ERRORS_TAG, FAILED_COUNTER, METRICS_NAMESPACE, RECORDS_TAG,  # noqa: E402
-                             WRITTEN_COUNTER, DecodeClips, RowError, header_columns, row_fold, written_counter_name)
+                             WRITTEN_COUNTER, BadRow, ClipRow, DecodeClips, RowError, header_columns, read_row,
+                             written_counter_name)
 from tfdata import audio  # noqa: E402
 from tfdata import contract as c  # noqa: E402
 
@@ -79,14 +81,14 @@ class IngestError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class IngestPlan:
-    """What the job will do, known before it runs (the CSV is read once, by the driver)."""
+    """What the job will do, known before it runs (the CSV is read and parsed once, by the driver)."""
 
     data_dir: str
     output_dir: str
     csv_path: str
     csv_sha256: str
     columns: dict[str, int]  # CSV column → index
-    rows: list[tuple[int, str]]  # (line number, text) of every non-blank data row
+    rows: list[ClipRow | BadRow]  # every non-blank data row, parsed; DecodeClips takes them as they are
     rows_per_fold: dict[int, int]  # valid rows only
     invalid_rows: int  # rows whose fields are bad (they go to errors.jsonl)
     shards_per_fold: dict[int, int]  # 0: the runner chooses
@@ -110,17 +112,16 @@ def plan_ingest(data_dir: str, output_dir: str, shard_target_bytes: int = SHARD_
         columns = header_columns(lines[0])
     except RowError as exc:
         raise IngestError(f"{exc}: {csv_path}") from None
-    rows = [(number, text) for number, text in enumerate(lines[1:], start=2) if text.strip()]
+    rows = [read_row(number, text, columns) for number, text in enumerate(lines[1:], start=2) if text.strip()]
     if not rows:
         raise IngestError(f"metadata CSV has a header and no rows: {csv_path}")
     rows_per_fold: dict[int, int] = {}
     invalid = 0
-    for number, text in rows:
-        fold = row_fold(number, text, columns)
-        if fold is None:
+    for row in rows:
+        if isinstance(row, BadRow):
             invalid += 1
         else:
-            rows_per_fold[fold] = rows_per_fold.get(fold, 0) + 1
+            rows_per_fold[row.fold] = rows_per_fold.get(row.fold, 0) + 1
     rows_per_fold = dict(sorted(rows_per_fold.items()))
     shards = {fold: shards_for(count, shard_target_bytes) if shard_target_bytes > 0 else 0
               for fold, count in rows_per_fold.items()}
@@ -195,8 +196,8 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
     """Apply the ingestion transforms to `pipeline` (nothing runs until pipeline.run())."""
     decoded = (
         pipeline
-        | "ReadMetadata" >> beam.Create(plan.rows)  # redistributes the rows over the workers
-        | "DecodeClips" >> DecodeClips(plan.data_dir, plan.columns))
+        | "ReadMetadata" >> beam.Create(plan.rows)  # the parsed rows, redistributed over the workers
+        | "DecodeClips" >> DecodeClips(plan.data_dir))
     by_fold = decoded[RECORDS_TAG] | "PartitionByFold" >> beam.Partition(_fold_index, c.NUM_FOLDS)
     for fold, shards in plan.shards_per_fold.items():
         _ = (by_fold[fold - 1]
@@ -391,7 +392,6 @@ PASSES_UNKNOWN_ARGS = True  # us8k hands every option not declared here to Beam'
 
 
 def run(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # workers import TensorFlow: keep its start-up notes quiet
     if not args.shard_mb >= 0:
         raise SystemExit(f"us8k ingest: error: --shard-mb must be positive (or 0: runner-chosen), got {args.shard_mb}")
     try:

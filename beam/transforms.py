@@ -1,12 +1,14 @@
 """The ingestion job's row → record step: `DecodeClips`, a PTransform with two tagged outputs.
 
-    (line, csv text) ─ DecodeClips ─┬─ records: (fold, serialised tf.train.Example)
+    ClipRow | BadRow ─ DecodeClips ─┬─ records: (fold, serialised tf.train.Example)
                                     └─ errors:  {"file", "fold", "line", "reason"}
 
-A row fails (and goes to `errors`, counted by a Beam metrics counter) when its CSV fields are
-bad (wrong field count, unknown classID or fold, class name that contradicts the classID…) or
-its audio is missing, unreadable, undecodable, truncated, empty or not finite. Every written
-clip increments a counter per (fold, class): the driver builds the manifest from them.
+The driver parses each CSV row once, with `read_row`, into a `ClipRow` (valid fields) or a
+`BadRow` (wrong field count, unknown classID or fold, class name that contradicts the classID…,
+with the reason); the workers receive those records, not CSV text. A row fails (and goes to
+`errors`, counted by a Beam metrics counter) when it is a BadRow or its audio is missing,
+unreadable, undecodable, truncated, empty or not finite. Every written clip increments a counter
+per (fold, class): the driver builds the manifest from them.
 Imports no TensorFlow until a worker serialises its first clip.
 """
 from __future__ import annotations
@@ -94,12 +96,27 @@ def parse_row(line: int, text: str, columns: dict[str, int]) -> ClipRow:
                    fold=fold, label=label)
 
 
-def row_fold(line: int, text: str, columns: dict[str, int]) -> int | None:
-    """The row's fold when the row is valid, else None (the driver plans shards with it)."""
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+    """A metadata row whose fields are bad: errors.jsonl lists it with its text and the reason."""
+
+    line: int  # 1-based line in the CSV
+    text: str
+    reason: str
+
+
+def read_row(line: int, text: str, columns: dict[str, int]) -> ClipRow | BadRow:
+    """One CSV line, parsed once by the driver: a ClipRow, or a BadRow saying what is wrong."""
     try:
-        return parse_row(line, text, columns).fold
-    except RowError:
-        return None
+        return parse_row(line, text, columns)
+    except RowError as exc:
+        return BadRow(line=line, text=text, reason=str(exc))
+
+
+def row_fold(line: int, text: str, columns: dict[str, int]) -> int | None:
+    """The row's fold when the row is valid, else None."""
+    row = read_row(line, text, columns)
+    return row.fold if isinstance(row, ClipRow) else None
 
 
 def read_audio_bytes(path: str) -> bytes:
@@ -116,11 +133,10 @@ def read_audio_bytes(path: str) -> bytes:
 
 
 class _DecodeClipFn(beam.DoFn):
-    """(line, text) → records (fold, example bytes) | errors (dict)."""
+    """ClipRow | BadRow → records (fold, example bytes) | errors (dict)."""
 
-    def __init__(self, data_dir: str, columns: dict[str, int]):
+    def __init__(self, data_dir: str):
         self._data_dir = data_dir
-        self._columns = dict(columns)
         self._serialize = None
         self._driver_pid = os.getpid()
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, WRITTEN_COUNTER)
@@ -139,21 +155,21 @@ class _DecodeClipFn(beam.DoFn):
             threadpool_limits(limits=1, user_api="blas")
         self._serialize = serialize_clip
 
-    def process(self, element):
-        line, text = element
-        row = None
+    def process(self, row: ClipRow | BadRow):
+        if isinstance(row, BadRow):
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, None, row.reason, text=row.text))
+            return
         try:
-            row = parse_row(line, text, self._columns)
             data = read_audio_bytes(FileSystems.join(self._data_dir, row.relative_path))
             clip, valid = fit_to_length(decode_audio(data))
             example = self._serialize(clip, valid, label=row.label, fold=row.fold, fsid=row.fsid,
                                       slice_file_name=row.slice_file_name, salience=row.salience)
-        except (RowError, AudioDecodeError) as exc:
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(line, text, row, str(exc)))
+        except AudioDecodeError as exc:
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, str(exc)))
             return
         except Exception as exc:  # never lose a row to an unforeseen failure: report it
             reason = f"unexpected {type(exc).__name__}: {exc}"
-            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(line, text, row, reason))
+            yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, reason))
             return
         self._written.inc()
         self._counter(row.fold, row.label).inc()
@@ -166,7 +182,7 @@ class _DecodeClipFn(beam.DoFn):
                                                                      written_counter_name(fold, label))
         return self._per_fold_class[key]
 
-    def _error(self, line: int, text: str, row: ClipRow | None, reason: str) -> dict:
+    def _error(self, line: int, row: ClipRow | None, reason: str, text: str | None = None) -> dict:
         self._failed.inc()
         error = {"file": row.relative_path if row else None, "fold": row.fold if row else None,
                  "line": line, "reason": reason}
@@ -176,16 +192,16 @@ class _DecodeClipFn(beam.DoFn):
 
 
 class DecodeClips(beam.PTransform):
-    """Metadata rows → tagged outputs `records` ((fold, tf.train.Example bytes)) and `errors` (dicts).
+    """Parsed metadata rows (`read_row`: ClipRow | BadRow) → tagged outputs `records`
+    ((fold, tf.train.Example bytes)) and `errors` (dicts; every BadRow becomes one).
 
     Each clip is decoded (libsndfile, else FFmpeg), downmixed, resampled to SAMPLE_RATE with soxr,
     zero-padded or cropped to CLIP_SAMPLES and serialised with its metadata and valid length."""
 
-    def __init__(self, data_dir: str, columns: dict[str, int]):
+    def __init__(self, data_dir: str):
         super().__init__()
         self._data_dir = data_dir
-        self._columns = columns
 
     def expand(self, rows):
-        return rows | "DecodeResamplePad" >> beam.ParDo(_DecodeClipFn(self._data_dir, self._columns)).with_outputs(
+        return rows | "DecodeResamplePad" >> beam.ParDo(_DecodeClipFn(self._data_dir)).with_outputs(
             ERRORS_TAG, main=RECORDS_TAG)

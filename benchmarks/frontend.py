@@ -4,7 +4,8 @@ The TensorFlow side runs `LogMelSpectrogram` on one batch (default 64 × 88200 s
 `tf.function`, stock and with XLA (`jit_compile=True`), in a process of its own using every core.
 The librosa side runs the seed's per-clip `melspectrogram` + `power_to_db` in one single-threaded
 worker process per core. Each side gets a fresh spawned process: librosa after TensorFlow in one
-process was measured 3–7× slower (FACTS.md). Figures are clips per second of wall time, warm.
+process ran 3–7× slower when measured here (librosa's numba/BLAS threads compete with
+TensorFlow's thread pools). Figures are clips per second of wall time, warm.
 """
 from __future__ import annotations
 
@@ -64,12 +65,12 @@ def _tensorflow_side(batch: int, iterations: int, queue) -> None:
 def _librosa_worker(clips: int, seed: int, barrier, queue) -> None:
     import librosa
 
-    from tfdata.contract import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+    from tfdata.contract import FRONTEND as F
 
     def log_mel(y):
-        power = librosa.feature.melspectrogram(y=y, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH,
-                                               n_mels=N_MELS)
-        return librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=80.0)
+        power = librosa.feature.melspectrogram(y=y, sr=F.sample_rate, n_fft=F.n_fft, hop_length=F.hop_length,
+                                               n_mels=F.n_mels, fmin=F.fmin, fmax=F.fmax)
+        return librosa.power_to_db(power, ref=F.ref_power, amin=F.amin, top_db=F.top_db)
 
     waveforms = _clips(clips, seed)
     log_mel(waveforms[0])  # warm: imports, filterbank cache

@@ -229,7 +229,7 @@ def _side_seed(data_dir: str, out_dir: str) -> dict:
         os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(r["fold"])), r["slice_file_name"])) > 1000)
     y, _ = librosa.load(os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(warm_up["fold"])),
                                      warm_up["slice_file_name"]), sr=c.SAMPLE_RATE)
-    librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.N_MELS), ref=np.max)
+    librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.FRONTEND.n_mels), ref=np.max)
     start = time.perf_counter()
     for i, row in enumerate(rows):
         path = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(row["fold"])), row["slice_file_name"])
@@ -242,7 +242,7 @@ def _side_seed(data_dir: str, out_dir: str) -> dict:
             y = np.pad(y, (0, c.CLIP_SAMPLES - len(y)))
         else:
             y = y[:c.CLIP_SAMPLES]
-        mel = librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.N_MELS)
+        mel = librosa.feature.melspectrogram(y=y, sr=c.SAMPLE_RATE, n_mels=c.FRONTEND.n_mels)
         mel_db = librosa.power_to_db(mel, ref=np.max)
         np.save(os.path.join(out_dir, f"{i:06d}.npy"), mel_db)
     return {"rows": len(rows), "failed": failed, "seconds": time.perf_counter() - start}

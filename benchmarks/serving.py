@@ -30,11 +30,12 @@ import threading
 import time
 from pathlib import Path
 
+from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH  # batching on: the server's defaults
+from tfdata.layout import OUTPUT_PROBABILITIES, SERVING_SIGNATURE, serving_inputs
+
 CONCURRENCY = (1, 8, 32)
 SECONDS = 8.0  # timed load per run
 WARMUP_SECONDS = 1.5  # untimed load first (connections, TF's first calls)
-MAX_BATCH = 32
-BATCH_TIMEOUT_MS = 5.0
 CLIP_SECONDS = 4.0
 LIMIT_ITERATIONS = 8  # timed batch-32 calls for the limit
 WARMUP_CALLS = 6  # untimed calls of each shape before any timing
@@ -73,12 +74,12 @@ def _export_random(model_name: str, directory: Path) -> Path:
 
     from models.architectures import build_model
     from models.export import export_model
-    from tfdata.contract import N_MELS
+    from tfdata.contract import FRONTEND
 
     import keras
 
     keras.utils.set_random_seed(SEED)
-    model = build_model(model_name, np.zeros(N_MELS, np.float32), np.ones(N_MELS, np.float32))
+    model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
     export_model(model, directory)
     return directory
 
@@ -90,12 +91,12 @@ class _BareModel:
         import numpy as np
         import tensorflow as tf
 
-        from serving.server import locate_model
+        from serving.model_files import locate_model
         from tfdata.audio import decode_audio
 
         files = locate_model(export_dir)
         try:
-            self.signature = tf.saved_model.load(str(files.saved_model_dir)).signatures["serving_default"]
+            self.signature = tf.saved_model.load(str(files.saved_model_dir)).signatures[SERVING_SIGNATURE]
             self.description = _parameters(files)
         finally:
             files.cleanup()
@@ -110,7 +111,7 @@ class _BareModel:
 
     def _forward(self, x, n):
         tf = self._tf
-        return self.signature(waveform=tf.constant(x), lengths=tf.constant(n))["probabilities"].numpy()
+        return self.signature(**serving_inputs(tf.constant(x), tf.constant(n)))[OUTPUT_PROBABILITIES].numpy()
 
     def limit(self) -> float:
         """clips/s at the batch size given (decoded clips, signature only)."""

@@ -12,21 +12,24 @@ import argparse
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
 from tfdata import contract as c
+from tfdata.layout import SELECTION_FILE, SelectionError, checkpoint_path, read_selection
 
-SELECTION_FILE = "selection.json"  # written by `us8k train`
 REPORT_DIR = "report"
 REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.md"
 BATCH_SIZE = 32
+FIGURE_DPI = 80
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
 
 
 class EvaluationError(Exception):
-    """A run directory that cannot be evaluated (missing selection, checkpoint or records)."""
+    """A run that cannot be evaluated (no test records, a bad threshold); a bad selection or a
+    missing checkpoint raises `tfdata.layout.SelectionError`."""
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -49,9 +52,10 @@ def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
 
     predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
     probabilities, labels = [], []
-    for waveform, label in dataset:
+    for element in dataset:  # (waveform, label[, sample weight]); a one-hot label counts as its argmax
+        waveform, label = element[0], element[1].numpy()
         probabilities.append(predict(waveform).numpy().astype(np.float64))
-        labels.append(label.numpy())
+        labels.append(label.argmax(axis=-1) if label.ndim == 2 else label)
     if not labels:
         raise EvaluationError("the evaluation dataset is empty")
     return np.concatenate(probabilities), np.concatenate(labels).astype(np.int64)
@@ -95,83 +99,80 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
 
 
 # ---------------------------------------------------------------------------- figures
-def _pyplot():
+def _png(figsize: tuple[float, float], draw) -> bytes:
+    """A figure of `figsize` inches, drawn by `draw(ax)` on its one axes, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    fig, ax = plt.subplots(figsize=figsize, dpi=FIGURE_DPI)
+    try:
+        draw(ax)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
 
 
 def confusion_png(matrix, title: str) -> bytes:
     """The confusion matrix (rows true, columns predicted) as PNG bytes, with counts in the cells."""
-    plt = _pyplot()
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(8, 7), dpi=80)
-    ax.imshow(matrix, cmap="Blues")
-    ticks = range(len(c.CLASS_NAMES))
-    ax.set_xticks(ticks, c.CLASS_NAMES, rotation=45, ha="right")
-    ax.set_yticks(ticks, c.CLASS_NAMES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    limit = matrix.max() / 2 if matrix.size else 0
-    for (i, j), count in np.ndenumerate(matrix):
-        if count:
-            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+
+    def draw(ax):
+        ax.imshow(matrix, cmap="Blues")
+        ticks = range(len(c.CLASS_NAMES))
+        ax.set_xticks(ticks, c.CLASS_NAMES, rotation=45, ha="right")
+        ax.set_yticks(ticks, c.CLASS_NAMES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        limit = matrix.max() / 2 if matrix.size else 0
+        for (i, j), count in np.ndenumerate(matrix):
+            if count:
+                ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black")
+
+    return _png((8, 7), draw)
 
 
 def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
     """Coverage and answered accuracy against the threshold, the chosen threshold marked."""
-    plt = _pyplot()
     xs = [p["threshold"] for p in sweep]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=80)
-    ax.plot(xs, [p["coverage"] for p in sweep], marker="o", label="coverage (answered)")
-    ax.plot(xs, [np.nan if p["answered_accuracy"] is None else p["answered_accuracy"] for p in sweep],
-            marker="s", label="accuracy of answers")
-    ax.axvline(threshold, color="gray", linestyle="--", label=f"threshold {threshold:g}")
-    ax.set_xlabel("threshold on the top probability")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(title)
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+
+    def draw(ax):
+        ax.plot(xs, [p["coverage"] for p in sweep], marker="o", label="coverage (answered)")
+        ax.plot(xs, [np.nan if p["answered_accuracy"] is None else p["answered_accuracy"] for p in sweep],
+                marker="s", label="accuracy of answers")
+        ax.axvline(threshold, color="gray", linestyle="--", label=f"threshold {threshold:g}")
+        ax.set_xlabel("threshold on the top probability")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.legend(loc="lower left")
+        ax.grid(alpha=0.3)
+
+    return _png((7, 4.5), draw)
 
 
 # ---------------------------------------------------------------------------- the run
-def read_selection(run_dir: str | os.PathLike) -> dict:
-    path = os.path.join(os.fspath(run_dir), SELECTION_FILE)
-    if not os.path.isfile(path):
-        raise EvaluationError(f"no {SELECTION_FILE} in {run_dir}: run `us8k train` first")
-    with open(path) as f:
-        return json.load(f)
-
-
 def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THRESHOLD,
                  batch_size: int = BATCH_SIZE, records_dir: str | os.PathLike | None = None,
                  verbose: bool = True) -> dict:
-    """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report."""
+    """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report.
+
+    A bad selection or a missing checkpoint raises `SelectionError`, anything else `EvaluationError`."""
     import keras
 
     import models.architectures  # noqa: F401  (registers the custom layers for load_model)
     from tfdata import pipeline
 
+    if not 0.0 <= threshold <= 1.0:
+        raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
     run_dir = os.fspath(run_dir)
     selection = read_selection(run_dir)
     records_dir = os.fspath(records_dir or selection["records"])
     test_fold = int(selection["test_fold"])
-    if not 0.0 <= threshold <= 1.0:
-        raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
     try:
         test_ds = pipeline.make_dataset(records_dir, [test_fold], batch_size=batch_size, training=False)
     except FileNotFoundError as e:
@@ -181,18 +182,14 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
 
     results = {}
     for name, entry in selection["models"].items():
-        checkpoint = os.path.join(run_dir, entry["checkpoint"])
-        if not os.path.isfile(checkpoint):
-            raise EvaluationError(f"checkpoint of model {name!r} not found: {checkpoint}")
-        model = keras.models.load_model(checkpoint, compile=False)
+        model = keras.models.load_model(checkpoint_path(run_dir, selection, name), compile=False)
         probabilities, labels = predict_dataset(model, test_ds)
         metrics = classification_metrics(probabilities, labels, threshold)
         files = {"confusion_png": f"confusion_{name}.png", "threshold_png": f"threshold_{name}.png"}
-        with open(os.path.join(report_dir, files["confusion_png"]), "wb") as f:
-            f.write(confusion_png(metrics["confusion_matrix"],
-                                  f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
-        with open(os.path.join(report_dir, files["threshold_png"]), "wb") as f:
-            f.write(sweep_png(metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
+        Path(report_dir, files["confusion_png"]).write_bytes(confusion_png(
+            metrics["confusion_matrix"], f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
+        Path(report_dir, files["threshold_png"]).write_bytes(sweep_png(
+            metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
         results[name] = {**metrics, "val_accuracy": entry.get("best_val_accuracy"), "files": files}
         keras.backend.clear_session(free_memory=True)
 
@@ -242,7 +239,7 @@ def summary_markdown(report: dict) -> str:
 
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="training run directory (holds selection.json)")
+    parser.add_argument("run", help=f"training run directory (holds {SELECTION_FILE})")
     parser.add_argument("--threshold", type=float, default=c.DEFAULT_THRESHOLD,
                         help=f"undetermined below this top probability (default {c.DEFAULT_THRESHOLD})")
     parser.add_argument("--records", default=None, help="records directory (default: the one trained on)")
@@ -252,6 +249,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         evaluate_run(args.run, threshold=args.threshold, batch_size=args.batch_size, records_dir=args.records)
-    except EvaluationError as e:
+    except (EvaluationError, SelectionError) as e:
         raise SystemExit(f"us8k evaluate: error: {e}") from None
     return 0

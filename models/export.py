@@ -11,6 +11,12 @@ A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signa
   clip shorter than 4 s is one padded window, as in ingestion) and the windows' probabilities are
   averaged. Only a row's own windows go through the network, `window_batch` windows per call, so
   a clip padded into a batch gets the answer it gets alone.
+`serving_windows(pcm16 string [windows], clip_index int32 [windows])` → `probabilities`
+  [windows, 10] and `clip_index` [windows] (echoed): one row per 4 s window, each string 88200
+  little-endian int16 samples (`tfdata.pcm`, decoded with `tf.io.decode_raw`, / PCM_SCALE). Rows of
+  any request have one shape, so TF Serving's batching can merge concurrent requests of any length;
+  the SageMaker handler cuts the windows (`tfdata.windowing`, the arithmetic `frame_windows` uses)
+  and averages each clip's rows, which gives `serving_default`'s answer on the same int16 audio.
 `log_mel(waveform float32 [batch, samples])` → `log_mel` [batch, windows, 173, 128], the normalised
   features the network sees for each window (every row taken as valid over its full width; use
   one clip per row or per call), and `window_count` int32 [batch].
@@ -23,6 +29,7 @@ older TF Serving (2.19) runs it. After saving, `verify_export` reloads the Saved
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import pathlib
@@ -36,13 +43,18 @@ import tensorflow as tf
 
 from models import architectures  # noqa: F401  (registers every layer a checkpoint may hold)
 from models.frontend import LogMelFrontend
-from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, N_FRAMES, NUM_CLASSES,
+from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
                              SAMPLE_RATE, WINDOW_HOP_SAMPLES)
+from tfdata import windowing
+from tfdata.batching import pad_batch
+from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_LENGTHS, INPUT_PCM16, INPUT_WAVEFORM, LOG_MEL_OUTPUTS,
+                           LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID, OUTPUT_CLASS_NAME,
+                           OUTPUT_CLIP_INDEX, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
+                           OUTPUT_WINDOW_PROBABILITIES, SELECTION_FILE, SERVING_OUTPUTS, SERVING_SIGNATURE,
+                           VERSION, WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, SelectionError, checkpoint_path,
+                           find_saved_model, read_selection, serving_inputs, windows_inputs)
+from tfdata.pcm import PCM_BYTES_PER_SAMPLE, PCM_SCALE, quantize, to_pcm16
 
-MODEL_SUBDIR = "model"
-VERSION = "1"
-METADATA_FILE = "metadata.json"
-SELECTION_FILE = "selection.json"  # written by `us8k train` in the run directory
 WINDOW_BATCH = 32  # windows per network call inside the serving graph (bounds memory on long audio)
 VERIFY_TOLERANCE = 1e-4  # probabilities sum to 1, batched rows equal single calls
 
@@ -53,9 +65,10 @@ class ExportVerificationError(RuntimeError):
 
 # ---------------------------------------------------------------------------- in-graph windowing
 def window_counts(lengths):
-    """Windows per row: k = 1 + ceil(max(0, n - CLIP_SAMPLES) / WINDOW_HOP_SAMPLES); int32 [batch]."""
-    excess = tf.maximum(lengths - CLIP_SAMPLES, 0)
-    return 1 + (excess + WINDOW_HOP_SAMPLES - 1) // WINDOW_HOP_SAMPLES
+    """Windows per row: k = 1 + ceil(max(0, n - CLIP_SAMPLES) / WINDOW_HOP_SAMPLES); int32 [batch].
+
+    `tfdata.windowing`'s arithmetic on tensors: the SageMaker handler cuts windows with it in numpy."""
+    return windowing.window_counts(lengths, maximum=tf.maximum)
 
 
 def frame_windows(waveform, lengths):
@@ -65,7 +78,7 @@ def frame_windows(waveform, lengths):
     waveform = tf.where(tf.sequence_mask(lengths, width), waveform, 0.0)  # [batch, width]
     counts = window_counts(lengths)  # [batch]
     max_count = tf.reduce_max(tf.concat([counts, [1]], axis=0))
-    needed = CLIP_SAMPLES + (max_count - 1) * WINDOW_HOP_SAMPLES  # ≥ every row's length
+    needed = windowing.padded_length(max_count)  # ≥ every row's length
     waveform = tf.pad(waveform, [[0, 0], [0, tf.maximum(needed - width, 0)]])[:, :needed]
     windows = tf.signal.frame(waveform, CLIP_SAMPLES, WINDOW_HOP_SAMPLES, pad_end=False)  # [b, K, 88200]
     return windows, counts
@@ -82,8 +95,8 @@ class ServingModule(tf.Module):
         self.metadata = tf.saved_model.Asset(metadata_path)
         self._window_batch = int(window_batch)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform"),
-                                  tf.TensorSpec([None], tf.int32, name="lengths")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT_WAVEFORM),
+                                  tf.TensorSpec([None], tf.int32, name=INPUT_LENGTHS)])
     def serve(self, waveform, lengths):
         tf.debugging.assert_equal(tf.shape(lengths)[0], tf.shape(waveform)[0],
                                   message="lengths must have one entry per waveform row")
@@ -103,8 +116,8 @@ class ServingModule(tf.Module):
         mean = tf.reduce_sum(window_probabilities, axis=1) / tf.cast(counts, tf.float32)[:, None]  # [b, 10]
         class_id = tf.argmax(mean, axis=1, output_type=tf.int32)  # [b]
         class_name = tf.gather(tf.constant(CLASS_NAMES), class_id)  # [b]
-        return {"probabilities": mean, "class_id": class_id, "class_name": class_name,
-                "window_probabilities": window_probabilities, "window_count": counts}
+        return {OUTPUT_PROBABILITIES: mean, OUTPUT_CLASS_ID: class_id, OUTPUT_CLASS_NAME: class_name,
+                OUTPUT_WINDOW_PROBABILITIES: window_probabilities, OUTPUT_WINDOW_COUNT: counts}
 
     def _predict_in_chunks(self, windows):
         """The network on [n, 88200] windows, `window_batch` at a time (long audio stays bounded)."""
@@ -117,14 +130,30 @@ class ServingModule(tf.Module):
             outputs = outputs.write(i, tf.cast(self.model(chunk, training=False), tf.float32))
         return tf.cond(chunks > 0, outputs.concat, lambda: tf.zeros([0, NUM_CLASSES]))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT_WAVEFORM)])
     def log_mel(self, waveform):
         lengths = tf.fill([tf.shape(waveform)[0]], tf.shape(waveform)[1])  # every sample valid
         windows, counts = frame_windows(waveform, lengths)  # [b, K, 88200]
         batch, max_count = tf.shape(windows)[0], tf.shape(windows)[1]
         features = self.frontend(tf.reshape(windows, [-1, CLIP_SAMPLES]))  # [b * K, 173, 128]
-        features = tf.reshape(features, [batch, max_count, N_FRAMES, tf.shape(features)[-1]])
-        return {"log_mel": features, "window_count": counts}
+        frames = self.frontend.spectrogram.params.frames_per_window  # 173
+        features = tf.reshape(features, [batch, max_count, frames, tf.shape(features)[-1]])
+        return {OUTPUT_LOG_MEL: features, OUTPUT_WINDOW_COUNT: counts}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PCM16),
+                                  tf.TensorSpec([None], tf.int32, name=INPUT_CLIP_INDEX)])
+    def serve_windows(self, pcm16, clip_index):
+        """4 s windows as int16 PCM strings → each window's probabilities, with its clip index."""
+        checks = [tf.debugging.assert_equal(tf.shape(clip_index)[0], tf.shape(pcm16)[0],
+                                            message="clip_index must have one entry per pcm16 window"),
+                  tf.debugging.assert_equal(tf.strings.length(pcm16), CLIP_SAMPLES * PCM_BYTES_PER_SAMPLE,
+                                            message=f"each pcm16 window must hold {CLIP_SAMPLES} little-endian "
+                                                    f"int16 samples ({CLIP_SAMPLES * PCM_BYTES_PER_SAMPLE} bytes)")]
+        with tf.control_dependencies(checks):  # these messages, not decode_raw's, for a wrong size
+            samples = tf.io.decode_raw(tf.identity(pcm16), tf.int16, little_endian=True)  # [n, 88200]
+        windows = tf.reshape(tf.cast(samples, tf.float32) / PCM_SCALE, [-1, CLIP_SAMPLES])
+        probabilities = self._predict_in_chunks(windows)  # [n, 10]
+        return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_CLIP_INDEX: tf.identity(clip_index)}
 
     @tf.function(input_signature=[])
     def metadata_path(self):
@@ -141,7 +170,7 @@ def find_frontend(model: keras.Model) -> LogMelFrontend:
 
 
 def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: float, extra: dict | None) -> dict:
-    spectrogram = frontend.spectrogram.get_config()
+    spectrogram = frontend.spectrogram.params  # FrontendParams
     metadata = {
         "model_name": model.name,
         "sample_rate": SAMPLE_RATE,
@@ -150,17 +179,19 @@ def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: floa
         "class_names": list(CLASS_NAMES),
         "num_classes": NUM_CLASSES,
         "threshold": float(threshold),
-        "frontend": {k: spectrogram[k] for k in ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin",
-                                                 "fmax", "ref_power", "amin", "top_db")},
-        "num_frames": N_FRAMES,
+        "frontend": dataclasses.asdict(spectrogram),
+        "num_frames": spectrogram.frames_per_window,
         "parameters": int(model.count_params()),
         "signatures": {
-            "serving_default": {"inputs": {"waveform": "float32 [batch, samples]", "lengths": "int32 [batch]"},
-                                "outputs": ["probabilities", "class_id", "class_name",
-                                            "window_probabilities", "window_count"]},
-            "log_mel": {"inputs": {"waveform": "float32 [batch, samples]"},
-                        "outputs": ["log_mel", "window_count"]},
+            SERVING_SIGNATURE: {"inputs": serving_inputs("float32 [batch, samples]", "int32 [batch]"),
+                                "outputs": list(SERVING_OUTPUTS)},
+            WINDOWS_SIGNATURE: {"inputs": windows_inputs(f"string [windows]: {CLIP_SAMPLES} int16 LE samples",
+                                                         "int32 [windows]"),
+                                "outputs": list(WINDOWS_OUTPUTS)},
+            LOG_MEL_SIGNATURE: {"inputs": {INPUT_WAVEFORM: "float32 [batch, samples]"},
+                                "outputs": list(LOG_MEL_OUTPUTS)},
         },
+        "pcm_scale": PCM_SCALE,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -202,8 +233,9 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
         module = ServingModule(model, frontend, str(metadata_source), window_batch)
         saved = staging / VERSION
         tf.saved_model.save(module, str(saved), signatures={
-            "serving_default": module.serve.get_concrete_function(),
-            "log_mel": module.log_mel.get_concrete_function(),
+            SERVING_SIGNATURE: module.serve.get_concrete_function(),
+            WINDOWS_SIGNATURE: module.serve_windows.get_concrete_function(),
+            LOG_MEL_SIGNATURE: module.log_mel.get_concrete_function(),
         })
         if verify:
             verify_export(saved)
@@ -217,24 +249,20 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
 
 
 # ---------------------------------------------------------------------------- verification
-def _saved_model_dir(export_dir) -> pathlib.Path:
-    path = pathlib.Path(export_dir)
-    if (path / "saved_model.pb").exists():
-        return path
-    if (path / MODEL_SUBDIR / VERSION / "saved_model.pb").exists():
-        return path / MODEL_SUBDIR / VERSION
-    raise FileNotFoundError(f"no SavedModel at {path} (nor at {path / MODEL_SUBDIR / VERSION})")
-
-
 def verify_export(export_dir) -> dict:
     """Reload the SavedModel and check its answers; return a summary, raise ExportVerificationError.
 
     Silence, noise and a tone (4 s each, alone), then a 1 s tone and 6 s of noise in one padded
     batch with `lengths`: finite probabilities summing to 1, a known class name, the right window
-    counts, batched rows equal to the clips alone, and `log_mel` features of the right shape.
+    counts, batched rows equal to the clips alone, `serving_windows` on the same two clips as int16
+    windows averaged per clip equal to `serving_default` on that int16 audio, and `log_mel`
+    features of the right shape.
     """
-    loaded = tf.saved_model.load(str(_saved_model_dir(export_dir)))
-    serve = loaded.signatures["serving_default"]
+    saved_model_dir = find_saved_model(export_dir)
+    if saved_model_dir is None:
+        raise FileNotFoundError(f"no SavedModel at {export_dir} (nor under {MODEL_SUBDIR}/<version>/ in it)")
+    loaded = tf.saved_model.load(str(saved_model_dir))
+    serve = loaded.signatures[SERVING_SIGNATURE]
     rng = np.random.default_rng(0)
     t = np.arange(6 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
     clips = {
@@ -244,44 +272,58 @@ def verify_export(export_dir) -> dict:
     }
 
     def call(rows):
-        width = max(len(r) for r in rows)
-        batch = np.zeros((len(rows), width), np.float32)
-        for i, r in enumerate(rows):
-            batch[i, :len(r)] = r
-        out = serve(waveform=tf.constant(batch), lengths=tf.constant([len(r) for r in rows], tf.int32))
+        batch, lengths = pad_batch(rows)
+        out = serve(**serving_inputs(tf.constant(batch), tf.constant(lengths)))
         return {k: v.numpy() for k, v in out.items()}
 
     def check(name, out, row, expected_windows):
-        p = out["probabilities"][row]
+        p = out[OUTPUT_PROBABILITIES][row]
         if p.shape != (NUM_CLASSES,) or not np.isfinite(p).all() or abs(p.sum() - 1.0) > VERIFY_TOLERANCE:
             raise ExportVerificationError(f"{name}: invalid probabilities {p}")
-        if out["class_name"][row].decode() != CLASS_NAMES[int(out["class_id"][row])]:
+        if out[OUTPUT_CLASS_NAME][row].decode() != CLASS_NAMES[int(out[OUTPUT_CLASS_ID][row])]:
             raise ExportVerificationError(f"{name}: class_name does not match class_id")
-        if int(out["window_count"][row]) != expected_windows:
-            raise ExportVerificationError(f"{name}: {out['window_count'][row]} windows, expected {expected_windows}")
+        windows = int(out[OUTPUT_WINDOW_COUNT][row])
+        if windows != expected_windows:
+            raise ExportVerificationError(f"{name}: {windows} windows, expected {expected_windows}")
 
     summary = {}
     alone = {}
     for name, clip in clips.items():
         out = call([clip])
         check(name, out, 0, int(window_counts(tf.constant(len(clip))).numpy()))
-        alone[name] = out["probabilities"][0]
-        summary[name] = out["class_name"][0].decode()
+        alone[name] = out[OUTPUT_PROBABILITIES][0]
+        summary[name] = out[OUTPUT_CLASS_NAME][0].decode()
     mixed = call([clips["tone"], clips["noise"]])
     for row, name in enumerate(("tone", "noise")):
         check(f"batched {name}", mixed, row, int(window_counts(tf.constant(len(clips[name]))).numpy()))
-        gap = float(np.abs(mixed["probabilities"][row] - alone[name]).max())
+        gap = float(np.abs(mixed[OUTPUT_PROBABILITIES][row] - alone[name]).max())
         if gap > VERIFY_TOLERANCE:
             raise ExportVerificationError(f"batched {name} differs from {name} alone by {gap:.2e}")
-    features = loaded.signatures["log_mel"](waveform=tf.constant(clips["noise"][None]))["log_mel"]
-    if tuple(features.shape[1:3]) != (2, N_FRAMES) or not np.isfinite(features.numpy()).all():
+    pair = [clips["tone"], clips["noise"]]
+    windows, clip_index = windowing.frame_clips([to_pcm16(clip) for clip in pair])
+    out = loaded.signatures[WINDOWS_SIGNATURE](**windows_inputs(
+        tf.constant([window.tobytes() for window in windows]), tf.constant(clip_index)))
+    if out[OUTPUT_CLIP_INDEX].numpy().tolist() != clip_index.tolist():
+        raise ExportVerificationError(f"{WINDOWS_SIGNATURE}: clip_index not echoed")
+    mean, _, counts = windowing.average_windows(out[OUTPUT_PROBABILITIES].numpy(), clip_index, len(pair))
+    reference = call([quantize(clip) for clip in pair])
+    if counts.tolist() != reference[OUTPUT_WINDOW_COUNT].tolist():
+        raise ExportVerificationError(f"{WINDOWS_SIGNATURE}: {counts.tolist()} windows, expected "
+                                      f"{reference[OUTPUT_WINDOW_COUNT].tolist()}")
+    gap = float(np.abs(mean - reference[OUTPUT_PROBABILITIES]).max())
+    if gap > VERIFY_TOLERANCE:
+        raise ExportVerificationError(f"{WINDOWS_SIGNATURE} averaged per clip differs from {SERVING_SIGNATURE} "
+                                      f"on the same int16 audio by {gap:.2e}")
+    features = loaded.signatures[LOG_MEL_SIGNATURE](**{INPUT_WAVEFORM: tf.constant(clips["noise"][None])})
+    features = features[OUTPUT_LOG_MEL]
+    if tuple(features.shape[1:3]) != (2, FRONTEND.frames_per_window) or not np.isfinite(features.numpy()).all():
         raise ExportVerificationError(f"log_mel: unexpected features of shape {features.shape}")
     return summary
 
 
 # ---------------------------------------------------------------------------- CLI
 def add_arguments(parser) -> None:
-    parser.add_argument("run", metavar="RUN", help="training run directory (holds selection.json)")
+    parser.add_argument("run", metavar="RUN", help=f"training run directory (holds {SELECTION_FILE})")
     parser.add_argument("--output", required=True, metavar="EXPORT",
                         help="export directory: EXPORT/model/1/ (SavedModel) and EXPORT/metadata.json")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
@@ -293,35 +335,15 @@ def _fail(reason: str):
     raise SystemExit(f"us8k export: error: {reason}")
 
 
-def read_selection(run_dir: pathlib.Path) -> tuple[str, dict, pathlib.Path, dict]:
-    """(selected name, its entry, its checkpoint path, the whole selection) from RUN/selection.json."""
-    if not run_dir.is_dir():
-        _fail(f"run directory not found: {run_dir}")
-    selection_path = run_dir / SELECTION_FILE
-    if not selection_path.is_file():
-        _fail(f"no {SELECTION_FILE} in {run_dir} (has `us8k train` finished there?)")
-    try:
-        selection = json.loads(selection_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        _fail(f"{selection_path} is not valid JSON ({error})")
-    if not isinstance(selection, dict):
-        _fail(f"{selection_path} does not hold a JSON object")
-    name = selection.get("selected")
-    models = selection.get("models")
-    if not isinstance(models, dict) or not isinstance(name, str) or not isinstance(models.get(name), dict):
-        _fail(f"{selection_path} names no selected model with an entry under \"models\"")
-    entry = models[name]
-    if not isinstance(entry.get("checkpoint"), str):
-        _fail(f"{selection_path}: model {name!r} has no \"checkpoint\"")
-    checkpoint = run_dir / entry["checkpoint"]
-    if not checkpoint.is_file():
-        _fail(f"checkpoint of the selected model {name!r} not found: {checkpoint}")
-    return name, entry, checkpoint, selection
-
-
 def run(args) -> int:
     run_dir = pathlib.Path(args.run)
-    name, entry, checkpoint, selection = read_selection(run_dir)
+    try:
+        selection = read_selection(run_dir)
+        name = selection["selected"]
+        checkpoint = checkpoint_path(run_dir, selection, name)
+    except SelectionError as error:
+        _fail(str(error))
+    entry = selection["models"][name]
     if not 0.0 <= args.threshold <= 1.0:
         _fail(f"--threshold must be within [0, 1], got {args.threshold}")
     print(f"us8k export: loading {name} from {checkpoint}", flush=True)

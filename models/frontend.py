@@ -9,7 +9,8 @@ librosa features:
 
 librosa 0.11 centres frames by padding n_fft // 2 zeros on each side (pad_mode="constant"), uses a
 periodic Hann window and a Slaney-scale, area-normalised filterbank; `tf.signal`'s own
-`linear_to_mel_weight_matrix` is HTK without normalisation (18.6 dB off, FACTS.md), so the Slaney
+`linear_to_mel_weight_matrix` is the HTK scale without area normalisation (a median 18.6 dB away from librosa's default
+Slaney filterbank, measured against `librosa.feature.melspectrogram`), so the Slaney
 matrix is computed here in numpy and embedded as a constant. 88200 samples → 173 frames.
 
 Layout: (batch, samples) → (batch, frames, n_mels): time first, the axis a sequence model wants.
@@ -17,16 +18,15 @@ All frontend arithmetic is float32, also under a mixed-precision policy.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdata.contract import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+from tfdata.contract import FRONTEND, FrontendParams
 
-# dB conversion (see LogMelSpectrogram's docstring for why the reference is fixed).
-REF_POWER = 1.0  # fixed reference: 0 dB = a mel band of power 1 (full-scale audio is ~+50 dB)
-AMIN = 1e-10  # power floor before the log (-100 dB); digital silence lands here
-TOP_DB = 80.0  # floor each example at its own peak - 80 dB (librosa's default)
+# The frontend's parameters (n_fft, hop, mels, dB reference, floor) are `tfdata.contract.FRONTEND`.
 VARIANCE_FLOOR = 1e-6  # a constant mel bin is divided by at most 1e-3, not by zero
 
 
@@ -74,9 +74,9 @@ def periodic_hann(length: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(length) / length)).astype(np.float32)
 
 
-def num_frames(num_samples: int, hop_length: int = HOP_LENGTH) -> int:
-    """Frames of the centred STFT: 173 for 88200 samples."""
-    return 1 + int(num_samples) // hop_length
+def _param(name: str) -> property:
+    """A read-only layer attribute that is one field of the layer's `FrontendParams`."""
+    return property(lambda self: getattr(self.params, name), doc=f"`params.{name}`")
 
 
 # ---------------------------------------------------------------------------- layers
@@ -93,33 +93,40 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     `top_db=80` floors each example at its own peak minus 80 dB (librosa's default). It keeps the
     float32 FFT's round-off noise (far below -80 dB re the peak, and different on CPU and GPU FFTs)
-    and digital silence out of the features, so parity with librosa holds to ~1e-3 dB. The floor depends on the
-    example's peak only: at serving time every 4 s window is an example of its own, so one window's
-    features never depend on another part of the recording. Zero padding (short clips, padded in
-    ingestion and in serving alike) lands on this floor in both places. `top_db=None` disables it
+    and digital silence out of the features, so parity with librosa holds to within 5e-4 dB
+    (tests/test_frontend.py). The floor depends on the example's peak only: at serving time every
+    4 s window is an example of its own, so one window's features never depend on another part of
+    the recording. Zero padding (short clips, padded in ingestion and in serving alike) lands on
+    this floor in both places. `top_db=None` disables it
     (then digital silence is -100 dB).
 
     Centring pads `n_fft // 2` zeros on each side (librosa 0.11's default `pad_mode="constant"`);
     the STFT uses a periodic Hann window; the mel projection is one MatMul with a constant matrix.
     The layer always computes in float32, whatever the global dtype policy.
+    Its arguments are the fields of `tfdata.contract.FrontendParams` (defaults: `FRONTEND`); the
+    layer keeps them as `params`, and each one is also an attribute (`layer.n_mels`).
     """
 
-    def __init__(self, sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH,
-                 n_mels: int = N_MELS, fmin: float = 0.0, fmax: float | None = None,
-                 ref_power: float = REF_POWER, amin: float = AMIN, top_db: float | None = TOP_DB, **kwargs):
+    sample_rate = _param("sample_rate")
+    n_fft = _param("n_fft")
+    hop_length = _param("hop_length")
+    n_mels = _param("n_mels")
+    fmin = _param("fmin")
+    fmax = _param("fmax")
+    ref_power = _param("ref_power")
+    amin = _param("amin")
+    top_db = _param("top_db")
+
+    def __init__(self, sample_rate: int = FRONTEND.sample_rate, n_fft: int = FRONTEND.n_fft,
+                 hop_length: int = FRONTEND.hop_length, n_mels: int = FRONTEND.n_mels, fmin: float = FRONTEND.fmin,
+                 fmax: float | None = FRONTEND.fmax, ref_power: float = FRONTEND.ref_power,
+                 amin: float = FRONTEND.amin, top_db: float | None = FRONTEND.top_db, **kwargs):
         kwargs["dtype"] = "float32"  # never float16: the dB range and the FFT need float32
         super().__init__(**kwargs)
-        self.sample_rate = int(sample_rate)
-        self.n_fft = int(n_fft)
-        self.hop_length = int(hop_length)
-        self.n_mels = int(n_mels)
-        self.fmin = float(fmin)
-        self.fmax = None if fmax is None else float(fmax)
-        self.ref_power = float(ref_power)
-        self.amin = float(amin)
-        self.top_db = None if top_db is None else float(top_db)
-        if self.top_db is not None and self.top_db < 0:
-            raise ValueError(f"top_db must be non-negative, got {top_db}")
+        self.params = FrontendParams(  # validates (e.g. a negative top_db is a ValueError)
+            sample_rate=int(sample_rate), n_fft=int(n_fft), hop_length=int(hop_length), n_mels=int(n_mels),
+            fmin=float(fmin), fmax=None if fmax is None else float(fmax), ref_power=float(ref_power),
+            amin=float(amin), top_db=None if top_db is None else float(top_db))
         self._mel_matrix = slaney_mel_matrix(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
         self._window = periodic_hann(self.n_fft)
 
@@ -145,14 +152,12 @@ class LogMelSpectrogram(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         samples = input_shape[-1]
-        frames = None if samples is None else num_frames(samples, self.hop_length)
+        frames = None if samples is None else self.params.num_frames(samples)
         return (input_shape[0], frames, self.n_mels)
 
     def get_config(self):
         config = super().get_config()
-        config.update(sample_rate=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
-                      n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax, ref_power=self.ref_power,
-                      amin=self.amin, top_db=self.top_db)
+        config.update(dataclasses.asdict(self.params))
         config.pop("dtype", None)  # always float32
         return config
 
@@ -167,8 +172,7 @@ class LogMelFrontend(keras.layers.Layer):
     The remaining keyword arguments configure the inner `LogMelSpectrogram`.
     """
 
-    _SPECTROGRAM_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "fmin", "fmax",
-                         "ref_power", "amin", "top_db")
+    _SPECTROGRAM_KEYS = tuple(f.name for f in dataclasses.fields(FrontendParams))
 
     def __init__(self, mean=None, variance=None, **kwargs):
         spectrogram_args = {k: kwargs.pop(k) for k in self._SPECTROGRAM_KEYS if k in kwargs}

@@ -1,38 +1,43 @@
 """`us8k train`: train the models on the records under a tf.distribute strategy, select by val accuracy.
 
-Folds: validation `--val-fold` (9), test `--test-fold` (10), training every other fold present.
-Normalisation statistics come from the training folds only (one pass, RUN/normalization.json) and
-live inside every model's frontend. Each model trains with Adam + sparse categorical cross-entropy;
-per model the run keeps
+Every choice of the run is one `models.config.TrainConfig` (models, epochs, batch, learning rate,
+patience, folds, pipeline and augmentation, strategy, precision, seed), built from the flags, or
+from a previous run's config.json (`--config RUN/config.json`) with the flags given beside it
+overriding its values. Folds: validation `--val-fold` (9), test `--test-fold` (10), training every
+other fold present. Normalisation statistics come from the training folds only (one pass,
+RUN/normalization.json) and live inside every model's frontend. Each model trains with Adam +
+sparse categorical cross-entropy. The run directory holds
 
+    RUN/config.json                     the TrainConfig, records path + manifest hash, versions
     RUN/checkpoints/<name>/best.keras   best epoch by val_accuracy (what evaluation and export use)
     RUN/checkpoints/<name>/last.keras   last finished epoch, with optimiser state (resume)
-    RUN/checkpoints/<name>/state.json   epochs done, best epoch, early stop, seconds
-    RUN/history/<name>.csv              per-epoch metrics (CSVLogger)
+    RUN/checkpoints/<name>/state.json   epochs run, best epoch, early stop, seconds
+    RUN/history/<name>.csv              per-epoch metrics and learning rate (CSVLogger)
     RUN/tensorboard/<name>/             scalars + the validation confusion matrix as an image
+    RUN/selection.json                  every model's results (state.json's names), the selected one
 
 Re-running the same command resumes: finished models are skipped (unless --force), a partly
-trained one continues from its last epoch. RUN/selection.json names the model with the best
-validation accuracy; then `us8k evaluate` runs on the test fold.
+trained one continues from its last epoch (config.json then holds the latest invocation's
+configuration). RUN/selection.json names the model with the best validation accuracy; then
+`us8k evaluate` runs on the test fold. Keras prints a progress bar on a terminal and one line per
+epoch otherwise (`--verbose auto`), so a redirected log holds no terminal control sequences.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 
+from models.config import LR_SCHEDULES, MIX_MODES, STRATEGIES, ConfigError, TrainConfig
 from tfdata import contract as c
+from tfdata.layout import CONFIG_FILE, SELECTION_FILE
 
-DEFAULT_MODELS = ("baseline", "cnn", "lstm", "crnn")  # the seed's four
-EPOCHS = 30
-BATCH_SIZE = 32  # per replica; the global batch is BATCH_SIZE × replicas
-LEARNING_RATE = 1e-3  # Adam
-PATIENCE = 8  # epochs without a better val_accuracy before early stopping
-SEED = 0
-STATS_BATCH_SIZE = 64
+STATS_BATCH_SIZE = 64  # normalisation statistics: any batch size gives the same numbers
 
 NORMALIZATION_FILE = "normalization.json"
 CHECKPOINTS_DIR = "checkpoints"
@@ -41,7 +46,7 @@ LAST_CHECKPOINT = "last.keras"
 STATE_FILE = "state.json"
 HISTORY_DIR = "history"
 TENSORBOARD_DIR = "tensorboard"
-STRATEGIES = ("auto", "default", "mirrored")
+VERBOSITIES = ("auto", "0", "1", "2")
 
 
 class TrainingError(Exception):
@@ -131,7 +136,12 @@ def make_strategy(name: str):
 
 
 def split_cpu(replicas: int) -> None:
-    """Make `replicas` logical CPU devices (FACTS.md); only possible before TensorFlow initialises."""
+    """Make `replicas` logical CPU devices, so MirroredStrategy can run that many replicas without a GPU.
+
+    TensorFlow accepts a logical device configuration only before it initialises its devices
+    (the first op or device listing); afterwards it raises RuntimeError.
+    A process whose CPU is already split into `replicas` devices (e.g. by the CLI before
+    `train_models` runs) is accepted as it is."""
     import tensorflow as tf
 
     if replicas < 1:
@@ -140,7 +150,9 @@ def split_cpu(replicas: int) -> None:
     try:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
     except RuntimeError:
-        raise TrainingError("cannot split the CPU: TensorFlow is already initialised") from None
+        if len(tf.config.list_logical_devices("CPU")) != replicas:
+            raise TrainingError(f"cannot split the CPU into {replicas}: TensorFlow is already initialised "
+                                f"with {len(tf.config.list_logical_devices('CPU'))} CPU device(s)") from None
 
 
 def records_fingerprint(records_dir: str, folds) -> list:
@@ -164,10 +176,10 @@ def normalization_stats(records_dir: str, train_folds, run_dir: str, force: bool
 
     path = os.path.join(run_dir, NORMALIZATION_FILE)
     fingerprint = records_fingerprint(records_dir, train_folds)
-    config = {"records": records_dir, "train_folds": list(train_folds), "split": split, "shards": fingerprint}
+    basis = {"records": records_dir, "train_folds": list(train_folds), "split": split, "shards": fingerprint}
     saved = _read_json(path)
     if saved is not None and not force:
-        if {k: saved.get(k) for k in config} == config:
+        if {k: saved.get(k) for k in basis} == basis:
             return np.asarray(saved["mean"]), np.asarray(saved["variance"])
         trained = os.path.isdir(os.path.join(run_dir, CHECKPOINTS_DIR)) and os.listdir(
             os.path.join(run_dir, CHECKPOINTS_DIR))
@@ -180,7 +192,7 @@ def normalization_stats(records_dir: str, train_folds, run_dir: str, force: bool
     start = time.perf_counter()
     ds = pipeline.make_dataset(records_dir, train_folds, batch_size=STATS_BATCH_SIZE, training=False)
     mean, variance = compute_normalization_stats(ds)
-    _write_json(path, {**config, "mean": [float(v) for v in mean], "variance": [float(v) for v in variance],
+    _write_json(path, {**basis, "mean": [float(v) for v in mean], "variance": [float(v) for v in variance],
                        "seconds": round(time.perf_counter() - start, 2)})
     return mean, variance
 
@@ -201,6 +213,13 @@ def _keras_callbacks():
             if self.resume_best is not None:
                 self.best, self.wait = self.resume_best, self.resume_wait
 
+    class LearningRateLog(keras.callbacks.Callback):
+        """Put the optimiser's learning rate into each epoch's logs, so the history CSV records it."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
     class RunState(keras.callbacks.Callback):
         """After each epoch: save last.keras (with optimiser state) and state.json, atomically."""
 
@@ -216,7 +235,7 @@ def _keras_callbacks():
                                              or val_accuracy > self.state["best_val_accuracy"]):
                 self.state["best_val_accuracy"] = float(val_accuracy)
                 self.state["best_epoch"] = epoch + 1
-            self.state["epochs_done"] = epoch + 1
+            self.state["epochs_run"] = epoch + 1
             self.state["stopped_early"] = bool(self.model.stop_training)
             now = time.perf_counter()
             self.state["seconds"] = round(self.state["seconds"] + now - self.started, 2)
@@ -226,20 +245,27 @@ def _keras_callbacks():
             os.replace(f"{last}.tmp.keras", last)
             _write_json(os.path.join(self.model_dir, STATE_FILE), self.state)
 
-    return ResumableEarlyStopping, RunState
+    return ResumableEarlyStopping, LearningRateLog, RunState
 
 
-def _truncate_history(path: str, epochs_done: int) -> None:
-    """Keep the CSV rows of the epochs a resumed model really finished (CSVLogger appends after)."""
+def _truncate_history(path: str, epochs_run: int) -> None:
+    """Keep the CSV rows of the epochs a resumed model really finished (CSVLogger appends after).
+
+    A history written before the learning rate was logged gets an empty learning_rate column, so
+    the rows CSVLogger appends (epoch, then its keys sorted) stay under the right header."""
     if not os.path.isfile(path):
         return
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
+    header, kept = rows[0], [r for r in rows[1:] if r and int(r[0]) < epochs_run]
+    if "learning_rate" not in header:
+        columns = ["epoch"] + sorted(header[1:] + ["learning_rate"])
+        kept = [[dict(zip(header, r)).get(k, "") for k in columns] for r in kept]
+        header = columns
     with open(path, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
+        csv.writer(f).writerows([header] + kept)
 
 
 def write_confusion_summary(log_dir: str, model, val_ds, step: int, name: str) -> None:
@@ -256,10 +282,27 @@ def write_confusion_summary(log_dir: str, model, val_ds, step: int, name: str) -
         tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[tf.newaxis], step=step)
 
 
+def resolve_verbose(verbose) -> int:
+    """Keras's verbosity: "auto" is 1 (progress bar) on a terminal, else 2 (one plain line per epoch).
+
+    A progress bar redraws itself with ANSI sequences and backspaces, which a log file keeps."""
+    if verbose == "auto":
+        isatty = getattr(sys.stdout, "isatty", None)
+        return 1 if isatty is not None and isatty() else 2
+    if verbose not in (0, 1, 2):
+        raise TrainingError(f"verbose must be auto, 0, 1 or 2, got {verbose!r}")
+    return verbose
+
+
 # ---------------------------------------------------------------------------- one model
-def train_one(name: str, *, run_dir: str, strategy, train_ds, val_ds, mean, variance, epochs: int,
-              learning_rate: float, patience: int, seed: int, class_weight, force: bool, verbose) -> dict:
-    """Train (or resume, or skip) one model; return its state dict."""
+def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_ds, val_ds, mean, variance,
+              force: bool, verbose: int, steps_per_epoch: int = 1) -> dict:
+    """Train (or resume, or skip) one model with `config`'s epochs, learning rate, patience and seed.
+
+    Labels are one-hot (or mixed, with mixup / between-class); the loss is categorical
+    cross-entropy with `config.label_smoothing`, the metric categorical accuracy under the name
+    "accuracy" (so `val_accuracy` selects and stops as before). Returns its state (state.json):
+    epochs_run, best_epoch, best_val_accuracy, stopped_early, params, seconds."""
     import keras
 
     from models.architectures import build_model
@@ -276,135 +319,253 @@ def train_one(name: str, *, run_dir: str, strategy, train_ds, val_ds, mean, vari
     os.makedirs(os.path.dirname(history_path), exist_ok=True)
 
     state = _read_json(os.path.join(model_dir, STATE_FILE))
+    if state and "epochs_done" in state:  # written before the count took selection.json's name
+        state["epochs_run"] = state.pop("epochs_done")
     last = os.path.join(model_dir, LAST_CHECKPOINT)
-    if state and (state["stopped_early"] or state["epochs_done"] >= epochs):
-        print(f"[{name}] already trained ({state['epochs_done']} epochs, best val_accuracy "
+    epochs = config.epochs
+    if state and (state["stopped_early"] or state["epochs_run"] >= epochs):
+        print(f"[{name}] already trained ({state['epochs_run']} epochs, best val_accuracy "
               f"{state['best_val_accuracy']:.4f} at epoch {state['best_epoch']}): skipped (--force retrains)",
               flush=True)
         return state
 
     with strategy.scope():
         if state and os.path.isfile(last):
-            print(f"[{name}] resuming after epoch {state['epochs_done']} of {epochs}", flush=True)
+            print(f"[{name}] resuming after epoch {state['epochs_run']} of {epochs}", flush=True)
             model = keras.models.load_model(last)
+            # the loaded optimiser (its step count and moments) continues; loss and metric as configured
+            model.compile(optimizer=model.optimizer, loss=make_loss(config), metrics=make_metrics())
         else:
-            state = {"model": name, "epochs_done": 0, "best_epoch": None, "best_val_accuracy": None,
+            state = {"model": name, "epochs_run": 0, "best_epoch": None, "best_val_accuracy": None,
                      "stopped_early": False, "seconds": 0.0}
-            keras.utils.set_random_seed(seed)
-            model = build_model(name, mean, variance)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                          loss=keras.losses.SparseCategoricalCrossentropy(),
-                          metrics=["accuracy"])
+            keras.utils.set_random_seed(config.seed)
+            model = build_model(name, mean, variance, spec_augment=spec_augment_params(config))
+            model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=make_loss(config),
+                          metrics=make_metrics())
             state["params"] = int(model.count_params())
             print(f"[{name}] {state['params']:,} parameters", flush=True)
-    initial_epoch = state["epochs_done"]
+    initial_epoch = state["epochs_run"]
     _truncate_history(history_path, initial_epoch)
 
-    ResumableEarlyStopping, RunState = _keras_callbacks()
+    ResumableEarlyStopping, LearningRateLog, RunState = _keras_callbacks()
     callbacks = [
         keras.callbacks.ModelCheckpoint(os.path.join(model_dir, BEST_CHECKPOINT), monitor="val_accuracy",
                                         mode="max", save_best_only=True,
                                         initial_value_threshold=state["best_val_accuracy"]),
-        ResumableEarlyStopping(monitor="val_accuracy", mode="max", patience=patience,
+        ResumableEarlyStopping(monitor="val_accuracy", mode="max", patience=config.patience,
                                resume_best=state["best_val_accuracy"],
                                resume_wait=initial_epoch - (state["best_epoch"] or initial_epoch)),
+        LearningRateLog(),  # before CSVLogger, which writes the logs as they are when it runs
         keras.callbacks.CSVLogger(history_path, append=True),  # before RunState: a crash between the
         RunState(model_dir, state),  # two leaves an extra CSV row, which a resume drops
         keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, update_freq="epoch", profile_batch=0),
     ]
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, class_weight=class_weight, shuffle=False,  # the dataset shuffles
+              callbacks=callbacks, shuffle=False,  # the dataset shuffles (and carries class weights)
               verbose=verbose)
 
     best = keras.models.load_model(os.path.join(model_dir, BEST_CHECKPOINT), compile=False)
-    write_confusion_summary(log_dir, best, val_ds, step=state["epochs_done"], name=name)
+    write_confusion_summary(log_dir, best, val_ds, step=state["epochs_run"], name=name)
     keras.backend.clear_session(free_memory=True)
     return state
 
 
 # ---------------------------------------------------------------------------- all models
-def train_models(records_dir, run_dir, models=DEFAULT_MODELS, *, epochs: int = EPOCHS,
-                 batch_size: int = BATCH_SIZE, val_fold: int = c.DEFAULT_VAL_FOLD,
-                 test_fold: int = c.DEFAULT_TEST_FOLD, train_folds=None, strategy: str = "auto",
-                 mixed_precision: bool = False, seed: int = SEED, use_class_weights: bool = False,
-                 patience: int = PATIENCE, learning_rate: float = LEARNING_RATE, force: bool = False,
-                 augment: bool = True, cache: bool = False, evaluate: bool = True, verbose=1) -> dict:
-    """Train `models` on the records, write RUN/selection.json (+ evaluate on the test fold).
+def augment_params(config: TrainConfig):
+    """The pipeline's AugmentParams for `config`, or False when it trains without augmentation
+    (`augment` off switches every waveform augmentation off; SpecAugment is `spec_augment`)."""
+    from tfdata import pipeline
 
-    Returns the selection dict (as written), plus "report" (the evaluation) when `evaluate`."""
+    if not config.augment:
+        return False
+    return pipeline.AugmentParams(
+        roll=config.augment_roll, place=config.augment_place, min_gain_db=config.augment_min_gain_db,
+        max_gain_db=config.augment_max_gain_db, speed=config.augment_speed, background=config.augment_background,
+        background_prob=config.augment_background_prob,
+        background_min_snr_db=config.augment_background_min_snr_db,
+        background_max_snr_db=config.augment_background_max_snr_db,
+        mix=config.augment_mix, mix_alpha=config.augment_mix_alpha)
+
+
+def spec_augment_params(config: TrainConfig) -> dict | None:
+    """`models.augment.SpecAugment`'s arguments for `config`, or None when SpecAugment is off."""
+    if not config.spec_augment:
+        return None
+    return {"time_masks": config.spec_time_masks, "time_mask_frames": config.spec_time_mask_frames,
+            "freq_masks": config.spec_freq_masks, "freq_mask_bins": config.spec_freq_mask_bins,
+            "seed": config.seed}
+
+
+def _one_cycle_class():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="us8k")
+    class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+        """One-cycle (Smith): cosine rise from peak/25 to the peak over `warmup_fraction` of the
+        steps, then cosine decay to peak/1e4."""
+
+        def __init__(self, peak, total_steps, warmup_fraction=0.3):
+            self.peak, self.total_steps, self.warmup_fraction = float(peak), int(total_steps), float(warmup_fraction)
+
+        def __call__(self, step):
+            import math
+
+            ops = keras.ops
+            step = ops.cast(step, "float32")
+            up = max(1.0, self.warmup_fraction * self.total_steps)
+            down = max(1.0, self.total_steps - up)
+            start, end = self.peak / 25.0, self.peak / 1e4
+            rising = ops.minimum(step / up, 1.0)
+            falling = ops.clip((step - up) / down, 0.0, 1.0)
+            lr_up = start + (self.peak - start) * 0.5 * (1.0 - ops.cos(math.pi * rising))
+            lr_down = end + (self.peak - end) * 0.5 * (1.0 + ops.cos(math.pi * falling))
+            return ops.where(step < up, lr_up, lr_down)
+
+        def get_config(self):
+            return {"peak": self.peak, "total_steps": self.total_steps, "warmup_fraction": self.warmup_fraction}
+
+    return OneCycle
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The learning rate or schedule of `config` over `epochs × steps_per_epoch` optimiser steps."""
+    import keras
+
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    if config.lr_schedule == "cosine":
+        warmup = int(round(config.warmup_epochs * steps_per_epoch))
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(0.0, max(1, total - warmup), warmup_target=config.learning_rate,
+                                                          warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+    return _one_cycle_class()(config.learning_rate, total)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
+    """Adam, or AdamW when `config.weight_decay` > 0, with `config`'s learning rate or schedule."""
+    import keras
+
+    rate = learning_rate(config, steps_per_epoch)
+    if config.weight_decay > 0:
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(rate)
+
+
+def make_loss(config: TrainConfig):
+    import keras
+
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
+def make_metrics():
+    import keras
+
+    return [keras.metrics.CategoricalAccuracy(name="accuracy")]  # argmax of soft labels too
+
+
+def make_deterministic(seed: int) -> None:
+    """TensorFlow op determinism and every seed (Python, numpy, TF, Keras): `--deterministic`."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def write_run_config(config: TrainConfig, records_dir: str, run_dir: str) -> dict:
+    """RUN/config.json: the configuration, the records (path, manifest hash), the package versions."""
+    from models.config import run_config_record
+
+    record = run_config_record(config, records_dir=records_dir, run_dir=run_dir)
+    _write_json(os.path.join(run_dir, CONFIG_FILE), record)
+    return record
+
+
+def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, force: bool = False,
+                 evaluate: bool = True, verbose="auto") -> dict:
+    """Train `config.models` on the records, write RUN/config.json and RUN/selection.json (+ evaluate).
+
+    `config` (default `TrainConfig()`) is everything the run computes; the other arguments are
+    where (records_dir, run_dir) and how it runs: `force` retrains finished models, `evaluate`
+    evaluates on the test fold afterwards, `verbose` is Keras's ("auto", 0, 1, 2). Returns the
+    selection dict (as written), plus "report" (the evaluation) when `evaluate`."""
     import keras
 
     from tfdata import pipeline
 
+    config = TrainConfig() if config is None else config
     records_dir = os.path.abspath(os.fspath(records_dir))
     run_dir = os.path.abspath(os.fspath(run_dir))
-    names = resolve_models(models)
-    train_folds = resolve_folds(records_dir, val_fold, test_fold, train_folds)
-    if epochs < 1 or batch_size < 1:
-        raise TrainingError("epochs and batch size must be ≥ 1")
+    verbose = resolve_verbose(verbose)
+    names = resolve_models(config.models)
+    train_folds = resolve_folds(records_dir, config.val_fold, config.test_fold, config.train_folds)
+    if config.cpu_replicas:
+        split_cpu(config.cpu_replicas)
     os.makedirs(run_dir, exist_ok=True)
 
-    strategy_name, dist = make_strategy(strategy)
+    strategy_name, dist = make_strategy(config.strategy)
     replicas = dist.num_replicas_in_sync
-    global_batch = batch_size * replicas
+    global_batch = config.batch_size * replicas
     print(f"Strategy: {strategy_name} ({replicas} replica{'s' if replicas > 1 else ''}), "
-          f"batch {batch_size} per replica = {global_batch} global", flush=True)
-    print(f"Folds: train {train_folds}, validation {val_fold}, test {test_fold}", flush=True)
+          f"batch {config.batch_size} per replica = {global_batch} global", flush=True)
+    print(f"Folds: train {train_folds}, validation {config.val_fold}, test {config.test_fold}", flush=True)
 
+    if config.deterministic:
+        make_deterministic(config.seed)
+    deterministic = True if config.deterministic else None
     mean, variance = normalization_stats(records_dir, train_folds, run_dir, force=force,
-                                         split={"val_fold": val_fold, "test_fold": test_fold})
+                                         split={"val_fold": config.val_fold, "test_fold": config.test_fold})
+    write_run_config(config, records_dir, run_dir)  # after the check that this run dir may be used
     counts = pipeline.class_counts(records_dir, train_folds)
-    weights = pipeline.class_weights(counts) if use_class_weights else None
+    weights = pipeline.class_weights(counts) if config.use_class_weights else None
+    steps_per_epoch = -(-int(counts.sum()) // global_batch)
 
     train_ds = pipeline.make_dataset(records_dir, train_folds, batch_size=global_batch, training=True,
-                                     seed=seed, cache=cache, augment=None if augment else False,
-                                     num_examples=int(counts.sum()))
-    val_ds = pipeline.make_dataset(records_dir, [val_fold], batch_size=global_batch, training=False,
-                                   num_examples=int(pipeline.class_counts(records_dir, [val_fold]).sum()))
+                                     shuffle_buffer=config.shuffle_buffer, seed=config.seed, cache=config.cache,
+                                     augment=augment_params(config), num_examples=int(counts.sum()),
+                                     one_hot=True, class_weights=weights, deterministic=deterministic)
+    val_ds = pipeline.make_dataset(records_dir, [config.val_fold], batch_size=global_batch, training=False,
+                                   num_examples=int(pipeline.class_counts(records_dir, [config.val_fold]).sum()),
+                                   one_hot=True, deterministic=deterministic)
 
     previous_policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
+    keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
     states = {}
     try:
         for name in names:
-            states[name] = train_one(name, run_dir=run_dir, strategy=dist, train_ds=train_ds, val_ds=val_ds,
-                                     mean=mean, variance=variance, epochs=epochs, learning_rate=learning_rate,
-                                     patience=patience, seed=seed, class_weight=weights, force=force,
-                                     verbose=verbose)
+            states[name] = train_one(name, config, run_dir=run_dir, strategy=dist, train_ds=train_ds,
+                                     val_ds=val_ds, mean=mean, variance=variance, force=force,
+                                     verbose=verbose, steps_per_epoch=steps_per_epoch)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    summaries = {name: {"best_val_accuracy": s["best_val_accuracy"], "best_epoch": s["best_epoch"],
-                        "epochs_run": s["epochs_done"], "stopped_early": s["stopped_early"],
-                        "params": s["params"], "seconds": s["seconds"],
+    result_keys = ("best_val_accuracy", "best_epoch", "epochs_run", "stopped_early", "params", "seconds")
+    summaries = {name: {**{k: s[k] for k in result_keys},  # state.json's names
                         "checkpoint": f"{CHECKPOINTS_DIR}/{name}/{BEST_CHECKPOINT}"}
                  for name, s in states.items()}
     selected = max(names, key=lambda n: summaries[n]["best_val_accuracy"] or 0.0)  # ties: listed first
-    selection = {
+    selection = {  # results, and what the configuration resolved to on these records and devices
         "selected": selected,
         "models": summaries,
-        "val_fold": val_fold,
-        "test_fold": test_fold,
-        "train_folds": train_folds,
         "records": records_dir,
+        "val_fold": config.val_fold,
+        "test_fold": config.test_fold,
+        "train_folds": train_folds,
         "train_examples": int(counts.sum()),
         "train_class_counts": dict(zip(c.CLASS_NAMES, map(int, counts))),
         "class_weights": weights,
-        "strategy": strategy_name,
+        "strategy": strategy_name,  # the strategy that ran: config.strategy with "auto" resolved
         "replicas": replicas,
-        "batch_size_per_replica": batch_size,
         "global_batch_size": global_batch,
-        "mixed_precision": mixed_precision,
-        "epochs": epochs,
-        "learning_rate": learning_rate,
-        "patience": patience,
-        "augment": augment,
-        "seed": seed,
+        "mixed_precision": config.mixed_precision,
         "normalization": NORMALIZATION_FILE,
+        "config": config.to_dict(),  # the run's configuration, as in config.json
     }
     from models import evaluate as evaluation
 
-    _write_json(os.path.join(run_dir, evaluation.SELECTION_FILE), selection)
+    _write_json(os.path.join(run_dir, SELECTION_FILE), selection)
     print(validation_table(selection), flush=True)
     if evaluate:
         selection = {**selection, "report": evaluation.evaluate_run(run_dir)}
@@ -430,47 +591,127 @@ def _fold_list(text: str) -> list[int]:
     return [int(part) for part in _csv_list(text)]
 
 
+def _verbosity(text: str):
+    if text not in VERBOSITIES:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(VERBOSITIES)}")
+    return text if text == "auto" else int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", required=True, help="records directory (fold1..fold10 shards)")
-    parser.add_argument("--output", required=True, help="run directory (checkpoints, logs, selection.json)")
-    parser.add_argument("--models", type=_csv_list, default=list(DEFAULT_MODELS),
-                        help=f"comma-separated (default {','.join(DEFAULT_MODELS)}; also: tiny)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="per replica")
-    parser.add_argument("--val-fold", type=int, default=c.DEFAULT_VAL_FOLD)
-    parser.add_argument("--test-fold", type=int, default=c.DEFAULT_TEST_FOLD)
-    parser.add_argument("--train-folds", type=_fold_list, default=None,
-                        help="comma-separated (default: every fold present but val and test)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                        help="auto: mirrored over the GPUs if any, else default; mirrored without GPUs "
-                             "uses every logical CPU device")
-    parser.add_argument("--cpu-replicas", type=int, default=None,
-                        help="split the CPU into N logical devices first (exercises mirrored without GPUs)")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 policy")
-    parser.add_argument("--seed", type=int, default=SEED)
-    parser.add_argument("--class-weights", action="store_true", help="weight classes by inverse frequency")
-    parser.add_argument("--patience", type=int, default=PATIENCE, help="early-stopping patience (epochs)")
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
-    parser.add_argument("--no-augment", action="store_true", help="train on the waveforms as they are")
-    parser.add_argument("--cache", action="store_true", help="cache the serialised training records in memory")
-    parser.add_argument("--force", action="store_true", help="retrain models that already finished")
-    parser.add_argument("--skip-evaluate", action="store_true", help="do not evaluate on the test fold")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="Keras progress: 0 silent, 1 progress bar, 2 one line per epoch")
+    """Flags of the run, then one flag per TrainConfig field (dest = the field's name, default None:
+    a flag not given takes --config's value, else TrainConfig's default)."""
+    run = parser.add_argument_group("the run (not part of the configuration)")
+    run.add_argument("--records", help="records directory (fold1..fold10 shards); with --config, default: "
+                                       "the records it names")
+    run.add_argument("--output", required=True,
+                     help="run directory (config.json, checkpoints, logs, selection.json)")
+    run.add_argument("--config", metavar="RUN/config.json",
+                     help="train a run's configuration again; flags given beside it override its values")
+    run.add_argument("--force", action="store_true", help="retrain models that already finished")
+    run.add_argument("--skip-evaluate", action="store_true", help="do not evaluate on the test fold")
+    run.add_argument("--verbose", type=_verbosity, default="auto", metavar="{auto,0,1,2}",
+                     help="Keras progress: auto (default) is 1 on a terminal, else 2; 0 silent, 1 progress bar, "
+                          "2 one line per epoch")
+    add_config_arguments(parser)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, split: bool = True) -> None:
+    """One flag per TrainConfig field (`split=False`: without the fold flags, for `us8k cv`)."""
+    default = TrainConfig()
+    switch = argparse.BooleanOptionalAction
+    cfg = parser.add_argument_group("the configuration (written to RUN/config.json; defaults as below, or "
+                                    "--config's values)")
+    cfg.add_argument("--models", type=_csv_list,
+                     help=f"comma-separated (default {','.join(default.models)}; also: deep_cnn, tiny)")
+    cfg.add_argument("--epochs", type=int, help=f"default {default.epochs}")
+    cfg.add_argument("--batch-size", type=int, help=f"per replica (default {default.batch_size})")
+    cfg.add_argument("--learning-rate", type=float, help=f"peak learning rate (default {default.learning_rate})")
+    cfg.add_argument("--lr-schedule", choices=LR_SCHEDULES, help=f"default {default.lr_schedule}")
+    cfg.add_argument("--warmup-epochs", type=float, help="linear warm-up before the cosine decay (default 0)")
+    cfg.add_argument("--weight-decay", type=float, help="decoupled weight decay, AdamW (default 0: Adam)")
+    cfg.add_argument("--label-smoothing", type=float, help=f"default {default.label_smoothing}")
+    cfg.add_argument("--patience", type=int,
+                     help=f"early-stopping patience in epochs (default {default.patience})")
+    cfg.add_argument("--class-weights", dest="use_class_weights", action=switch,
+                     help="weight classes by inverse frequency, as sample weights (default off)")
+    if split:
+        cfg.add_argument("--val-fold", type=int, help=f"default {default.val_fold}")
+        cfg.add_argument("--test-fold", type=int, help=f"default {default.test_fold}")
+        cfg.add_argument("--train-folds", type=_fold_list,
+                         help="comma-separated (default: every fold present but val and test)")
+    cfg.add_argument("--shuffle-buffer", type=int, help=f"records (default {default.shuffle_buffer})")
+    cfg.add_argument("--cache", action=switch,
+                     help="cache the serialised training records in memory (default off)")
+    cfg.add_argument("--augment", action=switch,
+                     help="--no-augment: no waveform augmentation at all (default on)")
+    cfg.add_argument("--augment-roll", action=switch,
+                     help="random circular shift within the valid samples (default on)")
+    cfg.add_argument("--augment-place", action=switch, help="random start of a clip shorter than 4 s (default on)")
+    cfg.add_argument("--augment-min-gain-db", type=float, help=f"default {default.augment_min_gain_db}")
+    cfg.add_argument("--augment-max-gain-db", type=float, help=f"default {default.augment_max_gain_db}")
+    cfg.add_argument("--augment-background", action=switch,
+                     help="add another training clip of the batch as background (default off)")
+    cfg.add_argument("--augment-background-prob", type=float, help=f"default {default.augment_background_prob}")
+    cfg.add_argument("--augment-background-min-snr-db", type=float,
+                     help=f"default {default.augment_background_min_snr_db}")
+    cfg.add_argument("--augment-background-max-snr-db", type=float,
+                     help=f"default {default.augment_background_max_snr_db}")
+    cfg.add_argument("--augment-mix", choices=MIX_MODES,
+                     help="mix pairs of training clips and their labels (default none)")
+    cfg.add_argument("--augment-mix-alpha", type=float, help=f"mixup's Beta α (default {default.augment_mix_alpha})")
+    cfg.add_argument("--augment-speed", type=float,
+                     help="speed perturbation: resample by a factor in [1-s, 1+s] (default 0: off)")
+    cfg.add_argument("--spec-augment", action=switch, help="SpecAugment time/frequency masks (default off)")
+    cfg.add_argument("--spec-time-masks", type=int, help=f"default {default.spec_time_masks}")
+    cfg.add_argument("--spec-time-mask-frames", type=int, help=f"default {default.spec_time_mask_frames}")
+    cfg.add_argument("--spec-freq-masks", type=int, help=f"default {default.spec_freq_masks}")
+    cfg.add_argument("--spec-freq-mask-bins", type=int, help=f"default {default.spec_freq_mask_bins}")
+    cfg.add_argument("--strategy", choices=STRATEGIES,
+                     help=f"default {default.strategy}: mirrored over the GPUs if any, else default; mirrored "
+                          "without GPUs uses every logical CPU device")
+    cfg.add_argument("--cpu-replicas", type=int,
+                     help="split the CPU into N logical devices first (exercises mirrored without GPUs)")
+    cfg.add_argument("--mixed-precision", action=switch, help="mixed_float16 policy (default off)")
+    cfg.add_argument("--seed", type=int, help=f"default {default.seed}")
+    cfg.add_argument("--deterministic", action=switch,
+                     help="TF op determinism and seeded everything: the same command, the same numbers "
+                          "(default off; slower)")
+    cfg.add_argument("--calibration-target", choices=("precision", "coverage"),
+                     help="choose the undetermined threshold on validation for this target (default precision)")
+    cfg.add_argument("--calibration-target-value", type=float,
+                     help=f"the target's value (default {default.calibration_target_value})")
+
+
+def build_config(args: argparse.Namespace) -> tuple[TrainConfig, str]:
+    """(TrainConfig, records directory) from the flags: --config's file if given (its missing keys
+    take the dataclass defaults), then every configuration flag given, over it."""
+    from models.config import manifest_sha256, read_run_config
+
+    config, content = TrainConfig(), {}
+    if args.config:
+        config, content = read_run_config(args.config)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name, None) is not None}
+    config = dataclasses.replace(config, **given)
+    records_dir = args.records or content.get("records")
+    if not records_dir:
+        raise ConfigError("--records is required (or --config RUN/config.json, which names them)")
+    recorded = content.get("records_manifest_sha256")
+    if recorded and manifest_sha256(records_dir) != recorded:
+        print(f"us8k train: note: {os.path.join(records_dir, c.MANIFEST_FILE)} is not the manifest "
+              f"{args.config} recorded (sha256 {recorded[:12]}…): other records", file=sys.stderr, flush=True)
+    return config, records_dir
 
 
 def run(args: argparse.Namespace) -> int:
     from models.evaluate import EvaluationError
 
     try:
-        if args.cpu_replicas:
-            split_cpu(args.cpu_replicas)
-        train_models(args.records, args.output, args.models, epochs=args.epochs, batch_size=args.batch_size,
-                     val_fold=args.val_fold, test_fold=args.test_fold, train_folds=args.train_folds,
-                     strategy=args.strategy, mixed_precision=args.mixed_precision, seed=args.seed,
-                     use_class_weights=args.class_weights, patience=args.patience,
-                     learning_rate=args.learning_rate, force=args.force, augment=not args.no_augment,
-                     cache=args.cache, evaluate=not args.skip_evaluate, verbose=args.verbose)
-    except (TrainingError, EvaluationError) as e:
+        config, records_dir = build_config(args)
+        if config.cpu_replicas:
+            split_cpu(config.cpu_replicas)  # before anything initialises TensorFlow
+        train_models(records_dir, args.output, config, force=args.force, evaluate=not args.skip_evaluate,
+                     verbose=args.verbose)
+    except (ConfigError, TrainingError, EvaluationError) as e:
         raise SystemExit(f"us8k train: error: {e}") from None
     return 0

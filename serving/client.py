@@ -23,8 +23,9 @@ import urllib.request
 from pathlib import Path
 
 from serving.inference import CUSTOM_ATTRIBUTES_HEADER, JSON_TYPE
+from serving.server import DEFAULT_HOST, DEFAULT_PORT, http_url
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = http_url(DEFAULT_HOST, DEFAULT_PORT)  # where `us8k serve` listens by default
 TIMEOUT_S = 70.0  # SageMaker allows 60 s per invocation
 CONTENT_TYPES = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
                  ".oga": "audio/ogg", ".opus": "audio/ogg", ".mp3": "audio/mpeg"}

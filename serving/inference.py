@@ -4,8 +4,19 @@ One file, two users. The SageMaker TensorFlow Serving container loads it as `cod
 and calls `input_handler(data, context)` (request → TF Serving REST JSON) and
 `output_handler(response, context)` (TF Serving's answer → our JSON). The local endpoint
 (`serving.server`) calls the pure functions below directly and runs the SavedModel in-process.
-No TensorFlow here: only numpy and the project's pure-Python `tfdata.contract` / `tfdata.audio`
-(shipped in the package under `code/lib/`, which the container puts on the path).
+No TensorFlow here: only numpy, soundfile and soxr (vendored into the package's `code/lib/` for
+the container's Python by `us8k package`) and the project's numpy-only `tfdata.contract`,
+`tfdata.audio`, `tfdata.layout`, `tfdata.batching`, `tfdata.pcm` and `tfdata.windowing` (in
+`code/lib/tfdata/`). The container puts `code/` and `code/lib/` on the path.
+
+To TF Serving the handler sends the `serving_windows` signature's inputs: every clip cut into 4 s
+windows every 2 s (`tfdata.windowing`, the graph's own arithmetic), each window one base64 string
+of 88200 little-endian int16 samples (`tfdata.pcm`, the ingestion scale), with its clip's index:
+{"signature_name": "serving_windows", "inputs": {"pcm16": [{"b64": …}, …], "clip_index": [0, 0, 1]}}.
+Every row has one shape, so TF Serving's batching can merge concurrent requests of any lengths;
+`output_handler` averages each clip's window rows, which is `serving_default`'s answer on the same
+int16 audio. With batching on, TF Serving refuses a request of more rows than its max batch size, so
+the handler refuses it first (413) with the limit in the message.
 
 Requests (content type → what the body holds):
   application/json        {"instances": [[samples at 22050 Hz], ...], "sample_rate": optional Hz}
@@ -20,8 +31,16 @@ The label is "undetermined" when the top probability is below the threshold: the
 the endpoint's (`--threshold`, or env US8K_THRESHOLD in the container), else the exported model's
 metadata.json value, else the contract's default (0.6).
 
-Limits (bad input never reaches the model): body ≤ 6 MiB (SageMaker's real-time payload limit:
-413), ≤ 64 instances, each 1 sample .. 60 s and ≤ 300 s in total after resampling (400).
+Limits (bad input never reaches the model, and no request costs work that grows with a value it
+declares before that value is checked): body ≤ 6 MiB (SageMaker's real-time payload limit: 413);
+UTF-8 JSON nesting ≤ MAX_JSON_DEPTH levels and ≤ MAX_JSON_TOKENS arrays/objects/strings (checked
+by a linear scan before parsing); ≤ 64 instances; sample rates MIN_SAMPLE_RATE..MAX_SAMPLE_RATE
+Hz; every number finite; ≤ `max_seconds` of audio per request (MAX_SECONDS, 10 minutes, by
+default; `us8k serve --max-seconds`), checked from the declared sizes before any resampling or
+decoding: a JSON row's length and "sample_rate", an audio container's frame count and rate (and
+while decoding, for containers that do not declare it). Any violation: 400 naming the field.
+Audio libsndfile cannot read goes to FFmpeg (PyAV) where it is installed (the local endpoint; 400
+if that fails too); the container has no FFmpeg and answers 415 naming the formats it reads.
 Every bad request raises `RequestError` carrying its HTTP status and a one-line message. The
 local server answers with that status; the SageMaker container turns any handler exception into
 its own 500 with {"error": message}, so there the message (which starts with the status) tells.
@@ -33,21 +52,34 @@ import binascii
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from tfdata.audio import AudioDecodeError, decode_audio, prepare_waveform
+from tfdata.answers import prediction, segments, timeline
+from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError,
+                          UnsupportedAudioError, decode_audio, prepare_waveform)
 from tfdata.contract import (CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED,
                              WINDOW_HOP_SAMPLES)
+from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
+                           OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV,
+                           WINDOWS_SIGNATURE, windows_inputs)
+from tfdata.pcm import to_pcm16
+from tfdata.windowing import average_windows, frame_clips
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time invocation payload limit
 MAX_INSTANCES = 64  # rows in one request
-MAX_SECONDS = 60.0  # one waveform, after resampling (SageMaker's per-invocation time limit is 60 s)
-MAX_TOTAL_SECONDS = 300.0  # all rows of one request together
-MAX_SAMPLE_RATE = 768_000  # a JSON "sample_rate" above this is a mistake
+MAX_SECONDS = 600.0  # audio in one request, all rows together (default of `us8k serve --max-seconds`)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = MIN_SOURCE_RATE, MAX_SOURCE_RATE  # Hz, JSON "sample_rate" and audio files
+MAX_JSON_DEPTH = 8  # nesting of arrays/objects (a valid request nests 3 deep)
+MAX_JSON_TOKENS = 8 * MAX_INSTANCES + 32  # arrays + objects + strings (a valid request has ≤ 4 per instance)
 DECIMALS = 6  # probabilities in the answer
+# Most 4 s windows a request within these limits cuts into (a clip of n samples longer than 4 s has
+# fewer than n / hop windows, a shorter one has 1); `us8k deploy` sizes TF Serving's batches to it.
+MAX_REQUEST_WINDOWS = MAX_INSTANCES + int(MAX_SECONDS * SAMPLE_RATE) // WINDOW_HOP_SAMPLES
+CONTAINER_MAX_BATCH_DEFAULT = 8  # the container's SAGEMAKER_TFS_MAX_BATCH_SIZE when batching is on and it is unset
 
 JSON_TYPE = "application/json"
 AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audio/flac",
@@ -55,10 +87,11 @@ AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave", "audi
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 THRESHOLD_ENV = "US8K_THRESHOLD"  # endpoint-wide threshold in the container (set by `us8k deploy`)
 METADATA_ENV = "US8K_METADATA"  # path of metadata.json, when not beside code/
-METADATA_FILE = "metadata.json"
+ANSWER_OUTPUTS = (OUTPUT_PROBABILITIES, OUTPUT_WINDOW_PROBABILITIES, OUTPUT_WINDOW_COUNT)  # what answers read
 
-_REASONS = {400: "Bad Request", 413: "Payload Too Large", 415: "Unsupported Media Type",
-            500: "Internal Server Error", 502: "Bad Gateway"}
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 413: "Payload Too Large", 415: "Unsupported Media Type",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_JSON_TYPES = {list: "an array", dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
 
 
 class RequestError(ValueError):
@@ -138,37 +171,40 @@ def check_body_size(size: int) -> None:
         raise RequestError(413, f"request body is {size} bytes; the limit is {MAX_BODY_BYTES} bytes (6 MiB)")
 
 
-def parse_request(body: bytes, content_type: str | None) -> list[np.ndarray]:
-    """Request body → mono float32 waveforms at 22050 Hz (one per instance), validated."""
+def parse_request(body: bytes, content_type: str | None, *, max_seconds: float = MAX_SECONDS) -> list[np.ndarray]:
+    """Request body → mono float32 waveforms at 22050 Hz (one per instance), validated; at most
+    `max_seconds` of audio in all, refused from the declared sizes before resampling or decoding."""
     check_body_size(len(body))
     media_type = (content_type or JSON_TYPE).split(";")[0].strip().lower()
     if media_type == JSON_TYPE:
-        waveforms = _parse_json(body)
+        waveforms = _parse_json(body, max_seconds)
     elif media_type in AUDIO_TYPES:
-        waveforms = [_decode(body, "body")]
+        waveforms = [_decode(body, "body", max_seconds)]
     else:
         raise RequestError(415, f"unsupported content type {media_type!r}; send {JSON_TYPE} or an "
                                 f"audio file ({', '.join(AUDIO_TYPES)})")
-    total = sum(w.shape[0] for w in waveforms) / SAMPLE_RATE
-    if total > MAX_TOTAL_SECONDS:
-        raise RequestError(400, f"request holds {total:.1f} s of audio; the limit is {MAX_TOTAL_SECONDS:g} s")
+    _check_seconds(sum(w.shape[0] for w in waveforms) / SAMPLE_RATE, max_seconds, "request")
     return waveforms
 
 
-def pad_batch(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Waveforms of any lengths → (batch [n, longest] zero-padded, lengths [n]) for the model."""
-    lengths = np.array([w.shape[0] for w in waveforms], dtype=np.int32)
-    batch = np.zeros((len(waveforms), int(lengths.max())), dtype=np.float32)
-    for row, waveform in enumerate(waveforms):
-        batch[row, :waveform.shape[0]] = waveform
-    return batch, lengths
+def windows_payload(waveforms: list[np.ndarray]) -> tuple[list[bytes], np.ndarray]:
+    """Clips → the windows signature's inputs: one int16 PCM string (88200 little-endian samples)
+    per 4 s window, clip after clip, and each window's clip index (int32)."""
+    windows, clip_index = frame_clips([to_pcm16(w) for w in waveforms])
+    return [window.tobytes() for window in windows], clip_index
 
 
-def tfs_request_json(waveforms: list[np.ndarray]) -> str:
-    """TF Serving REST predict body (columnar "inputs" with the signature's named inputs)."""
-    batch, lengths = pad_batch(waveforms)
-    return json.dumps({"signature_name": "serving_default",
-                       "inputs": {"waveform": batch.tolist(), "lengths": lengths.tolist()}})
+def tfs_request_json(waveforms: list[np.ndarray], max_windows: int | None = None) -> str:
+    """TF Serving REST predict body for the windows signature: columnar "inputs", each window's PCM
+    as {"b64": …} (how TF Serving's JSON carries DT_STRING). More than `max_windows`: 413."""
+    pcm, clip_index = windows_payload(waveforms)
+    if max_windows is not None and len(pcm) > max_windows:
+        raise RequestError(413, f"the request cuts into {len(pcm)} windows of 4 s; this endpoint's TF Serving "
+                                f"batches at most {max_windows} ({TFS_MAX_BATCH_SIZE_ENV}, `us8k deploy "
+                                f"--max-batch`): send fewer or shorter clips per request")
+    strings = [{"b64": base64.b64encode(window).decode("ascii")} for window in pcm]
+    return json.dumps({"signature_name": WINDOWS_SIGNATURE,
+                       "inputs": windows_inputs(strings, clip_index.tolist())}, separators=(",", ":"))
 
 
 # ---------------------------------------------------------------- answers (pure functions)
@@ -176,20 +212,40 @@ def tfs_request_json(waveforms: list[np.ndarray]) -> str:
 
 def predictions_from_outputs(probabilities: np.ndarray, window_probabilities: np.ndarray,
                              window_count: np.ndarray, *, config: ServingConfig,
-                             options: RequestOptions = RequestOptions()) -> list[dict]:
-    """Model outputs ([n, C], [n, W, C], [n]) → one prediction dict per row."""
+                             options: RequestOptions = RequestOptions(),
+                             durations: list[float] | None = None) -> list[dict]:
+    """Model outputs ([n, C], [n, W, C], [n]) → one prediction dict per row; with `windows` each
+    also gets its per-window timeline ("windows") and event segments ("segments", tfdata.answers),
+    whose last end is capped at the row's duration in seconds when `durations` gives it."""
     threshold = config.threshold if options.threshold is None else options.threshold
     probabilities = np.round(np.asarray(probabilities, dtype=np.float64), DECIMALS)
-    predictions = [_prediction(row, config.class_names, threshold) for row in probabilities.tolist()]
+    predictions = [prediction(row, config.class_names, threshold) for row in probabilities.tolist()]
     if options.windows:
-        window_probabilities = np.round(np.asarray(window_probabilities, dtype=np.float64), DECIMALS)
-        for prediction, rows, count in zip(predictions, window_probabilities.tolist(),
-                                           np.asarray(window_count).tolist()):
-            prediction["windows"] = [
-                {"start_s": round(k * config.window_hop_seconds, 3),
-                 **_prediction(row, config.class_names, threshold)}
-                for k, row in enumerate(rows[:int(count)])]
+        window_probabilities = np.asarray(window_probabilities, dtype=np.float64)
+        for i, (answer, count) in enumerate(zip(predictions, np.asarray(window_count).tolist())):
+            rows = window_probabilities[i, :int(count)]
+            answer["windows"] = timeline(rows, config.class_names, threshold, config.window_hop_seconds)
+            answer["segments"] = [s.to_dict() for s in segments(
+                rows, config.class_names, threshold, config.window_hop_seconds,
+                duration_s=None if durations is None else durations[i])]
     return predictions
+
+
+def predictions_from_signature(outputs: Mapping[str, Any], *, config: ServingConfig,
+                               options: RequestOptions = RequestOptions(),
+                               durations: list[float] | None = None) -> list[dict]:
+    """The serving signature's outputs, by name (`ANSWER_OUTPUTS` at least) → one prediction per row."""
+    return predictions_from_outputs(outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_WINDOW_PROBABILITIES],
+                                    outputs[OUTPUT_WINDOW_COUNT], config=config, options=options,
+                                    durations=durations)
+
+
+def predictions_from_windows(outputs: Mapping[str, Any], *, config: ServingConfig,
+                              options: RequestOptions = RequestOptions()) -> list[dict]:
+    """The windows signature's outputs, by name (one row per window, its clip index beside it) →
+    each clip's windows averaged → one prediction per clip."""
+    mean, windows, counts = average_windows(outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_CLIP_INDEX])
+    return predictions_from_outputs(mean, windows, counts, config=config, options=options)
 
 
 def response_json(predictions: list[dict]) -> str:
@@ -211,12 +267,22 @@ def container_config() -> ServingConfig:
     return _container_config
 
 
+def container_max_windows() -> int | None:
+    """Rows TF Serving takes in one request in the container: its max batch size when batching is on
+    (it refuses a bigger request outright), else None (no limit). Read as the container's tfs_utils.py
+    reads them."""
+    if os.environ.get(TFS_ENABLE_BATCHING_ENV, "false").lower() != "true":
+        return None
+    return int(os.environ.get(TFS_MAX_BATCH_SIZE_ENV) or CONTAINER_MAX_BATCH_DEFAULT)
+
+
 def input_handler(data, context) -> str:
-    """Request stream/bytes + context → JSON for TF Serving's REST predict API."""
+    """Request stream/bytes + context → JSON for TF Serving's REST predict API (windows signature)."""
     body = data.read() if hasattr(data, "read") else data
     body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     parse_options(getattr(context, "custom_attributes", None))  # refuse bad options before the model runs
-    return tfs_request_json(parse_request(body, getattr(context, "request_content_type", None)))
+    waveforms = parse_request(body, getattr(context, "request_content_type", None))
+    return tfs_request_json(waveforms, container_max_windows())
 
 
 def output_handler(response, context) -> tuple[str, str]:
@@ -225,22 +291,55 @@ def output_handler(response, context) -> tuple[str, str]:
         detail = response.content.decode("utf-8", "replace") if isinstance(response.content, bytes) \
             else str(response.content)
         raise RequestError(502, f"TensorFlow Serving answered {response.status_code}: {detail[:500]}")
-    outputs = json.loads(response.content)["outputs"]
     options = parse_options(getattr(context, "custom_attributes", None))
-    predictions = predictions_from_outputs(
-        outputs["probabilities"], outputs["window_probabilities"], outputs["window_count"],
-        config=container_config(), options=options)
+    try:
+        outputs = json.loads(response.content)["outputs"]
+        predictions = predictions_from_windows(outputs, config=container_config(), options=options)
+    except (ValueError, KeyError, TypeError) as exc:  # not the windows signature's answer
+        raise RequestError(502, f"TensorFlow Serving's answer is not {WINDOWS_SIGNATURE}'s outputs "
+                                f"({type(exc).__name__}: {exc})") from None
     return response_json(predictions), JSON_TYPE
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _parse_json(body: bytes) -> list[np.ndarray]:
+# A string (to its closing quote, or to the end when unterminated: linear either way) or a bracket.
+_JSON_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
+_OPENERS = (ord("["), ord("{"))
+_CLOSERS = (ord("]"), ord("}"))
+
+
+def _check_json_structure(body: bytes) -> None:
+    """Refuse, before parsing (whose memory and recursion grow with them), JSON nested deeper than
+    MAX_JSON_DEPTH or holding more than MAX_JSON_TOKENS arrays, objects and strings."""
+    depth = tokens = 0
+    for match in _JSON_STRUCTURE.finditer(body):
+        tokens += 1
+        if tokens > MAX_JSON_TOKENS:
+            raise RequestError(400, f"JSON body holds more than {MAX_JSON_TOKENS} arrays, objects and strings; "
+                                    f"a request is at most {MAX_INSTANCES} instances, each a flat list of "
+                                    'numbers or {"b64": "..."}')
+        char = body[match.start()]
+        if char in _OPENERS:
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise RequestError(400, f"JSON body nests deeper than {MAX_JSON_DEPTH} levels; a request nests 3 "
+                                        '({"instances": [[samples]]})')
+        elif char in _CLOSERS:
+            depth -= 1
+
+
+def _parse_json(body: bytes, max_seconds: float = MAX_SECONDS) -> list[np.ndarray]:
     try:
-        request = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RequestError(400, f"body is not valid JSON ({exc})") from None
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"body is not valid JSON: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    _check_json_structure(body)
+    try:
+        request = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RequestError(400, f"body is not valid JSON ({_first_line(exc)})") from None
     if not isinstance(request, dict) or "instances" not in request:
         raise RequestError(400, 'JSON body must be an object with "instances": a list of waveforms '
                                 '(lists of samples) or {"b64": "<base64 audio file>"} objects')
@@ -250,17 +349,43 @@ def _parse_json(body: bytes) -> list[np.ndarray]:
     if len(instances) > MAX_INSTANCES:
         raise RequestError(400, f"{len(instances)} instances; the limit is {MAX_INSTANCES} per request")
     rate = _sample_rate(request.get("sample_rate", SAMPLE_RATE))
-    return [_instance(instance, index, rate) for index, instance in enumerate(instances)]
+    # Every row's declared length first: the sum is refused before any sample is converted or resampled.
+    declared = 0.0
+    for index, instance in enumerate(instances):
+        if isinstance(instance, list):
+            declared += _check_samples(instance, f"instance {index}") / rate
+            _check_seconds(declared, max_seconds, "request")
+    waveforms, held = [], 0.0
+    for index, instance in enumerate(instances):
+        budget = max_seconds - held if isinstance(instance, dict) else max_seconds
+        waveform = _instance(instance, index, rate, budget - (declared if isinstance(instance, dict) else 0.0))
+        if isinstance(instance, dict):
+            held += waveform.shape[0] / SAMPLE_RATE
+        waveforms.append(waveform)
+    return waveforms
 
 
 def _sample_rate(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-            or not 1 <= value <= MAX_SAMPLE_RATE:
-        raise RequestError(400, f"sample_rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise RequestError(400, f"sample_rate must be a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}, "
+                                f"got {_shown(value)}")
     return int(value)
 
 
-def _instance(instance: Any, index: int, rate: int) -> np.ndarray:
+def _check_samples(instance: list, where: str) -> int:
+    """A row of samples must be a non-empty flat list of numbers: its length, or 400 naming what is wrong."""
+    if not instance:
+        raise RequestError(400, f"{where}: empty waveform (0 samples)")
+    kinds = set(map(type, instance))
+    if not kinds <= {int, float}:
+        found = sorted(_JSON_TYPES.get(kind, kind.__name__) for kind in kinds - {int, float})
+        shape = " (one flat list per waveform: mono)" if list in kinds else ""
+        raise RequestError(400, f"{where}: samples must all be numbers, found {', '.join(found)}{shape}")
+    return len(instance)
+
+
+def _instance(instance: Any, index: int, rate: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     where = f"instance {index}"
     if isinstance(instance, dict):
         if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
@@ -269,20 +394,18 @@ def _instance(instance: Any, index: int, rate: int) -> np.ndarray:
             data = base64.b64decode(instance["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise RequestError(400, f"{where}: invalid base64 ({exc})") from None
-        return _decode(data, where)
+        return _decode(data, where, max_seconds)
     if not isinstance(instance, list):
         raise RequestError(400, f"{where}: expected a list of samples or {{\"b64\": ...}}, "
-                                f"got {type(instance).__name__}")
-    if not instance:
-        raise RequestError(400, f"{where}: empty waveform (0 samples)")
+                                f"got {_JSON_TYPES.get(type(instance), type(instance).__name__)}")
+    _check_samples(instance, where)
     try:
-        samples = np.asarray(instance, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise RequestError(400, f"{where}: samples must all be numbers (one flat list per waveform)") from None
-    if samples.ndim != 1:
-        raise RequestError(400, f"{where}: expected a flat list of samples (mono), got shape {samples.shape}")
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+            samples = np.asarray(instance, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        raise RequestError(400, f"{where}: samples must be numbers within float32's range") from None
     if not np.isfinite(samples).all():
-        raise RequestError(400, f"{where}: samples contain NaN, Inf or null")
+        raise RequestError(400, f"{where}: samples contain NaN, Inf or numbers beyond float32's range")
     if rate != SAMPLE_RATE:
         try:
             samples = prepare_waveform(samples, rate)
@@ -291,9 +414,17 @@ def _instance(instance: Any, index: int, rate: int) -> np.ndarray:
     return _check_length(samples, where)
 
 
-def _decode(data: bytes, where: str) -> np.ndarray:
+def _decode(data: bytes, where: str, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    if max_seconds <= 0:
+        raise RequestError(400, f"{where}: no audio budget left; the limit is {MAX_SECONDS:g} s per request")
     try:
-        waveform = decode_audio(data)
+        waveform = decode_audio(data, max_seconds=max_seconds)
+    except UnsupportedAudioError as exc:  # no FFmpeg here (the container) and libsndfile cannot read it
+        raise RequestError(415, f"{where}: {exc}") from None
+    except AudioTooLongError as exc:
+        held = f"{exc.seconds:.1f} s of audio" if exc.seconds is not None else "more audio"
+        raise RequestError(400, f"{where}: {held} than this request may hold; the limit is "
+                                f"{max_seconds:g} s") from None
     except AudioDecodeError as exc:
         raise RequestError(400, f"{where}: {exc}") from None
     return _check_length(waveform, where)
@@ -302,20 +433,21 @@ def _decode(data: bytes, where: str) -> np.ndarray:
 def _check_length(waveform: np.ndarray, where: str) -> np.ndarray:
     if waveform.shape[0] == 0:
         raise RequestError(400, f"{where}: empty waveform (0 samples)")
-    seconds = waveform.shape[0] / SAMPLE_RATE
-    if seconds > MAX_SECONDS:
-        raise RequestError(400, f"{where}: {seconds:.1f} s of audio; the limit is {MAX_SECONDS:g} s per waveform")
     return waveform
 
 
-def _prediction(probabilities: list[float], class_names: tuple[str, ...], threshold: float) -> dict:
-    top = max(range(len(probabilities)), key=probabilities.__getitem__)
-    confidence = probabilities[top]
-    undetermined = confidence < threshold
-    return {"label": UNDETERMINED if undetermined else class_names[top],
-            "confidence": confidence,
-            "probabilities": dict(zip(class_names, probabilities)),
-            "undetermined": undetermined}
+def _check_seconds(seconds: float, max_seconds: float, where: str) -> None:
+    if seconds > max_seconds:
+        raise RequestError(400, f"{where} holds {seconds:.1f} s of audio; the limit is {max_seconds:g} s per request")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _check_threshold(value: float, error) -> float:

@@ -1,74 +1,232 @@
-"""`us8k package EXPORT --output model.tar.gz`: an export in the SageMaker TF Serving layout.
+"""`us8k package EXPORT --output model.tar.gz`: an export in the SageMaker TF Serving layout, self-contained.
 
 At the archive's root, as the SageMaker TensorFlow Serving container expects:
 
     1/                      the SavedModel (from EXPORT/model/1/; TF Serving's version folder)
     code/inference.py       the request/response handlers (serving/inference.py)
-    code/requirements.txt   the compiled decoders it needs, pinned to the versions installed here
-    code/lib/tfdata/        __init__.py, contract.py, audio.py: pure Python, no TensorFlow
+    code/lib/tfdata/        __init__, contract, audio, layout, batching, pcm, windowing: numpy only
+    code/lib/…              numpy, soundfile (+ libsndfile), soxr and what they need (cffi, pycparser,
+                            typing_extensions), unpacked from binary wheels for the container's Python
     metadata.json           class names, threshold, window hop… (read by inference.py)
 
-The container puts code/lib on the path and pip-installs code/requirements.txt at start-up.
-Entries are relative, sorted, with fixed owner/mode/mtime (the same export gives the same bytes);
-symbolic links are refused rather than followed.
+The container runs inference.py with code/ and code/lib/ on PYTHONPATH. It pip-installs a
+code/requirements.txt only when there is no code/lib/ (and its Python 3.12 has no numpy), so the
+archive carries no requirements.txt: everything the handler imports is in code/lib/. The wheels
+are fetched with `pip download --only-binary=:all:` for the target (default CPython 3.12, manylinux
+x86_64: the TF Serving 2.19 image `us8k deploy` selects; `--python-version` for another), at the
+versions installed here (setup.py / constraints.txt), and cached in --wheel-dir: a rebuild first
+tries that cache alone (`--no-index`), so it works offline. Each wheel's dependencies (its
+Requires-Dist, markers evaluated for the target) must be in the set, or packaging stops. Unpacked
+as they are, minus their test suites, type stubs and RECORD files (hashes of what is left out);
+licences stay in each *.dist-info/. PyAV (FFmpeg, ≈ 70 MB) is left out: the container decodes what
+libsndfile reads and answers 415 for the rest.
+
+Entries are relative, sorted, with fixed owner/mode/mtime (the same export and wheels give the same
+bytes); symbolic links are refused rather than followed.
 """
 from __future__ import annotations
 
+import email.parser
 import gzip
 import importlib.metadata
 import io
-import json
+import os
+import re
+import subprocess
+import sys
 import tarfile
+import tempfile
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import serving.inference
 import tfdata
+from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, SAVED_MODEL_FILE, latest_version_dir, read_json_in
 
-MODEL_SUBDIR = "model"  # EXPORT/model/<version>/ (models.export)
-METADATA_FILE = serving.inference.METADATA_FILE
 CODE_DIR = "code"
-LIB_MODULES = ("__init__.py", "contract.py", "audio.py")  # tfdata modules the handlers import (not records.py: TF)
-REQUIREMENTS = ("soundfile", "soxr", "av", "numpy")  # decoders + numpy, pinned from this environment
+LIB_DIR = f"{CODE_DIR}/lib"
+# The tfdata modules the handlers import, all free of TensorFlow (not records.py, which needs it).
+LIB_MODULES = ("__init__.py", "contract.py", "audio.py", "layout.py", "batching.py", "pcm.py", "windowing.py")
+VENDORED = ("numpy", "soundfile", "soxr")  # what inference.py and tfdata import; their dependencies follow
+CONTAINER_PYTHON = "3.12"  # the SageMaker TF Serving 2.19 image's Python (Dockerfile.cpu builds 3.12.10)
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")  # ubuntu 22.04, glibc 2.35
 ARCHIVE_MTIME = 0  # fixed timestamps: reproducible archives
+COMPRESS_LEVEL = 6  # as small as 9 within 1 % on these files, 3× faster
+PIP_TIMEOUT_S = 600
 
 
 class PackageError(ValueError):
     """The export cannot be packaged; the message says why."""
 
 
-def find_export_version(export_dir: Path) -> Path:
-    """EXPORT/model/<n>/ with a saved_model.pb (the highest n)."""
-    parent = export_dir / MODEL_SUBDIR
-    versions = sorted((p for p in parent.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()),
-                      key=lambda p: int(p.name)) if parent.is_dir() else []
-    if not versions:
-        raise PackageError(f"no SavedModel in {parent}/<version>/ (is {export_dir} an `us8k export` output?)")
-    return versions[-1]
+def default_wheel_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "us8k" / "wheels"
 
 
-def requirements_text() -> str:
-    lines = []
-    for name in REQUIREMENTS:
-        try:
-            lines.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            raise PackageError(f"{name} is not installed here; it is needed to pin code/requirements.txt") from None
-    return "\n".join(lines) + "\n"
+# ---------------------------------------------------------------------------- wheels for the target
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def archive_members(export_dir: str | Path) -> list[tuple[str, Path | bytes]]:
+def installed_pins() -> dict[str, str]:
+    """{canonical name: version} of every distribution installed here (what constraints.txt pins)."""
+    return {_canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+            if d.metadata["Name"]}
+
+
+def check_python_version(python_version: str) -> tuple[int, int]:
+    match = re.fullmatch(r"3\.(\d{1,2})", python_version)
+    if not match:
+        raise PackageError(f"--python-version must look like 3.12, got {python_version!r}")
+    return 3, int(match.group(1))
+
+
+def target_environment(python_version: str) -> dict[str, str]:
+    """Marker values of CPython `python_version` on manylinux x86_64 (for Requires-Dist markers)."""
+    return {"implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "python_version": python_version, "python_full_version": f"{python_version}.0",
+            "implementation_version": f"{python_version}.0", "sys_platform": "linux",
+            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix", "extra": ""}
+
+
+def target_tags(python_version: str) -> set:
+    from packaging import tags
+
+    version = check_python_version(python_version)
+    interpreter = f"cp{version[0]}{version[1]}"
+    return set(tags.cpython_tags(version, abis=[interpreter], platforms=PLATFORMS)) | \
+        set(tags.compatible_tags(version, interpreter=interpreter, platforms=PLATFORMS))
+
+
+def pip_download_command(python_version: str, wheel_dir: Path, constraints: Path, requirements: list[str],
+                         offline: bool) -> list[str]:
+    major, minor = check_python_version(python_version)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+               "--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
+               "--abi", f"cp{major}{minor}"]
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    command += ["--dest", str(wheel_dir), "--find-links", str(wheel_dir), "--constraint", str(constraints)]
+    return command + (["--no-index"] if offline else []) + requirements
+
+
+def fetch_wheels(python_version: str = CONTAINER_PYTHON, wheel_dir: str | Path | None = None,
+                 log: Callable[[str], None] | None = None) -> list[Path]:
+    """The binary wheels of VENDORED and their dependencies for the target, pinned to the versions
+    installed here: from `wheel_dir` alone when it holds them, else downloaded into it by pip."""
+    log = log or (lambda message: None)
+    wheel_dir = Path(wheel_dir) if wheel_dir is not None else default_wheel_dir()
+    wheel_dir.mkdir(parents=True, exist_ok=True)
+    pins = installed_pins()
+    missing = [name for name in VENDORED if _canonical(name) not in pins]
+    if missing:
+        raise PackageError(f"{', '.join(missing)} not installed here: nothing to pin the vendored versions to")
+    requirements = [f"{name}=={pins[_canonical(name)]}" for name in VENDORED]
+    with tempfile.TemporaryDirectory(prefix="us8k-package-") as scratch:
+        constraints = Path(scratch) / "constraints.txt"
+        constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(pins.items())))
+        cached = subprocess.run(pip_download_command(python_version, wheel_dir, constraints, requirements, True),
+                                capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+        if cached.returncode == 0:
+            log(f"wheels for CPython {python_version} found in {wheel_dir} (no download)")
+        else:
+            log(f"downloading wheels for CPython {python_version} (manylinux x86_64) into {wheel_dir}")
+            fetched = subprocess.run(pip_download_command(python_version, wheel_dir, constraints, requirements, False),
+                                     capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+            if fetched.returncode != 0:
+                lines = [line.strip() for line in (fetched.stderr + fetched.stdout).splitlines()
+                         if line.strip() and not line.lstrip().startswith("WARNING")]
+                raise PackageError(f"pip could not fetch wheels of {' '.join(requirements)} for CPython "
+                                   f"{python_version}: {lines[-1] if lines else 'exit status ' + str(fetched.returncode)}")
+    return wheel_closure(python_version, wheel_dir, pins)
+
+
+def wheel_closure(python_version: str, wheel_dir: Path, pins: dict[str, str]) -> list[Path]:
+    """VENDORED and, through their Requires-Dist (markers for the target), every dependency: one
+    wheel each, at its pinned version, whose tags the target accepts."""
+    from packaging.requirements import Requirement
+    from packaging.utils import parse_wheel_filename
+
+    accepted = target_tags(python_version)
+    environment = target_environment(python_version)
+    available: dict[tuple[str, str], list[Path]] = {}
+    for path in sorted(wheel_dir.glob("*.whl")):
+        name, version, _, tags = parse_wheel_filename(path.name)
+        if tags & accepted:
+            available.setdefault((_canonical(name), str(version)), []).append(path)
+    chosen: dict[str, Path] = {}
+    pending = [(_canonical(name), "the handler") for name in VENDORED]
+    while pending:
+        name, needed_by = pending.pop(0)
+        if name in chosen:
+            continue
+        if name not in pins:
+            raise PackageError(f"{name} (needed by {needed_by} on CPython {python_version}) is not installed "
+                               f"here, so it has no pinned version: add it to constraints.txt")
+        candidates = available.get((name, pins[name]))
+        if not candidates:
+            raise PackageError(f"no wheel of {name}=={pins[name]} for CPython {python_version} in {wheel_dir}")
+        chosen[name] = candidates[0]
+        for line in _wheel_metadata(candidates[0]).get_all("Requires-Dist") or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                pending.append((_canonical(requirement.name), name))
+    return [chosen[name] for name in sorted(chosen)]
+
+
+def _wheel_metadata(path: Path):
+    with zipfile.ZipFile(path) as wheel:
+        names = [n for n in wheel.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n)]
+        if len(names) != 1:
+            raise PackageError(f"{path.name}: expected one *.dist-info/METADATA, found {len(names)}")
+        return email.parser.BytesParser().parsebytes(wheel.read(names[0]))
+
+
+def _vendored_name(member: str) -> str | None:
+    """Where a wheel member goes under code/lib/ (None: left out). *.data/purelib|platlib/ are
+    unpacked at the root like the rest; scripts, headers, data, test suites, stubs and RECORD are not."""
+    parts = member.split("/")
+    if parts[0].endswith(".data"):
+        if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+            return None
+        parts = parts[2:]
+    if parts[0].endswith(".dist-info"):
+        return None if parts[-1] == "RECORD" else "/".join(parts)
+    if "tests" in parts[1:-1] or parts[-1].endswith(".pyi"):
+        return None
+    return "/".join(parts)
+
+
+def unpack_wheels(wheels: list[Path]) -> list[tuple[str, bytes]]:
+    """(archive name under code/lib/, content) for every file the wheels install."""
+    members: dict[str, str] = {}
+    files: list[tuple[str, bytes]] = []
+    for path in wheels:
+        with zipfile.ZipFile(path) as wheel:
+            for info in wheel.infolist():
+                if info.is_dir():
+                    continue
+                name = _vendored_name(info.filename)
+                if name is None:
+                    continue
+                target = f"{LIB_DIR}/{name}"
+                if target in members:
+                    raise PackageError(f"{path.name} and {members[target]} both install {name}")
+                members[target] = path.name
+                files.append((target, wheel.read(info)))
+    return files
+
+
+# ---------------------------------------------------------------------------- the archive
+def archive_members(export_dir: str | Path, wheels: list[Path] | None = None) -> list[tuple[str, Path | bytes]]:
     """(archive name, source file or content) for every file, in archive order."""
     export_dir = Path(export_dir)
-    if not export_dir.is_dir():
-        raise PackageError(f"export directory not found: {export_dir}")
-    metadata = export_dir / METADATA_FILE
-    if not metadata.is_file():
-        raise PackageError(f"no {METADATA_FILE} in {export_dir}")
-    try:
-        json.loads(metadata.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackageError(f"{metadata} is not valid JSON ({exc})") from None
-    version_dir = find_export_version(export_dir)
+    read_json_in(export_dir, METADATA_FILE, PackageError, kind="export")  # present and valid, else refused
+    version_dir = latest_version_dir(export_dir / MODEL_SUBDIR)
+    if version_dir is None:
+        raise PackageError(f"no SavedModel in {export_dir / MODEL_SUBDIR}/<version>/ "
+                           f"(is {export_dir} an `us8k export` output?)")
     members: list[tuple[str, Path | bytes]] = []
     for path in sorted(version_dir.rglob("*")):
         if path.is_symlink():
@@ -76,27 +234,37 @@ def archive_members(export_dir: str | Path) -> list[tuple[str, Path | bytes]]:
         if path.is_file():
             members.append((f"{version_dir.name}/{path.relative_to(version_dir).as_posix()}", path))
     members.append((f"{CODE_DIR}/inference.py", Path(serving.inference.__file__)))
-    members.append((f"{CODE_DIR}/requirements.txt", requirements_text().encode()))
     tfdata_dir = Path(tfdata.__file__).parent
     for module in LIB_MODULES:
-        members.append((f"{CODE_DIR}/lib/tfdata/{module}", tfdata_dir / module))
-    members.append((METADATA_FILE, metadata))
-    for name, _ in members:
+        members.append((f"{LIB_DIR}/tfdata/{module}", tfdata_dir / module))
+    members.extend(unpack_wheels(wheels or []))
+    members.append((METADATA_FILE, export_dir / METADATA_FILE))
+    names = [name for name, _ in members]
+    if len(set(names)) != len(names):
+        raise PackageError(f"a vendored wheel overwrites one of our files: {sorted({n for n in names if names.count(n) > 1})}")
+    for name in names:
         parts = name.split("/")
         if name.startswith("/") or ".." in parts or "" in parts:
             raise PackageError(f"unsafe archive name {name!r}")
     return sorted(members, key=lambda member: member[0])
 
 
-def write_package(export_dir: str | Path, output: str | Path) -> Path:
-    """Write model.tar.gz (atomically: a temp file beside it, then renamed)."""
-    members = archive_members(export_dir)
+def write_package(export_dir: str | Path, output: str | Path, *, python_version: str = CONTAINER_PYTHON,
+                  wheel_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """Write model.tar.gz for CPython `python_version` (atomically: a temp file beside it, then renamed)."""
+    archive_members(export_dir)  # refuse a bad export before fetching anything
+    wheels = fetch_wheels(python_version, wheel_dir, log)
+    if log:
+        log("vendoring " + ", ".join(p.name.split("-")[0] + " " + p.name.split("-")[1] for p in wheels)
+            + f" into {LIB_DIR}/")
+    members = archive_members(export_dir, wheels)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(output.name + ".partial")
     try:
         with open(partial, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=ARCHIVE_MTIME) as gz, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=ARCHIVE_MTIME,
+                              compresslevel=COMPRESS_LEVEL) as gz, \
                 tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
             for directory in _directories(name for name, _ in members):
                 archive.addfile(_info(directory, tarfile.DIRTYPE, 0, 0o755))
@@ -128,17 +296,26 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
 def add_arguments(parser) -> None:
     parser.add_argument("export", metavar="EXPORT", help="export directory (EXPORT/model/1/ + metadata.json)")
     parser.add_argument("--output", default="model.tar.gz", help="archive to write (default model.tar.gz)")
+    parser.add_argument("--python-version", default=CONTAINER_PYTHON,
+                        help=f"CPython the container runs, for the vendored wheels (default {CONTAINER_PYTHON}: "
+                             "the SageMaker TF Serving 2.19 image)")
+    parser.add_argument("--wheel-dir", default=None,
+                        help=f"wheel cache (default {default_wheel_dir()}); reused without the network when it "
+                             "holds the wheels")
 
 
 def run(args) -> int:
+    print(f"us8k package: packaging {args.export} for CPython {args.python_version} (manylinux x86_64)", flush=True)
     try:
-        output = write_package(args.export, args.output)
-    except (PackageError, OSError) as exc:
+        output = write_package(args.export, args.output, python_version=args.python_version,
+                               wheel_dir=args.wheel_dir, log=lambda message: print(f"us8k package: {message}",
+                                                                                    flush=True))
+    except (PackageError, OSError, subprocess.SubprocessError) as exc:
         raise SystemExit(f"us8k package: error: {exc}") from None
     with tarfile.open(output, "r:gz") as archive:
         names = [m.name for m in archive.getmembers() if m.isfile()]
-    version = next(name.split("/")[0] for name in names if name.endswith("/saved_model.pb"))
+    version = next(name.split("/")[0] for name in names if name.endswith(f"/{SAVED_MODEL_FILE}"))
     size_mb = output.stat().st_size / 1e6
     print(f"us8k package: wrote {output} ({size_mb:.1f} MB, {len(names)} files: {version}/ SavedModel, "
-          f"code/inference.py, code/requirements.txt, code/lib/tfdata/, {METADATA_FILE})")
+          f"code/inference.py, {LIB_DIR}/ (tfdata + vendored wheels), {METADATA_FILE})", flush=True)
     return 0

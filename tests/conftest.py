@@ -1,5 +1,6 @@
 """Shared fixtures. Two logical CPU devices are configured before TensorFlow initialises,
-so MirroredStrategy runs two replicas on this GPU-less machine (FACTS.md)."""
+so MirroredStrategy runs two replicas on this GPU-less machine. TensorFlow accepts a logical
+device configuration only before it initialises, hence here, before any test imports it."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -107,11 +108,11 @@ def tiny_export(tmp_path_factory):
 
     from models.architectures import build_model
     from models.export import export_model
-    from tfdata.contract import N_MELS
+    from tfdata.contract import FRONTEND
 
     export_dir = tmp_path_factory.mktemp("serving") / "export"
     keras.utils.set_random_seed(0)
-    model = build_model("tiny", np.zeros(N_MELS, np.float32), np.ones(N_MELS, np.float32))
+    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
     export_model(model, export_dir)
     return export_dir
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from models.architectures import FRONTEND_NAME, INPUT_NAME, MODEL_BUILDERS, build_model
 from models.frontend import compute_normalization_stats
-from tfdata.contract import CLIP_SAMPLES, N_FRAMES, N_MELS, NUM_CLASSES, SAMPLE_RATE
+from tfdata.contract import CLIP_SAMPLES, FRONTEND, NUM_CLASSES, SAMPLE_RATE
 
 SEED_MODELS = ("baseline", "cnn", "lstm", "crnn")
 LEARNING_RATE = {"tiny": 1e-2, "baseline": 3e-3}  # others: 1e-3
@@ -47,7 +47,7 @@ def test_builds_on_a_raw_waveform(name, toy):
     assert model.input_shape == (None, CLIP_SAMPLES) and model.inputs[0].name == INPUT_NAME
     assert model.output_shape == (None, NUM_CLASSES)
     frontend = model.get_layer(FRONTEND_NAME)
-    assert frontend.output.shape == (None, N_FRAMES, N_MELS)
+    assert frontend.output.shape == (None, FRONTEND.frames_per_window, FRONTEND.n_mels)
     np.testing.assert_allclose(frontend.mean.numpy(), mean.astype(np.float32))
     probabilities = model.predict(clips[:2], verbose=0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -88,13 +88,13 @@ def test_lstm_steps_through_time():
     clip = np.zeros((1, CLIP_SAMPLES), np.float32)
     clip[0, CLIP_SAMPLES // 2:] = 0.1 * np.random.default_rng(0).standard_normal(CLIP_SAMPLES // 2)
     steps = sequence.predict(clip, verbose=0)[0]  # [time steps, features]
-    assert steps.shape == (N_FRAMES, N_MELS)
+    assert steps.shape == (FRONTEND.frames_per_window, FRONTEND.n_mels)
     silent_frames = (CLIP_SAMPLES // 2 - 1024) // 512  # frames whose window holds no noise
     np.testing.assert_array_equal(steps[:silent_frames], np.broadcast_to(steps[0], steps[:silent_frames].shape))
     assert np.all(steps[silent_frames + 4:].std(axis=1) > 1.0)  # noisy frames vary across mels
     # The seed's Reshape((frames, mels)) of a (mels, frames) image would mix silent and noisy cells.
     image = np.transpose(steps)  # (mels, frames) as the seed stored it
-    scrambled = image.reshape(N_FRAMES, N_MELS)
+    scrambled = image.reshape(FRONTEND.frames_per_window, FRONTEND.n_mels)
     assert not np.array_equal(scrambled[:silent_frames],
                               np.broadcast_to(scrambled[0], scrambled[:silent_frames].shape))
 

@@ -22,8 +22,9 @@ def trained_run(tmp_path_factory, tone_records_writer):
     records_dir = root / "records"
     tone_records_writer(records_dir, {1: 30, 2: 10, 3: TEST_CLIPS}, shards=2)
     run_dir = root / "run"
-    train.train_models(records_dir, run_dir, MODELS, epochs=2, batch_size=8, val_fold=2, test_fold=3,
-                       learning_rate=5e-3, evaluate=False, verbose=0)
+    config = train.TrainConfig(models=tuple(MODELS), epochs=2, batch_size=8, val_fold=2, test_fold=3,
+                               learning_rate=5e-3)
+    train.train_models(records_dir, run_dir, config, evaluate=False, verbose=0)
     return records_dir, run_dir
 
 

@@ -12,10 +12,15 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import us8k
 from models.architectures import build_model
-from models.export import METADATA_FILE, export_model, verify_export, window_counts
+from models.export import export_model, verify_export, window_counts
 from models.frontend import compute_normalization_stats
-from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, N_FRAMES, N_MELS, NUM_CLASSES,
+from tfdata.batching import pad_batch
+from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
                              SAMPLE_RATE, WINDOW_HOP_SAMPLES)
+from tfdata.layout import (INPUT_WAVEFORM, LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID,
+                           OUTPUT_CLASS_NAME, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
+                           OUTPUT_WINDOW_PROBABILITIES, SAVED_MODEL_FILE, SELECTION_FILE, SERVING_SIGNATURE, VERSION,
+                           serving_inputs)
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
 pytestmark = pytest.mark.timeout(180)
@@ -55,60 +60,73 @@ def exported(trained, tmp_path_factory):
     return output, version_dir
 
 
+# Runs in a fresh process with TensorFlow alone: argv = SavedModel dir, signature name, an .npz of
+# the calls to make ("<call>.<input name>" → array). Prints every call's outputs, by call name.
 FRESH_PROCESS = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
 
-loaded = tf.saved_model.load(sys.argv[1])
-serve = loaded.signatures["serving_default"]
-clips = [np.array(c, np.float32) for c in json.load(open(sys.argv[2]))]
+saved_model_dir, signature_name, calls_file = sys.argv[1:]
+loaded = tf.saved_model.load(saved_model_dir)
+serve = loaded.signatures[signature_name]
+calls = {}
+with np.load(calls_file) as arrays:
+    for key in arrays.files:
+        call, input_name = key.split(".")
+        calls.setdefault(call, {})[input_name] = tf.constant(arrays[key])
 
-def call(rows):
-    width = max(len(r) for r in rows)
-    batch = np.zeros((len(rows), width), np.float32)
-    for i, r in enumerate(rows):
-        batch[i, :len(r)] = r
-    out = serve(waveform=tf.constant(batch), lengths=tf.constant([len(r) for r in rows], tf.int32))
+def as_json(out):
     return {k: v.numpy().tolist() if v.dtype != tf.string else [s.decode() for s in v.numpy()]
             for k, v in out.items()}
 
-padded_without_lengths = serve(
-    waveform=tf.constant(np.stack([np.pad(clips[0], (0, len(clips[2]) - len(clips[0]))), clips[2]])),
-    lengths=tf.constant([len(clips[2])] * 2, tf.int32))["probabilities"].numpy().tolist()
-print(json.dumps({"alone": [call([c]) for c in clips], "batch": call(clips),
-                  "padded_without_lengths": padded_without_lengths,
+print(json.dumps({"outputs": {call: as_json(serve(**inputs)) for call, inputs in calls.items()},
                   "signatures": sorted(loaded.signatures),
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("models", "tfdata", "us8k"))}))
 """
 
 
+def _in_fresh_process(version_dir, calls, tmp_path):
+    """{call name: (waveform, lengths)} through the serving signature in a fresh process."""
+    np.savez(tmp_path / "calls.npz", **{f"{call}.{name}": array for call, (waveform, lengths) in calls.items()
+                                        for name, array in serving_inputs(waveform, lengths).items()})
+    (tmp_path / "probe.py").write_text(FRESH_PROCESS)
+    done = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(version_dir), SERVING_SIGNATURE,
+                           str(tmp_path / "calls.npz")], capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_fresh_process_answers_any_length(exported, tmp_path):
     _, version_dir = exported
     clips = [_scene(0.5, 1), _scene(4, 2), _scene(11, 3)]
-    (tmp_path / "clips.json").write_text(json.dumps([c.tolist() for c in clips]))
-    (tmp_path / "probe.py").write_text(FRESH_PROCESS)
-    done = subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(version_dir), str(tmp_path / "clips.json")],
-                          capture_output=True, text=True, timeout=150)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    calls = {f"alone{i}": pad_batch([c]) for i, c in enumerate(clips)}
+    calls["batch"] = pad_batch(clips)
+    padded, _ = pad_batch([clips[0], clips[2]])  # the 0.5 s clip padded to 11 s, both rows "full"
+    calls["padded_without_lengths"] = (padded, np.full(2, len(clips[2]), np.int32))
+    probe = _in_fresh_process(version_dir, calls, tmp_path)
+    outputs = probe["outputs"]
+    result = {"alone": [outputs[f"alone{i}"] for i in range(len(clips))], "batch": outputs["batch"],
+              "padded_without_lengths": outputs["padded_without_lengths"][OUTPUT_PROBABILITIES],
+              "signatures": probe["signatures"], "modules": probe["modules"]}
     assert result["modules"] == []  # TensorFlow alone, none of our code (our layers are not needed)
-    assert {"serving_default", "log_mel"} <= set(result["signatures"])
+    assert {SERVING_SIGNATURE, LOG_MEL_SIGNATURE} <= set(result["signatures"])
     for i, alone in enumerate(result["alone"]):
-        probabilities = np.array(alone["probabilities"][0])
+        probabilities = np.array(alone[OUTPUT_PROBABILITIES][0])
         assert probabilities.shape == (NUM_CLASSES,) and np.isfinite(probabilities).all()
         assert abs(probabilities.sum() - 1) < 1e-5
-        assert alone["class_name"][0] == CLASS_NAMES[alone["class_id"][0]]
-        assert alone["window_count"] == [[1, 1, 5][i]]
-        batched = np.array(result["batch"]["probabilities"][i])
+        assert alone[OUTPUT_CLASS_NAME][0] == CLASS_NAMES[alone[OUTPUT_CLASS_ID][0]]
+        assert alone[OUTPUT_WINDOW_COUNT] == [[1, 1, 5][i]]
+        batched = np.array(result["batch"][OUTPUT_PROBABILITIES][i])
         np.testing.assert_allclose(batched, probabilities, rtol=0, atol=SAME_ANSWER)
-        assert result["batch"]["class_name"][i] == alone["class_name"][0]
-    assert result["batch"]["window_count"] == [1, 1, 5]
-    windows = np.array(result["batch"]["window_probabilities"])
+        assert result["batch"][OUTPUT_CLASS_NAME][i] == alone[OUTPUT_CLASS_NAME][0]
+    assert result["batch"][OUTPUT_WINDOW_COUNT] == [1, 1, 5]
+    windows = np.array(result["batch"][OUTPUT_WINDOW_PROBABILITIES])
     assert windows.shape == (3, 5, NUM_CLASSES)
     assert np.all(windows[:2, 1:] == 0)  # past a row's own windows
     # The check is sensitive: padding the 0.5 s clip to 11 s without `lengths` changes its answer.
-    gap = np.abs(np.array(result["padded_without_lengths"][0]) - np.array(result["alone"][0]["probabilities"][0]))
+    gap = np.abs(np.array(result["padded_without_lengths"][0])
+                 - np.array(result["alone"][0][OUTPUT_PROBABILITIES][0]))
     assert gap.max() > 100 * SAME_ANSWER
 
 
@@ -122,45 +140,46 @@ def test_window_count(seconds, expected):
 
 def test_windows_are_4s_every_2s_and_averaged(trained, exported):
     _, version_dir = exported
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
     clip = _scene(11, 4)
-    out = serve(waveform=tf.constant(clip[None]), lengths=tf.constant([len(clip)], tf.int32))
+    out = serve(**serving_inputs(tf.constant(clip[None]), tf.constant([len(clip)], tf.int32)))
     padded = np.pad(clip, (0, CLIP_SAMPLES + 4 * WINDOW_HOP_SAMPLES - len(clip)))
     expected = trained.predict(np.stack([padded[i * WINDOW_HOP_SAMPLES:i * WINDOW_HOP_SAMPLES + CLIP_SAMPLES]
                                          for i in range(5)]), verbose=0)
-    np.testing.assert_allclose(out["window_probabilities"].numpy()[0], expected, atol=1e-5)
-    np.testing.assert_allclose(out["probabilities"].numpy()[0], expected.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(out[OUTPUT_WINDOW_PROBABILITIES].numpy()[0], expected, atol=1e-5)
+    np.testing.assert_allclose(out[OUTPUT_PROBABILITIES].numpy()[0], expected.mean(axis=0), atol=1e-5)
     short = clip[:SAMPLE_RATE]  # 1 s: zero padded to one 4 s window, as in ingestion
-    out = serve(waveform=tf.constant(short[None]), lengths=tf.constant([len(short)], tf.int32))
-    np.testing.assert_allclose(out["probabilities"].numpy()[0],
+    out = serve(**serving_inputs(tf.constant(short[None]), tf.constant([len(short)], tf.int32)))
+    np.testing.assert_allclose(out[OUTPUT_PROBABILITIES].numpy()[0],
                                trained.predict(np.pad(short, (0, CLIP_SAMPLES - len(short)))[None], verbose=0)[0],
                                atol=1e-5)
 
 
 def test_log_mel_signature_gives_the_features_per_window(trained, exported):
     _, version_dir = exported
-    log_mel = tf.saved_model.load(str(version_dir)).signatures["log_mel"]
+    log_mel = tf.saved_model.load(str(version_dir)).signatures[LOG_MEL_SIGNATURE]
     clip = _scene(6, 5)
-    out = log_mel(waveform=tf.constant(clip[None]))
-    assert out["log_mel"].shape == (1, 2, N_FRAMES, N_MELS) and out["window_count"].numpy().tolist() == [2]
+    out = log_mel(**{INPUT_WAVEFORM: tf.constant(clip[None])})
+    assert out[OUTPUT_LOG_MEL].shape == (1, 2, FRONTEND.frames_per_window, FRONTEND.n_mels)
+    assert out[OUTPUT_WINDOW_COUNT].numpy().tolist() == [2]
     frontend = trained.get_layer("frontend")
-    np.testing.assert_allclose(out["log_mel"].numpy()[0, 0], frontend(clip[None, :CLIP_SAMPLES]).numpy()[0],
+    np.testing.assert_allclose(out[OUTPUT_LOG_MEL].numpy()[0, 0], frontend(clip[None, :CLIP_SAMPLES]).numpy()[0],
                                atol=1e-4)
 
 
 def test_bad_input_is_an_error_not_an_answer(exported):
     _, version_dir = exported
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(version_dir)).signatures[SERVING_SIGNATURE]
     waveform = np.zeros((2, SAMPLE_RATE), np.float32)
     for lengths, problem in (([SAMPLE_RATE], "one entry per waveform row"), ([0, SAMPLE_RATE + 1], "exceed"),
                              ([-1, 5], "negative")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
-            serve(waveform=tf.constant(waveform), lengths=tf.constant(lengths, tf.int32))
+            serve(**serving_inputs(tf.constant(waveform), tf.constant(lengths, tf.int32)))
     waveform[1, 7] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
-        serve(waveform=tf.constant(waveform), lengths=tf.constant([5, 5], tf.int32))
-    empty = serve(waveform=tf.zeros([0, 0]), lengths=tf.zeros([0], tf.int32))
-    assert empty["probabilities"].shape == (0, NUM_CLASSES)
+        serve(**serving_inputs(tf.constant(waveform), tf.constant([5, 5], tf.int32)))
+    empty = serve(**serving_inputs(tf.zeros([0, 0]), tf.zeros([0], tf.int32)))
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES)
 
 
 def test_metadata(exported):
@@ -179,7 +198,7 @@ def test_metadata(exported):
 def test_serving_graph_has_core_ops_only(exported):
     _, version_dir = exported
     saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    saved.ParseFromString((version_dir / SAVED_MODEL_FILE).read_bytes())
     graph = saved.meta_graphs[0].graph_def
     nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
     ops = {n.op for n in nodes}
@@ -197,7 +216,7 @@ def test_verify_export_and_refusals(trained, exported):
         export_model(trained, output, threshold=1.5, overwrite=True)
     with pytest.raises(ValueError, match="written by the export"):
         export_model(trained, output, metadata={"threshold": 0.1}, overwrite=True)
-    assert (version_dir / "saved_model.pb").exists()  # refusals left the export alone
+    assert (version_dir / SAVED_MODEL_FILE).exists()  # refusals left the export alone
 
 
 def _run_dir(tmp_path, model, selection=None):
@@ -207,7 +226,7 @@ def _run_dir(tmp_path, model, selection=None):
     selection = selection or {"selected": "tiny",
                               "models": {"tiny": {"best_val_accuracy": 0.5,
                                                   "checkpoint": "checkpoints/tiny/best.keras"}}}
-    (run / "selection.json").write_text(json.dumps(selection))
+    (run / SELECTION_FILE).write_text(json.dumps(selection))
     return run
 
 
@@ -219,9 +238,10 @@ def test_cli_exports_the_selected_model(trained, tmp_path):
     assert metadata["threshold"] == DEFAULT_THRESHOLD and metadata["model_name"] == "tiny"
     assert metadata["run"]["selected"] == "tiny" and metadata["run"]["selected_model"]["best_val_accuracy"] == 0.5
     clip = _scene(4, 6)
-    out = tf.saved_model.load(str(output / "model" / "1")).signatures["serving_default"](
-        waveform=tf.constant(clip[None]), lengths=tf.constant([len(clip)], tf.int32))
-    np.testing.assert_allclose(out["probabilities"].numpy()[0], trained.predict(clip[None], verbose=0)[0], atol=1e-5)
+    out = tf.saved_model.load(str(output / MODEL_SUBDIR / VERSION)).signatures[SERVING_SIGNATURE](
+        **serving_inputs(tf.constant(clip[None]), tf.constant([len(clip)], tf.int32)))
+    np.testing.assert_allclose(out[OUTPUT_PROBABILITIES].numpy()[0], trained.predict(clip[None], verbose=0)[0],
+                               atol=1e-5)
     with pytest.raises(SystemExit, match="us8k export: error: .*already holds a model"):
         us8k.main(["export", str(run), "--output", str(output)])
     assert us8k.main(["export", str(run), "--output", str(output), "--overwrite", "--threshold", "0.7"]) == 0
@@ -241,11 +261,11 @@ def test_cli_errors_are_one_line(trained, tmp_path):
     assert "no selection.json" in error(str(tmp_path / "empty"))
     run = _run_dir(tmp_path, trained, {"selected": "cnn", "models": {"tiny": {"checkpoint": "x.keras"}}})
     assert "no selected model" in error(str(run))
-    (run / "selection.json").write_text(json.dumps({"selected": "tiny", "models": {"tiny": {"checkpoint": "x.keras"}}}))
+    (run / SELECTION_FILE).write_text(json.dumps({"selected": "tiny", "models": {"tiny": {"checkpoint": "x.keras"}}}))
     assert "checkpoint of the selected model 'tiny' not found" in error(str(run))
-    (run / "selection.json").write_text("{not json")
+    (run / SELECTION_FILE).write_text("{not json")
     assert "not valid JSON" in error(str(run))
-    (run / "selection.json").write_text(json.dumps({"selected": "tiny", "models": {"tiny": {
-        "checkpoint": "selection.json"}}}))
+    (run / SELECTION_FILE).write_text(json.dumps({"selected": "tiny", "models": {"tiny": {
+        "checkpoint": SELECTION_FILE}}}))
     assert "cannot load" in error(str(run))
     assert not (tmp_path / "out").exists()

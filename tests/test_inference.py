@@ -13,9 +13,12 @@ import soundfile as sf
 
 from serving import inference
 from serving.inference import (MAX_BODY_BYTES, RequestError, RequestOptions, ServingConfig, load_config,
-                               pad_batch, parse_options, parse_request, predictions_from_outputs)
+                               parse_options, parse_request, predictions_from_outputs)
 from tfdata.audio import decode_audio, prepare_waveform
+from tfdata.batching import pad_batch
 from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED
+from tfdata.layout import (INPUT_LENGTHS, INPUT_WAVEFORM, METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES,
+                           SERVING_SIGNATURE, VERSION, serving_inputs)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -196,7 +199,7 @@ def test_predictions_threshold_windows_and_rounding():
 
 def test_load_config_from_metadata(tmp_path):
     assert load_config(None) == ServingConfig(CLASS_NAMES, DEFAULT_THRESHOLD, 2.0)
-    meta = tmp_path / "metadata.json"
+    meta = tmp_path / METADATA_FILE
     meta.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "threshold": 0.42, "window_hop_samples": 22050,
                                 "class_names": list(CLASS_NAMES)}))
     assert load_config(meta) == ServingConfig(CLASS_NAMES, 0.42, 1.0)
@@ -212,7 +215,7 @@ def test_load_config_from_metadata(tmp_path):
 @pytest.fixture
 def container(tiny_export, monkeypatch):
     """The handlers as in the container: metadata.json found through US8K_METADATA, fresh config."""
-    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / "metadata.json"))
+    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / METADATA_FILE))
     monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
     monkeypatch.setattr(inference, "_container_config", None)
     return tiny_export
@@ -222,7 +225,7 @@ def container(tiny_export, monkeypatch):
 def signature(tiny_export):
     import tensorflow as tf
 
-    return tf.saved_model.load(str(tiny_export / "model" / "1")).signatures["serving_default"]
+    return tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION)).signatures[SERVING_SIGNATURE]
 
 
 def tf_serving_predict(signature, request_json):
@@ -230,10 +233,10 @@ def tf_serving_predict(signature, request_json):
     import tensorflow as tf
 
     request = json.loads(request_json)
-    assert request["signature_name"] == "serving_default"
+    assert request["signature_name"] == SERVING_SIGNATURE
     inputs = request["inputs"]
-    outputs = signature(waveform=tf.constant(inputs["waveform"], tf.float32),
-                        lengths=tf.constant(inputs["lengths"], tf.int32))
+    outputs = signature(**serving_inputs(tf.constant(inputs[INPUT_WAVEFORM], tf.float32),
+                                         tf.constant(inputs[INPUT_LENGTHS], tf.int32)))
     as_json = {k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else v.numpy().tolist())
                for k, v in outputs.items()}
     return TFServingResponse(200, json.dumps({"outputs": as_json}).encode()), outputs
@@ -249,9 +252,9 @@ def test_handlers_as_the_container_calls_them(container, signature):
     assert content_type == "application/json"
     predictions = json.loads(answer)["predictions"]
     assert len(predictions) == 3
-    metadata = json.loads((container / "metadata.json").read_text())
+    metadata = json.loads((container / METADATA_FILE).read_text())
     for row, prediction in enumerate(predictions):
-        expected = direct["probabilities"].numpy()[row]
+        expected = direct[OUTPUT_PROBABILITIES].numpy()[row]
         got = np.array([prediction["probabilities"][c] for c in metadata["class_names"]])
         np.testing.assert_allclose(got, expected, atol=1e-6)
         top = int(np.argmax(expected))

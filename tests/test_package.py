@@ -19,10 +19,12 @@ import serving.inference
 import tfdata
 import us8k
 from serving.package import write_package
+from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, SAVED_MODEL_FILE, VERSION
 
 pytestmark = pytest.mark.timeout(180)
 
-LIB_FILES = {"code/lib/tfdata/__init__.py", "code/lib/tfdata/contract.py", "code/lib/tfdata/audio.py"}
+LIB_FILES = {"code/lib/tfdata/__init__.py", "code/lib/tfdata/contract.py", "code/lib/tfdata/audio.py",
+             "code/lib/tfdata/layout.py", "code/lib/tfdata/batching.py"}
 
 
 def members(archive_path):
@@ -33,10 +35,11 @@ def members(archive_path):
 def test_layout(tiny_package, tiny_export):
     infos = members(tiny_package)
     files = {m.name for m in infos if m.isfile()}
-    saved_model = {f"1/{p.relative_to(tiny_export / 'model' / '1').as_posix()}"
-                   for p in (tiny_export / "model" / "1").rglob("*") if p.is_file()}
-    assert saved_model <= files and "1/saved_model.pb" in files and "1/variables/variables.index" in files
-    assert files == saved_model | LIB_FILES | {"code/inference.py", "code/requirements.txt", "metadata.json"}
+    version_dir = tiny_export / MODEL_SUBDIR / VERSION
+    saved_model = {f"{VERSION}/{p.relative_to(version_dir).as_posix()}" for p in version_dir.rglob("*") if p.is_file()}
+    assert saved_model <= files and f"{VERSION}/{SAVED_MODEL_FILE}" in files
+    assert f"{VERSION}/variables/variables.index" in files
+    assert files == saved_model | LIB_FILES | {"code/inference.py", "code/requirements.txt", METADATA_FILE}
     assert "code/lib/tfdata/records.py" not in files  # imports TensorFlow
     for info in infos:
         assert info.isfile() or info.isdir()
@@ -51,8 +54,9 @@ def test_contents_match_sources_and_pins(tiny_package, tiny_export):
         assert read("code/inference.py") == Path(serving.inference.__file__).read_bytes()
         for name in LIB_FILES:
             assert read(name) == (Path(tfdata.__file__).parent / Path(name).name).read_bytes()
-        assert read("metadata.json") == (tiny_export / "metadata.json").read_bytes()
-        assert read("1/saved_model.pb") == (tiny_export / "model" / "1" / "saved_model.pb").read_bytes()
+        assert read(METADATA_FILE) == (tiny_export / METADATA_FILE).read_bytes()
+        saved_model = f"{VERSION}/{SAVED_MODEL_FILE}"
+        assert read(saved_model) == (tiny_export / MODEL_SUBDIR / saved_model).read_bytes()
         pins = read("code/requirements.txt").decode().split()
     assert pins == [f"{name}=={importlib.metadata.version(name)}" for name in ("soundfile", "soxr", "av", "numpy")]
 
@@ -79,13 +83,15 @@ def test_inference_imports_in_isolation_without_tensorflow(tiny_package, tmp_pat
         inference = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(inference)
         import tfdata
+        from tfdata import layout
         Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
         ctx = Context("threshold=0.05,windows=true", "audio/wav", "application/json")
         request = json.loads(inference.input_handler(open("clip.wav", "rb"), ctx))
         probs = [[0.01] * 9 + [0.91]]
         Response = collections.namedtuple("Response", "status_code content")
-        outputs = {{"probabilities": probs, "window_probabilities": [probs], "window_count": [1],
-                    "class_id": [9], "class_name": ["street_music"]}}
+        outputs = {{layout.OUTPUT_PROBABILITIES: probs, layout.OUTPUT_WINDOW_PROBABILITIES: [probs],
+                    layout.OUTPUT_WINDOW_COUNT: [1], layout.OUTPUT_CLASS_ID: [9],
+                    layout.OUTPUT_CLASS_NAME: ["street_music"]}}
         body, content_type = inference.output_handler(Response(200, json.dumps({{"outputs": outputs}})), ctx)
         print(json.dumps({{
             "tensorflow": "tensorflow" in sys.modules,
@@ -93,7 +99,7 @@ def test_inference_imports_in_isolation_without_tensorflow(tiny_package, tmp_pat
             "models": importlib.util.find_spec("models") is not None,
             "tfdata": tfdata.__file__,
             "threshold": inference.container_config().threshold,
-            "lengths": request["inputs"]["lengths"],
+            "lengths": request["inputs"][layout.INPUT_LENGTHS],
             "answer": json.loads(body), "content_type": content_type}}))
     """)
     result = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, capture_output=True,
@@ -103,7 +109,7 @@ def test_inference_imports_in_isolation_without_tensorflow(tiny_package, tmp_pat
     assert report["tensorflow"] is False
     assert report["serving"] is False and report["models"] is False  # the repo is not on the path
     assert report["tfdata"].startswith(str(root / "code" / "lib"))
-    assert report["threshold"] == json.loads((root / "metadata.json").read_text())["threshold"]  # beside code/
+    assert report["threshold"] == json.loads((root / METADATA_FILE).read_text())["threshold"]  # beside code/
     assert report["lengths"] == [int(round(30000 * 22050 / 16000))]
     (prediction,) = report["answer"]["predictions"]
     assert prediction["label"] == "street_music" and prediction["confidence"] == 0.91
@@ -123,17 +129,17 @@ def test_cli_errors_are_one_line(tiny_export, tmp_path):
         us8k.main(["package", str(tmp_path / "missing"), "--output", str(tmp_path / "m.tar.gz")])
     no_metadata = tmp_path / "no_metadata"
     shutil.copytree(tiny_export, no_metadata)
-    (no_metadata / "metadata.json").unlink()
+    (no_metadata / METADATA_FILE).unlink()
     with pytest.raises(SystemExit, match="no metadata.json in"):
         us8k.main(["package", str(no_metadata), "--output", str(tmp_path / "m.tar.gz")])
     no_model = tmp_path / "no_model"
     no_model.mkdir()
-    (no_model / "metadata.json").write_text("{}")
+    (no_model / METADATA_FILE).write_text("{}")
     with pytest.raises(SystemExit, match="no SavedModel in"):
         us8k.main(["package", str(no_model), "--output", str(tmp_path / "m.tar.gz")])
     linked = tmp_path / "linked"
     shutil.copytree(tiny_export, linked)
-    (linked / "model" / "1" / "assets" / "escape").symlink_to("/etc/passwd")
+    (linked / MODEL_SUBDIR / VERSION / "assets" / "escape").symlink_to("/etc/passwd")
     with pytest.raises(SystemExit, match="symbolic link"):
         us8k.main(["package", str(linked), "--output", str(tmp_path / "m.tar.gz")])
     assert not (tmp_path / "m.tar.gz").exists()

@@ -21,15 +21,17 @@ from serving import inference
 from serving.server import start_server
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
+from tfdata.layout import (INPUT_LENGTHS, INPUT_WAVEFORM, METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES,
+                           OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, VERSION, serving_inputs)
 
 pytestmark = pytest.mark.timeout(300)
 
-BATCH_TIMEOUT_MS = 20.0  # long enough that requests sent together share a model call
+TEST_BATCH_TIMEOUT_MS = 20.0  # long enough that requests sent together share a model call
 
 
 @pytest.fixture(scope="module")
 def server(tiny_export):
-    handle = start_server(tiny_export, port=0, max_batch=32, batch_timeout_ms=BATCH_TIMEOUT_MS)
+    handle = start_server(tiny_export, port=0, max_batch=32, batch_timeout_ms=TEST_BATCH_TIMEOUT_MS)
     yield handle
     handle.stop()
 
@@ -44,15 +46,15 @@ def http(server):
 def signature(tiny_export):
     import tensorflow as tf
 
-    return tf.saved_model.load(str(tiny_export / "model" / "1")).signatures["serving_default"]
+    return tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION)).signatures[SERVING_SIGNATURE]
 
 
 def model_alone(signature, waveform):
     """Probabilities of one clip, one clip per call, straight from the SavedModel."""
     import tensorflow as tf
 
-    out = signature(waveform=tf.constant(waveform[None], tf.float32), lengths=tf.constant([waveform.size], tf.int32))
-    return out["probabilities"].numpy()[0], int(out["window_count"].numpy()[0])
+    out = signature(**serving_inputs(tf.constant(waveform[None], tf.float32), tf.constant([waveform.size], tf.int32)))
+    return out[OUTPUT_PROBABILITIES].numpy()[0], int(out[OUTPUT_WINDOW_COUNT].numpy()[0])
 
 
 def clip(seconds, rate=SAMPLE_RATE, freq=440.0, seed=0):
@@ -155,7 +157,7 @@ def test_threshold_per_request_makes_undetermined(http, how):
 
 
 def test_endpoint_threshold_from_metadata_and_override(tiny_export, server):
-    metadata = json.loads((tiny_export / "metadata.json").read_text())
+    metadata = json.loads((tiny_export / METADATA_FILE).read_text())
     assert server.config.threshold == metadata["threshold"]
     with start_server(tiny_export, port=0, threshold=0.99) as strict, \
             httpx.Client(base_url=strict.url, timeout=60) as client:
@@ -256,13 +258,13 @@ def test_endpoint_savedmodel_and_container_handlers_agree(http, signature, tiny_
     request = json.dumps({"instances": [r.tolist() for r in rows]}).encode()
     endpoint = http.post("/invocations", content=request, headers={"Content-Type": "application/json"}).json()
     # the container: input_handler → TF Serving's REST predict (the signature) → output_handler
-    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / "metadata.json"))
+    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / METADATA_FILE))
     monkeypatch.setattr(inference, "_container_config", None)
     Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
     ctx = Context(None, "application/json", "application/json")
     tfs_request = json.loads(inference.input_handler(io.BytesIO(request), ctx))["inputs"]
-    out = signature(waveform=tf.constant(tfs_request["waveform"], tf.float32),
-                    lengths=tf.constant(tfs_request["lengths"], tf.int32))
+    out = signature(**serving_inputs(tf.constant(tfs_request[INPUT_WAVEFORM], tf.float32),
+                                     tf.constant(tfs_request[INPUT_LENGTHS], tf.int32)))
     tfs_answer = {k: v.numpy().tolist() for k, v in out.items() if v.dtype != tf.string}
     Response = collections.namedtuple("Response", "status_code content")
     container = json.loads(inference.output_handler(Response(200, json.dumps({"outputs": tfs_answer}).encode()), ctx)[0])

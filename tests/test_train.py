@@ -15,6 +15,7 @@ import tensorflow as tf
 
 import us8k
 from models import train
+from models.config import TrainConfig
 from tfdata import contract as c
 
 SPLIT = ["--val-fold", "2", "--test-fold", "3"]
@@ -81,7 +82,7 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
 
     # the statistics from the training fold live in every model's frontend
     stats = read_json(run_dir / "normalization.json")
-    assert stats["train_folds"] == [1] and len(stats["mean"]) == c.N_MELS
+    assert stats["train_folds"] == [1] and len(stats["mean"]) == c.FRONTEND.n_mels
     best = keras.models.load_model(run_dir / "checkpoints" / "cnn" / "best.keras")
     frontend = best.get_layer("frontend")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(frontend.mean), stats["mean"], rtol=1e-6)
@@ -110,25 +111,25 @@ def test_killed_run_resumes_from_its_last_epoch(tone_records, tmp_path, capsys):
     try:
         deadline = time.monotonic() + 200
         while time.monotonic() < deadline and proc.poll() is None:
-            if state_file.is_file() and read_json(state_file)["epochs_done"] >= 2:
+            if state_file.is_file() and read_json(state_file)["epochs_run"] >= 2:
                 break
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)  # a crash, not a clean stop
         proc.wait(timeout=30)
-    done = read_json(state_file)["epochs_done"]
+    done = read_json(state_file)["epochs_run"]
     assert 2 <= done < 200
     before = history_rows(run_dir, "tiny")[:done]
 
-    selection = train.train_models(records_dir, run_dir, ["tiny"], epochs=done + 2, batch_size=4, val_fold=2,
-                                   test_fold=3, patience=1000, evaluate=False, verbose=0)
+    config = TrainConfig(models=("tiny",), epochs=done + 2, batch_size=4, val_fold=2, test_fold=3, patience=1000)
+    selection = train.train_models(records_dir, run_dir, config, evaluate=False, verbose=0)
     out = capsys.readouterr().out
     assert f"resuming after epoch {done} of {done + 2}" in out and "Normalisation statistics" not in out
     rows = history_rows(run_dir, "tiny")
     assert [int(r["epoch"]) for r in rows] == list(range(done + 2))  # no epoch twice, none missing
     assert rows[:done] == before
     state = read_json(state_file)
-    assert state["epochs_done"] == done + 2 and selection["models"]["tiny"]["epochs_run"] == done + 2
+    assert state["epochs_run"] == done + 2 and selection["models"]["tiny"]["epochs_run"] == done + 2
     best_row = max(rows, key=lambda r: float(r["val_accuracy"]))
     assert state["best_val_accuracy"] == pytest.approx(float(best_row["val_accuracy"]))
 
@@ -175,8 +176,8 @@ def test_normalization_stats_come_from_training_folds_only(tone_records, tmp_pat
     for name, audio_seed in variants.items():
         records_dir = tone_records(per_fold, audio_seed=audio_seed)
         run_dir = tmp_path / name
-        train.train_models(records_dir, run_dir, ["tiny"], epochs=1, batch_size=6, val_fold=2, test_fold=3,
-                           evaluate=False, verbose=0)
+        train.train_models(records_dir, run_dir, TrainConfig(models=("tiny",), epochs=1, batch_size=6, val_fold=2,
+                                                             test_fold=3), evaluate=False, verbose=0)
         saved = read_json(run_dir / "normalization.json")
         stats[name] = (saved["mean"], saved["variance"])
         model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
@@ -191,8 +192,9 @@ def test_normalization_stats_come_from_training_folds_only(tone_records, tmp_pat
 @pytest.mark.timeout(300)
 def test_tiny_model_learns_tones_above_chance(tone_records, tmp_path):
     records_dir = tone_records({1: 60, 2: 30, 3: 30})
-    selection = train.train_models(records_dir, tmp_path / "run", ["tiny"], epochs=15, batch_size=8,
-                                   val_fold=2, test_fold=3, learning_rate=5e-3, patience=15, verbose=0)
+    config = TrainConfig(models=("tiny",), epochs=15, batch_size=8, val_fold=2, test_fold=3, learning_rate=5e-3,
+                         patience=15)
+    selection = train.train_models(records_dir, tmp_path / "run", config, verbose=0)
     accuracy = selection["report"]["models"]["tiny"]["accuracy"]
     print(f"tiny on tones: val {selection['models']['tiny']['best_val_accuracy']:.3f}, test {accuracy:.3f}",
           file=sys.stderr)
@@ -232,3 +234,23 @@ def test_run_dir_of_other_records_is_refused(tone_records, tmp_path):
     with pytest.raises(SystemExit, match="trained on other records or folds"):  # same data, swapped split
         us8k.main(["train", "--records", str(second), "--output", str(run_dir), "--val-fold", "3", "--test-fold",
                    "2", "--models", "tiny", "--epochs", "1", "--skip-evaluate"])
+
+
+@pytest.mark.timeout(300)
+def test_redirected_log_has_one_plain_line_per_epoch(tone_records, tmp_path):
+    records_dir = tone_records({1: 8, 2: 4, 3: 4})
+    log_path = tmp_path / "train.log"
+    env = {**os.environ, "TERM": "xterm-256color"}  # a colour terminal type: only the redirection may decide
+    with open(log_path, "wb") as log:  # a file, not a terminal: --verbose auto gives Keras's verbose=2
+        done = subprocess.run([sys.executable, "-m", "us8k", "train", "--records", str(records_dir), "--output",
+                               str(tmp_path / "run"), *SPLIT, "--models", "tiny", "--epochs", "3",
+                               "--batch-size", "4"], stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, env=env, timeout=280)
+    text = log_path.read_bytes().decode()
+    assert done.returncode == 0, text[-3000:]
+    assert "\x1b[" not in text, "ANSI escape sequence in a redirected log"
+    assert "\r" not in text and "\x08" not in text, "progress-bar redraw in a redirected log"
+    epoch_lines = [line for line in text.splitlines() if " - val_accuracy: " in line]
+    assert len(epoch_lines) == 3, text[-3000:]  # one line per epoch
+    assert all(line.split(" - ")[0].strip() == "2/2" for line in epoch_lines)  # 8 clips, batch 4
+    assert "Test accuracy" in text

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam.transforms import (ERRORS_TAG, RECORDS_TAG, DecodeClips, RowError, header_columns, parse_row,
-                             row_fold)
+                             read_row, row_fold)
 from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,15 +61,15 @@ def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
     t = np.arange(48000 * 2) / 48000
     sf.write(fold_dir / "1-4-0-0.wav", 0.2 * np.sin(2 * np.pi * 300 * t), 48000, subtype="PCM_24")
     (fold_dir / "2-4-0-0.wav").write_bytes(b"")
-    rows = [
+    rows = [read_row(line, text, COLUMNS) for line, text in [
         (2, "1-4-0-0.wav,1,0,2,1,2,4,drilling"),
         (3, "2-4-0-0.wav,2,0,4,1,2,4,drilling"),
         (4, "3-4-0-0.wav,3,0,4,1,2,4,drilling"),  # not on disk
         (5, "4-4-0-0.wav,4,0,4,1,2,44,drilling"),
-    ]
+    ]]
     options = PipelineOptions(["--runner=FnApiRunner"])
     with beam.Pipeline(options=options) as p:
-        out = p | beam.Create(rows) | DecodeClips(str(tmp_path), COLUMNS)
+        out = p | beam.Create(rows) | DecodeClips(str(tmp_path))
         folds = out[RECORDS_TAG] | "Fold" >> beam.Map(lambda kv: (kv[0], type(kv[1]).__name__, len(kv[1]) > 2 * c.CLIP_SAMPLES))
         assert_that(folds, equal_to([(2, "bytes", True)]), label="Records")
         reasons = out[ERRORS_TAG] | "Reason" >> beam.Map(lambda e: (e["line"], e["file"], e["fold"], e["reason"][:20]))

@@ -1,9 +1,20 @@
 """Audio decoding shared by ingestion and serving: file or bytes → mono float32 at 22050 Hz.
 
-libsndfile (soundfile) first; PyAV (FFmpeg) for what libsndfile cannot read (MP3 variants,
-M4A/AAC, Opus, WavPack…). Any channel count is downmixed, any rate resampled with soxr, the
+libsndfile (soundfile) first; PyAV (FFmpeg), when it is installed, for what libsndfile cannot
+read (M4A/AAC, WavPack, MP3 variants…). PyAV is optional: the SageMaker package leaves it (and its
+≈ 70 MB of FFmpeg) out, and there input libsndfile cannot read raises `UnsupportedAudioError`
+(the handler's 415) naming the formats it reads. Any channel count is downmixed, any rate resampled with soxr, the
 full length is kept. `fit_to_length` (zero-pad / crop to one 4 s clip) is for ingestion only.
 Every way a clip can be unusable raises `AudioDecodeError` with the reason. No TensorFlow here.
+
+Bounded work: both decoders read in blocks (≤ BLOCK_SAMPLES source samples), downmix each block
+and feed soxr's streaming resampler, which gives bit for bit what one `soxr.resample` call on the
+whole signal gives. So memory follows the output, not the source's rate or channel count; a
+source rate outside MIN_SOURCE_RATE..MAX_SOURCE_RATE is refused before any decoding;
+`decode_audio(..., max_seconds=S)` refuses (`AudioTooLongError`) a container that declares more
+than S seconds before decoding anything, and stops decoding once S seconds are passed when the
+declared length is missing or wrong; `decode_head` (ingestion) decodes only the first seconds it
+keeps plus HEAD_MARGIN_SECONDS for the resampler, and equals the full decode's first samples exactly.
 """
 from __future__ import annotations
 
@@ -20,31 +31,123 @@ from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
 RESAMPLE_QUALITY = "HQ"  # soxr quality, the same for ingestion and serving (no train/serve skew)
 
 
+# What libsndfile 1.2 (bundled in soundfile 0.14's wheels) reads, for messages when PyAV is missing.
+LIBSNDFILE_FORMATS = "WAV, FLAC, OGG (Vorbis, Opus) and MP3"
+
+
 class AudioDecodeError(ValueError):
     """The input cannot be turned into a waveform; the message says why."""
 
 
+class AudioTooLongError(AudioDecodeError):
+    """The input holds (or declares) more than the `max_seconds` asked for."""
+
+    def __init__(self, seconds: float | None, max_seconds: float):
+        held = f"{seconds:.1f} s of audio" if seconds is not None else f"more than {max_seconds:g} s of audio"
+        super().__init__(f"{held}; the limit is {max_seconds:g} s")
+        self.seconds, self.max_seconds = seconds, max_seconds
+
+
+class UnsupportedAudioError(AudioDecodeError):
+    """libsndfile cannot read the input and PyAV (FFmpeg) is not installed to try: a format this
+    environment does not decode, or not audio at all (without FFmpeg the two look alike)."""
+
+
 Source = str | os.PathLike | bytes | bytearray | memoryview
 
+MIN_SOURCE_RATE = 1_000  # Hz: a declared rate outside this range is refused before decoding
+MAX_SOURCE_RATE = 384_000
+BLOCK_SAMPLES = 1 << 20  # source samples (frames × channels) decoded, downmixed and resampled at a time
+HEAD_MARGIN_SECONDS = 0.5  # decoded past a head so the resampler's filter sees what the full decode sees
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile's SF_COUNT_MAX and the like: no declared length
 
-def decode_audio(source: Source, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode a file path or encoded bytes to mono float32 at `sample_rate`, full length."""
+
+def decode_audio(source: Source, sample_rate: int = SAMPLE_RATE, *, max_seconds: float | None = None) -> np.ndarray:
+    """Decode a file path or encoded bytes to mono float32 at `sample_rate`, full length.
+
+    With `max_seconds`, more audio than that raises `AudioTooLongError`: before decoding when the
+    container declares its length, else as soon as decoding passes the limit."""
+    return _decode(source, sample_rate, max_seconds=max_seconds, head_seconds=None)
+
+
+def decode_head(source: Source, seconds: float = CLIP_SAMPLES / SAMPLE_RATE,
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The first `seconds` of the input (all of it when shorter), mono float32 at `sample_rate`:
+    exactly `decode_audio(source)[:round(seconds * sample_rate)]`, decoding only that much of the
+    source plus HEAD_MARGIN_SECONDS (the resampler's filter reaches a few ms ahead)."""
+    waveform = _decode(source, sample_rate, max_seconds=None, head_seconds=seconds)
+    return waveform[:int(round(seconds * sample_rate))]
+
+
+def check_source_rate(rate) -> int:
+    """A source sample rate as an int, or AudioDecodeError when outside MIN_SOURCE_RATE..MAX_SOURCE_RATE."""
+    if not rate or rate != rate or not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise AudioDecodeError(f"sample rate {rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE} Hz")
+    return int(rate)
+
+
+def _decode(source: Source, sample_rate: int, *, max_seconds: float | None, head_seconds: float | None) -> np.ndarray:
     data = _read_bytes(source)
     if not data:
         raise AudioDecodeError("empty input (0 bytes)")
     _check_riff_complete(data)
+    limits = dict(sample_rate=sample_rate, max_seconds=max_seconds, head_seconds=head_seconds)
     try:
-        frames, rate = _decode_soundfile(data)
+        return _decode_soundfile(data, **limits)
     except (sf.LibsndfileError, RuntimeError, TypeError) as sf_error:
+        av = _import_pyav()
+        if av is None:
+            raise UnsupportedAudioError(
+                f"libsndfile cannot read this input ({_one_line(sf_error)}) and FFmpeg (PyAV) is not "
+                f"installed here: send {LIBSNDFILE_FORMATS}") from None
         try:
-            frames, rate = _decode_pyav(data)
+            return _decode_pyav(data, av, **limits)
         except AudioDecodeError:
             raise
         except Exception as av_error:  # PyAV raises many FFmpeg error types
             raise AudioDecodeError(
                 f"not decodable audio (libsndfile: {_one_line(sf_error)}; FFmpeg: {_one_line(av_error)})"
             ) from None
-    return prepare_waveform(frames, rate, sample_rate)
+
+
+def _stream(blocks, rate: int, channels: int, declared_frames: int | None, *, sample_rate: int,
+            max_seconds: float | None, head_seconds: float | None) -> np.ndarray:
+    """Source blocks (frames, channels) float32 → mono at `sample_rate`: each block checked,
+    downmixed and fed to soxr's streaming resampler (bit-exact with one soxr.resample call)."""
+    rate = check_source_rate(rate)
+    if channels < 1:
+        raise AudioDecodeError(f"invalid channel count {channels}")
+    max_frames = None if max_seconds is None else int(max_seconds * rate)
+    if max_frames is not None and declared_frames is not None and declared_frames > max_frames:
+        raise AudioTooLongError(declared_frames / rate, max_seconds)
+    head_frames = None if head_seconds is None else int(head_seconds * rate) + int(HEAD_MARGIN_SECONDS * rate) + 1
+    resampler = None if rate == sample_rate else soxr.ResampleStream(
+        rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    pieces, consumed = [], 0
+    for block in blocks:
+        if block.shape[0] == 0:
+            continue
+        consumed += block.shape[0]
+        if max_frames is not None and consumed > max_frames:
+            raise AudioTooLongError(None, max_seconds)
+        if not np.isfinite(block).all():
+            raise AudioDecodeError("audio contains NaN or Inf samples")
+        mono = np.ascontiguousarray(to_mono(block), dtype=np.float32)
+        pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
+        if head_frames is not None and consumed >= head_frames:
+            break
+    if consumed == 0:
+        raise AudioDecodeError("no audio samples (zero-length clip)")
+    if resampler is not None:
+        pieces.append(resampler.resample_chunk(np.zeros((0,), np.float32), last=True))
+    out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    if out.size == 0:
+        raise AudioDecodeError(f"clip too short to resample from {rate} Hz ({consumed} samples)")
+    return out.astype(np.float32, copy=False)
+
+
+def _block_frames(channels: int) -> int:
+    return max(1024, BLOCK_SAMPLES // max(1, channels))
 
 
 def prepare_waveform(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -54,8 +157,7 @@ def prepare_waveform(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_R
         raise AudioDecodeError(f"expected samples shaped (frames,) or (frames, channels), got {samples.shape}")
     if samples.shape[0] == 0 or samples.size == 0:
         raise AudioDecodeError("no audio samples (zero-length clip)")
-    if not rate or rate <= 0:
-        raise AudioDecodeError(f"invalid sample rate {rate}")
+    rate = check_source_rate(rate)
     if not np.isfinite(samples).all():
         raise AudioDecodeError("audio contains NaN or Inf samples")
     mono = to_mono(samples.astype(np.float32, copy=False))
@@ -101,31 +203,59 @@ def _read_bytes(source: Source) -> bytes:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
 
 
-def _decode_soundfile(data: bytes) -> tuple[np.ndarray, int]:
-    frames, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    return frames, rate
+def _decode_soundfile(data: bytes, **limits) -> np.ndarray:
+    with sf.SoundFile(io.BytesIO(data)) as handle:
+        rate, channels = handle.samplerate, handle.channels
+        declared = handle.frames if 0 <= handle.frames < _UNKNOWN_FRAMES else None
+        check_source_rate(rate)  # before reading a sample
+        blocks = handle.blocks(blocksize=_block_frames(channels), dtype="float32", always_2d=True)
+        return _stream(blocks, rate, channels, declared, **limits)
 
 
-def _decode_pyav(data: bytes) -> tuple[np.ndarray, int]:
-    import av  # FFmpeg; imported only for what libsndfile cannot read
+def _import_pyav():
+    """The PyAV module, or None where it is not installed (the SageMaker container). Imported only
+    for what libsndfile cannot read."""
+    try:
+        import av
+    except ImportError:
+        return None
+    return av
 
+
+def _decode_pyav(data: bytes, av, **limits) -> np.ndarray:
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.audio:
             raise AudioDecodeError("no audio stream in the input")
         stream = container.streams.audio[0]
         rate = stream.codec_context.sample_rate or stream.rate
+        check_source_rate(rate)
+        channels = stream.codec_context.channels or 1
+        declared = _pyav_declared_frames(container, stream, rate)
         # Planar float32 at the source rate and layout; soxr does the resampling.
         to_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout, rate=rate)
-        chunks = []
-        for frame in container.decode(stream):
-            for out in to_float.resample(frame):
-                chunks.append(out.to_ndarray())
-        for out in to_float.resample(None):  # flush
-            chunks.append(out.to_ndarray())
-    if not chunks:
-        raise AudioDecodeError("no audio samples (FFmpeg decoded zero frames)")
-    planar = np.concatenate(chunks, axis=1)  # (channels, frames)
-    return planar.T, rate
+
+        def blocks():
+            for frame in container.decode(stream):
+                for out in to_float.resample(frame):
+                    yield out.to_ndarray().T  # (frames, channels)
+            for out in to_float.resample(None):  # flush
+                yield out.to_ndarray().T
+
+        try:
+            return _stream(blocks(), rate, channels, declared, **limits)
+        except AudioDecodeError as exc:
+            if str(exc).startswith("no audio samples"):
+                raise AudioDecodeError("no audio samples (FFmpeg decoded zero frames)") from None
+            raise
+
+
+def _pyav_declared_frames(container, stream, rate: int) -> int | None:
+    """The stream's length in frames when the container states it (frames, or duration), else None."""
+    if stream.duration and stream.time_base:
+        return int(stream.duration * stream.time_base * rate)
+    if container.duration:  # microseconds
+        return int(container.duration * rate / 1_000_000)
+    return None
 
 
 def _check_riff_complete(data: bytes) -> None:

@@ -1,19 +1,69 @@
-"""The data contract shared by every stage: audio format, classes, Example feature keys.
+"""The data contract shared by every stage: audio format, frontend parameters, classes, Example keys.
 
-Nothing else declares these values. Imports no TensorFlow (Beam workers and the SageMaker
-handler use it); Example I/O that needs TensorFlow lives in `tfdata.records`.
+Nothing else declares these values. Imports no TensorFlow or numpy (Beam workers and the
+SageMaker handler use it); Example I/O that needs TensorFlow lives in `tfdata.records`, the
+frontend's layers in `models.frontend`.
 """
+from __future__ import annotations
+
+import dataclasses
 
 SAMPLE_RATE = 22050  # Hz, every waveform after decoding
 CLIP_SECONDS = 4
 CLIP_SAMPLES = SAMPLE_RATE * CLIP_SECONDS  # 88200: one model window
 WINDOW_HOP_SAMPLES = SAMPLE_RATE * 2  # long audio: 4 s windows every 2 s, probabilities averaged
 
-# Log-mel frontend (the seed's librosa defaults): 173 frames for one 4 s window.
-N_FFT = 2048
-HOP_LENGTH = 512
-N_MELS = 128
-N_FRAMES = 1 + CLIP_SAMPLES // HOP_LENGTH  # 173 (centred STFT)
+
+@dataclasses.dataclass(frozen=True)
+class FrontendParams:
+    """The log-mel frontend: librosa's `melspectrogram` defaults (the seed's) and a fixed dB reference.
+
+    Stored parameters are the layer's arguments (`models.frontend.LogMelSpectrogram(**asdict(p))`);
+    shapes that follow from them are properties, so no frame count is declared by hand.
+    """
+
+    sample_rate: int = SAMPLE_RATE  # Hz
+    n_fft: int = 2048  # STFT frame and FFT length (samples); periodic Hann window
+    hop_length: int = 512  # samples between frames; frames are centred (n_fft // 2 zeros each side)
+    n_mels: int = 128  # Slaney-scale, area-normalised mel bands
+    fmin: float = 0.0  # Hz, lowest mel band edge
+    fmax: float | None = None  # Hz, highest mel band edge; None: sample_rate / 2
+    ref_power: float = 1.0  # 0 dB = a mel band of power 1 (fixed, not each clip's max)
+    amin: float = 1e-10  # power floor before the log (-100 dB): digital silence lands here
+    top_db: float | None = 80.0  # floor each example at its own peak - top_db; None: no floor
+
+    def __post_init__(self):
+        for name in ("sample_rate", "n_fft", "hop_length", "n_mels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.fmin < self.fmax_hz:
+            raise ValueError(f"fmin {self.fmin} must be below fmax {self.fmax_hz}")
+        if self.amin <= 0:
+            raise ValueError(f"amin must be positive, got {self.amin}")
+        if self.top_db is not None and self.top_db < 0:
+            raise ValueError(f"top_db must be non-negative, got {self.top_db}")
+
+    @property
+    def fmax_hz(self) -> float:
+        """The highest mel band edge in Hz (`fmax`, or the Nyquist frequency when it is None)."""
+        return self.sample_rate / 2 if self.fmax is None else float(self.fmax)
+
+    @property
+    def num_bins(self) -> int:
+        """Frequency bins of one STFT frame: n_fft // 2 + 1."""
+        return self.n_fft // 2 + 1
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames of the centred STFT of `num_samples` samples: 1 + num_samples // hop_length."""
+        return 1 + int(num_samples) // self.hop_length
+
+    @property
+    def frames_per_window(self) -> int:
+        """Frames of one model window (CLIP_SAMPLES samples): 173 with the defaults."""
+        return self.num_frames(CLIP_SAMPLES)
+
+
+FRONTEND = FrontendParams()  # what every model, benchmark and test uses
 
 # UrbanSound8K's classes in classID order.
 CLASS_NAMES = (

@@ -3,10 +3,13 @@
     files (shuffled in training) → parallel interleave of TFRecordDatasets → [cache] →
     shuffle serialised records (seeded) → [repeat] → batch → parse the batch → [augment] → prefetch
 
-Augmentation runs inside tf.data on whole batches with stateless random ops (FACTS.md: Keras
-random layers are slow in graph mode); each batch draws its seed from `Dataset.random`, so a
-seed gives the same augmented batches every time, and a new epoch gets new draws. Evaluation
-batches are never augmented.
+Augmentation runs inside tf.data on whole batches with stateless random ops (Keras's random
+augmentation layers were reported very slow in graph mode, a while_loop over RNG state); each
+batch draws its seed from `Dataset.random`, so a seed gives the same augmented batches every
+time, and a new epoch gets new draws. Per clip: speed perturbation (off by default), circular roll,
+placement of short clips, gain; across the batch: background from another training clip at a
+random SNR, and mixup or between-class mixing (soft labels; `one_hot=True`). Evaluation batches are
+never augmented; SpecAugment acts on the features inside the model (`models.augment`).
 """
 from __future__ import annotations
 
@@ -24,18 +27,46 @@ READ_PARALLELISM = 16  # shards read at once (interleave cycle length, at most t
 LABEL_COUNT_BATCH = 1024
 
 
+MIX_MODES = ("none", "mixup", "between_class")
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-    """Waveform augmentation for training. Each clip draws its own values."""
+    """Waveform augmentation for training. Each clip draws its own values.
+
+    `us8k train` builds these from its run configuration (`models.config.TrainConfig`'s
+    `augment_*` fields, whose defaults equal these), so config.json records them. The first four
+    act on each clip alone; `background` and `mix` combine a clip with another clip of the same
+    training batch (a random permutation of the batch), so they need no second input pipeline."""
 
     roll: bool = True  # circular shift of the clip within its valid (unpadded) samples
     place: bool = True  # a clip shorter than 4 s starts at a random offset in the window
     min_gain_db: float = -6.0  # random gain, uniform in dB
     max_gain_db: float = 6.0
+    speed: float = 0.0  # resample each clip by a factor uniform in [1 - speed, 1 + speed] (0: off)
+    background: bool = False  # add another clip of the batch, as background, to some clips
+    background_prob: float = 0.5
+    background_min_snr_db: float = 5.0  # the clip's power over the background's, uniform in dB
+    background_max_snr_db: float = 20.0
+    mix: str = "none"  # "mixup": x = λ·x1 + (1-λ)·x2, y likewise, λ ~ Beta(α, α);
+    # "between_class": Tokozume et al.'s BC+ mixing with a uniform ratio and level compensation
+    mix_alpha: float = 0.2
 
     def __post_init__(self):
         if self.min_gain_db > self.max_gain_db:
             raise ValueError(f"min_gain_db {self.min_gain_db} > max_gain_db {self.max_gain_db}")
+        if self.background_min_snr_db > self.background_max_snr_db:
+            raise ValueError(f"background_min_snr_db {self.background_min_snr_db} > "
+                             f"background_max_snr_db {self.background_max_snr_db}")
+        if self.mix not in MIX_MODES:
+            raise ValueError(f"unknown mix {self.mix!r}; choose from {', '.join(MIX_MODES)}")
+        if not 0.0 <= self.speed <= 0.5:
+            raise ValueError(f"speed must be within [0, 0.5], got {self.speed}")
+
+    @property
+    def soft_labels(self) -> bool:
+        """True when the labels of a batch are mixed (no longer one-hot)."""
+        return self.mix != "none"
 
 
 DEFAULT_AUGMENT = AugmentParams()
@@ -43,22 +74,52 @@ DEFAULT_AUGMENT = AugmentParams()
 
 def augment_batch(waveform: tf.Tensor, num_samples: tf.Tensor, seed: tf.Tensor,
                   params: AugmentParams = DEFAULT_AUGMENT) -> tf.Tensor:
-    """Stateless augmentation of a batch: the same (inputs, seed) give the same output.
+    """Stateless per-clip augmentation of a batch (speed, roll, placement, gain): the same
+    (inputs, seed) give the same output. The batch-mixing ones are `augment_training_batch`'s.
 
     waveform float32 [B, T] (zero padded after num_samples[i] valid samples), num_samples int32 [B],
     seed int [2]. Returns float32 [B, T] in [-1, 1]."""
+    moved, _ = _per_clip(waveform, num_samples, seed, params)
+    return moved
+
+
+def _random_below(upper, s):  # int32 [B], uniform in [0, upper)
+    u = tf.random.stateless_uniform(tf.shape(upper), seed=s)  # [B] in [0, 1)
+    return tf.minimum(tf.cast(u * tf.cast(upper, tf.float32), tf.int32), upper - 1)
+
+
+def speed_perturb(waveform, n, factor):
+    """Resample each row by `factor` [B] (linear interpolation: > 1 faster and higher, < 1 slower and
+    lower): out[t] = x[t · factor] over the row's n [B] valid samples. Returns ([B, T], new n [B])."""
+    length = tf.shape(waveform)[1]
+    t = tf.cast(tf.range(length), tf.float32)[tf.newaxis]  # [1, T]
+    position = t * factor[:, tf.newaxis]  # [B, T] read positions
+    last = tf.cast(n - 1, tf.float32)[:, tf.newaxis]  # [B, 1]
+    inside = position <= last
+    position = tf.minimum(position, tf.maximum(last, 0.0))
+    i0 = tf.cast(tf.floor(position), tf.int32)
+    i1 = tf.minimum(i0 + 1, tf.maximum(n - 1, 0)[:, tf.newaxis])
+    frac = position - tf.cast(i0, tf.float32)
+    x0 = tf.gather(waveform, i0, batch_dims=1)
+    x1 = tf.gather(waveform, i1, batch_dims=1)
+    out = tf.where(inside, x0 + frac * (x1 - x0), 0.0)  # [B, T]
+    new_n = tf.clip_by_value(tf.cast(tf.math.ceil(tf.cast(n, tf.float32) / factor), tf.int32), 1, length)
+    return out, new_n
+
+
+def _per_clip(waveform, num_samples, seed, params):
     batch = tf.shape(waveform)[0]
     length = tf.shape(waveform)[1]
-    roll_seed, place_seed, gain_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3))  # 3 × [2]
+    roll_seed, place_seed, gain_seed, speed_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 4))  # 4 × [2]
     n = tf.clip_by_value(tf.cast(num_samples, tf.int32), 1, length)  # [B] valid samples
+    if params.speed > 0:
+        factor = tf.random.stateless_uniform([batch], seed=speed_seed, minval=1.0 - params.speed,
+                                             maxval=1.0 + params.speed)
+        waveform, n = speed_perturb(waveform, n, factor)
 
-    def random_below(upper, s):  # int32 [B], uniform in [0, upper)
-        u = tf.random.stateless_uniform([batch], seed=s)  # [B] in [0, 1)
-        return tf.minimum(tf.cast(u * tf.cast(upper, tf.float32), tf.int32), upper - 1)
-
-    shift = random_below(n, roll_seed) if params.roll else tf.zeros_like(n)  # [B]
-    offset = random_below(length - n + 1, place_seed) if params.place else tf.zeros_like(n)  # [B]
+    shift = _random_below(n, roll_seed) if params.roll else tf.zeros_like(n)  # [B]
+    offset = _random_below(length - n + 1, place_seed) if params.place else tf.zeros_like(n)  # [B]
 
     def move(args):  # one row: roll the valid samples, then place them in the window
         x, valid, shift_by, start = args  # [T], scalars
@@ -73,7 +134,58 @@ def augment_batch(waveform: tf.Tensor, num_samples: tf.Tensor, seed: tf.Tensor,
     gain_db = tf.random.stateless_uniform(
         [batch], seed=gain_seed, minval=params.min_gain_db, maxval=params.max_gain_db)  # [B]
     gain = tf.pow(10.0, gain_db / 20.0)[:, tf.newaxis]  # [B, 1]
-    return tf.clip_by_value(moved * gain, -1.0, 1.0)  # [B, T]
+    return tf.clip_by_value(moved * gain, -1.0, 1.0), n  # [B, T], [B]
+
+
+def _permutation(batch, seed):
+    """A stateless random permutation of range(batch) (int32 [B])."""
+    return tf.argsort(tf.random.stateless_uniform([batch], seed=seed))
+
+
+def _power(x, n):
+    """Mean power of each row's valid samples (zero padding adds no energy): float32 [B]."""
+    return tf.reduce_sum(tf.square(x), axis=1) / tf.cast(tf.maximum(n, 1), tf.float32) + 1e-12
+
+
+def augment_training_batch(waveform, num_samples, labels, seed, params: AugmentParams = DEFAULT_AUGMENT):
+    """Every training augmentation of one batch, stateless: per clip (`augment_batch`), then
+    background from another clip of the batch at a random SNR, then mixup or between-class mixing.
+
+    labels float32 [B, classes] (one-hot). Returns (waveform [B, T] in [-1, 1], labels [B, classes]):
+    the labels stay one-hot unless `params.mix` mixes them; mixed labels sum to 1."""
+    clip_seed, bg_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    x, n = _per_clip(waveform, num_samples, clip_seed, params)
+    batch = tf.shape(x)[0]
+    if params.background:
+        perm_seed, snr_seed, use_seed = tf.unstack(tf.random.experimental.stateless_split(bg_seed, 3))
+        other = _permutation(batch, perm_seed)
+        background = tf.gather(x, other)
+        snr_db = tf.random.stateless_uniform([batch], seed=snr_seed, minval=params.background_min_snr_db,
+                                             maxval=params.background_max_snr_db)
+        scale = tf.sqrt(_power(x, n) / (_power(background, tf.gather(n, other)) * tf.pow(10.0, snr_db / 10.0)))
+        use = tf.random.stateless_uniform([batch], seed=use_seed) < params.background_prob
+        scale = tf.where(use & (other != tf.range(batch)), scale, 0.0)  # never a clip over itself
+        x = tf.clip_by_value(x + scale[:, tf.newaxis] * background, -1.0, 1.0)
+    if params.mix != "none":
+        perm_seed, ratio_seed, other_seed = tf.unstack(tf.random.experimental.stateless_split(mix_seed, 3))
+        other = _permutation(batch, perm_seed)
+        x2, y2 = tf.gather(x, other), tf.gather(labels, other)
+        if params.mix == "mixup":
+            g1 = tf.random.stateless_gamma([batch], seed=ratio_seed, alpha=params.mix_alpha)
+            g2 = tf.random.stateless_gamma([batch], seed=other_seed, alpha=params.mix_alpha)
+            ratio = g1 / tf.maximum(g1 + g2, 1e-12)  # Beta(α, α)
+            x = ratio[:, None] * x + (1.0 - ratio[:, None]) * x2
+        else:  # between-class (BC+): the ratio r is the share of the label; the waveform
+            # weight p compensates the two clips' levels (G in dB) so that r is what one hears
+            ratio = tf.random.stateless_uniform([batch], seed=ratio_seed)
+            ratio = tf.clip_by_value(ratio, 1e-3, 1.0 - 1e-3)
+            g1 = 10.0 * tf.math.log(_power(x, n)) / tf.math.log(10.0)
+            g2 = 10.0 * tf.math.log(_power(x2, tf.gather(n, other))) / tf.math.log(10.0)
+            p = 1.0 / (1.0 + tf.pow(10.0, (g1 - g2) / 20.0) * (1.0 - ratio) / ratio)
+            x = (p[:, None] * x + (1.0 - p[:, None]) * x2) / tf.sqrt(tf.square(p) + tf.square(1.0 - p))[:, None]
+        labels = ratio[:, None] * labels + (1.0 - ratio[:, None]) * y2
+        x = tf.clip_by_value(x, -1.0, 1.0)
+    return x, labels
 
 
 def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
@@ -87,8 +199,13 @@ def make_dataset(records_dir: str | os.PathLike, folds, *, batch_size: int, trai
                  shuffle_buffer: int = SHUFFLE_BUFFER, cache: bool | str = False,
                  repeat: bool = False, augment: AugmentParams | None = None, seed: int = 0,
                  deterministic: bool | None = None, num_workers: int = 1,
-                 num_examples: int | None = None) -> tf.data.Dataset:
+                 num_examples: int | None = None, one_hot: bool = False,
+                 class_weights: dict | None = None) -> tf.data.Dataset:
     """Batches of (waveform float32 [B, CLIP_SAMPLES], label int32 [B]) from the given folds.
+
+    one_hot: labels float32 [B, classes] instead (required when `augment` mixes labels).
+    class_weights ({class: weight}, with one_hot): a third element, the sample weights [B], each
+    the label-weighted mean of the class weights (a mixed label gets the mix of its classes').
 
     training: shuffle files and records (seeded) and augment (with `augment`, default
     DEFAULT_AUGMENT; pass `augment=False` for none). Evaluation keeps file order, no augmentation.
@@ -119,16 +236,33 @@ def make_dataset(records_dir: str | os.PathLike, folds, *, batch_size: int, trai
     ds = ds.batch(batch_size)
     ds = ds.map(records.parse_examples, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic)  # batched parse: one op per batch
+    if training and augment and augment.soft_labels and not one_hot:
+        raise ValueError(f"augment mixes labels (mix={augment.mix!r}): pass one_hot=True")
+    if class_weights is not None and not one_hot:
+        raise ValueError("class_weights (sample weights) need one_hot=True")
+
+    def label_of(f):
+        return tf.one_hot(f[c.KEY_LABEL], c.NUM_CLASSES) if one_hot else f[c.KEY_LABEL]
+
     if training and augment:
         params = augment
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds).map(
-            lambda f, r: (augment_batch(f["waveform"], f[c.KEY_NUM_SAMPLES],
-                                        tf.stack([r, tf.constant(seed, tf.int64)]), params),
-                          f[c.KEY_LABEL]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        if one_hot:
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                lambda f, r: augment_training_batch(f["waveform"], f[c.KEY_NUM_SAMPLES], label_of(f),
+                                                    tf.stack([r, tf.constant(seed, tf.int64)]), params),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        else:  # integer labels: per-clip augmentation only (no label mixing)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                lambda f, r: (augment_batch(f["waveform"], f[c.KEY_NUM_SAMPLES],
+                                            tf.stack([r, tf.constant(seed, tf.int64)]), params),
+                              f[c.KEY_LABEL]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
-        ds = ds.map(lambda f: (f["waveform"], f[c.KEY_LABEL]))
+        ds = ds.map(lambda f: (f["waveform"], label_of(f)))
+    if class_weights is not None:
+        table = tf.constant([float(class_weights.get(k, 1.0)) for k in range(c.NUM_CLASSES)], tf.float32)
+        ds = ds.map(lambda x, y: (x, y, tf.linalg.matvec(y, table)))
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()

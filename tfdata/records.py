@@ -1,6 +1,7 @@
 """TFRecord I/O for the data contract: one tf.train.Example per clip, and a reader by fold.
 
-The waveform is stored as little-endian int16 PCM bytes (CLIP_SAMPLES of them) with the number of
+The waveform is stored as little-endian int16 PCM bytes (CLIP_SAMPLES of them, `tfdata.pcm`'s
+conversion and scale, shared with the SageMaker handler and the graph) with the number of
 valid samples before zero padding. Serialising needs only the protobuf classes that ship with
 TensorFlow; parsing runs inside tf.data.
 """
@@ -13,14 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdata import contract as c
-
-PCM_SCALE = 32767.0  # float [-1, 1] ↔ int16
-
-
-def waveform_to_pcm16(clip: np.ndarray) -> bytes:
-    """float32 [-1, 1] → little-endian int16 bytes (values beyond ±1 are clipped)."""
-    pcm = np.round(np.clip(clip, -1.0, 1.0) * PCM_SCALE).astype("<i2")
-    return pcm.tobytes()
+from tfdata.pcm import PCM_SCALE, waveform_to_pcm16  # noqa: F401  (the one scale; re-exported here)
 
 
 def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, fold: int, fsid: int,

@@ -25,8 +25,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from tfdata.audio import RESAMPLE_QUALITY
 from tfdata.contract import (AUDIO_DIR, CLASS_NAMES, CLIP_SECONDS, CSV_COLUMNS, METADATA_CSV, NUM_CLASSES,
-                             NUM_FOLDS, fold_dir_name)
+                             NUM_FOLDS, SAMPLE_RATE, fold_dir_name)
 
 DIFFICULTY_LEVELS = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
 DEFAULT_DIFFICULTY = "medium"
@@ -67,9 +68,9 @@ class SynthConfig:
     # --imbalance: clips per class relative to the rest (UrbanSound8K: 429 car_horn, 374 gun_shot, 929 siren of 1000).
     imbalance_ratios: tuple[float, ...] = (1.0, 0.429, 1.0, 1.0, 1.0, 1.0, 0.374, 1.0, 0.929, 1.0)
     # Class sources are synthesised at min(file rate, source_rate) and resampled up with soxr (the
-    # model hears 22050 Hz; this halves the work for 44.1/48 kHz files); the background noise is
+    # model hears SAMPLE_RATE; this halves the work for 44.1/48 kHz files); the background noise is
     # generated at the file's own rate, so the band above source_rate / 2 is not empty.
-    source_rate: int = 22050
+    source_rate: int = SAMPLE_RATE
     partial_ceiling: float = 0.45  # harmonics above this fraction of the sample rate are dropped (no aliasing)
 
     def interpolate(self, easy, hard):
@@ -490,7 +491,7 @@ def _to_rate(signal: np.ndarray, rate: int, sample_rate: int, seconds: float) ->
     """Resample a source to the file's rate (soxr) at exactly round(seconds·sample_rate) samples."""
     n = int(round(seconds * sample_rate))
     if rate != sample_rate:
-        signal = soxr.resample(signal, rate, sample_rate, quality="HQ")
+        signal = soxr.resample(signal, rate, sample_rate, quality=RESAMPLE_QUALITY)
     if signal.size != n:
         signal = np.pad(signal[:n], (0, max(0, n - signal.size)))
     return signal
@@ -667,8 +668,8 @@ def _corrupt_bytes(kind: str, rng, class_id: int, config: SynthConfig) -> bytes:
     if kind == "text":
         return (b"<html><head><title>404 Not Found</title></head>\n"
                 b"<body>The requested sound was not found on this server.</body></html>\n")
-    frames = render_clip(class_id, rng, 22050, 1.0, 1, 1, config)
-    data = wav_bytes(frames, 22050, "PCM_16")
+    frames = render_clip(class_id, rng, SAMPLE_RATE, 1.0, 1, 1, config)
+    data = wav_bytes(frames, SAMPLE_RATE, "PCM_16")
     audio_start = data.index(b"data") + 8
     return data[: audio_start + (len(data) - audio_start) // 3]  # the header still claims all the data
 

@@ -1,0 +1,266 @@
+"""The configuration of a training run (`us8k train`): one frozen dataclass, in the style of YAMNet's params.py.
+
+`TrainConfig` holds every choice that decides what a run computes: which models, how long and how
+fast they train (optimiser, schedule, regularisation), the fold split, the input pipeline and its
+augmentation (waveform mixing, SpecAugment), the devices, the seed and determinism, and the target
+the "undetermined" threshold is calibrated for.
+`us8k train` builds one from its flags (or from a run's config.json plus the flags given beside
+`--config`), writes it to RUN/config.json and trains with it; `train_models(records, run, config)`
+takes one directly.
+
+RUN/config.json (`tfdata.layout.CONFIG_FILE`):
+
+    {"config": {...every TrainConfig field...},
+     "records": "/abs/records",            the records directory it trained on
+     "records_manifest_sha256": "…",       sha256 of RECORDS/manifest.json (null if there is none)
+     "run_dir": "/abs/run",
+     "versions": {"python": …, "tensorflow": …, "keras": …, "numpy": …, "apache-beam": …},
+     "written_at": "2026-…Z"}
+
+Pure Python (no TensorFlow): `us8k train --help` and reading a config stay fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import types
+import typing
+
+from tfdata import contract as c
+
+STRATEGIES = ("auto", "default", "mirrored")
+LR_SCHEDULES = ("constant", "cosine", "one_cycle")
+MIX_MODES = ("none", "mixup", "between_class")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used: unknown key, wrong type or value, unreadable file."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every choice of a training run: equal configs on equal records run the same training (the
+    numbers can still differ in the last digits: parallel float kernels are not bit-reproducible).
+
+    Not part of the configuration (arguments of `train_models` / flags of `us8k train` only): the
+    records directory and the run directory (where, not what), `force` (retrain finished models),
+    `evaluate` (run the test-fold evaluation afterwards) and `verbose` (Keras's progress output).
+    """
+
+    # What is trained and how.
+    models: tuple[str, ...] = ("baseline", "cnn", "lstm", "crnn")  # the seed's four (also: deep_cnn, tiny)
+    epochs: int = 30
+    batch_size: int = 32  # per replica; the global batch is batch_size × replicas
+    learning_rate: float = 1e-3  # Adam (AdamW when weight_decay > 0): the peak rate of a schedule
+    lr_schedule: str = "constant"  # constant, cosine (decay to 0 over the epochs), one_cycle
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine); one_cycle warms up over 30 % itself
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam
+    label_smoothing: float = 0.0  # categorical cross-entropy on (one-hot or mixed) labels
+    patience: int = 8  # epochs without a better val_accuracy before early stopping
+    use_class_weights: bool = False  # weight the loss by inverse class frequency (training folds)
+
+    # The split: validation and test fold; training folds None = every fold present but those two.
+    val_fold: int = c.DEFAULT_VAL_FOLD
+    test_fold: int = c.DEFAULT_TEST_FOLD
+    train_folds: tuple[int, ...] | None = None
+
+    # The training input pipeline (tfdata.pipeline): shuffle, cache, waveform augmentation.
+    shuffle_buffer: int = 1024  # serialised records held for shuffling (≈ 176 KB each)
+    cache: bool = False  # cache the serialised training records in memory
+    augment: bool = True  # False: train on the waveforms as they are (the four below are unused)
+    augment_roll: bool = True  # circular shift of each clip within its valid samples
+    augment_place: bool = True  # a clip shorter than 4 s starts at a random offset in the window
+    augment_min_gain_db: float = -6.0  # random gain per clip, uniform in dB
+    augment_max_gain_db: float = 6.0
+    # Mixing within a training batch (tfdata.pipeline; each off by default, recorded here).
+    augment_background: bool = False  # add another training clip of the batch as background …
+    augment_background_prob: float = 0.5  # … to this fraction of the clips …
+    augment_background_min_snr_db: float = 5.0  # … at an SNR uniform in [min, max] dB (label kept)
+    augment_background_max_snr_db: float = 20.0
+    augment_mix: str = "none"  # none, mixup (Beta(α, α) ratio) or between_class (Tokozume et al.)
+    augment_mix_alpha: float = 0.2  # mixup's α (between_class draws its ratio uniformly)
+    augment_speed: float = 0.0  # speed perturbation: resample by a factor in [1 - s, 1 + s] (pitch + tempo)
+    # SpecAugment on the normalised log-mel, inside the model, training only (models.augment).
+    spec_augment: bool = False
+    spec_time_masks: int = 2  # masks per example, each up to spec_time_mask_frames wide
+    spec_time_mask_frames: int = 20
+    spec_freq_masks: int = 2  # masks per example, each up to spec_freq_mask_bins wide
+    spec_freq_mask_bins: int = 16
+
+    # Devices and numerics.
+    strategy: str = "auto"  # auto: mirrored over the GPUs if any, else default; or default, mirrored
+    cpu_replicas: int | None = None  # split the CPU into N logical devices (mirrored without GPUs)
+    mixed_precision: bool = False  # mixed_float16 policy (frontend and softmax stay float32)
+    seed: int = 0  # weights, shuffle order and augmentation draws
+    deterministic: bool = False  # TF op determinism + ordered tf.data: the same run twice, the same numbers
+
+    # Calibration (at evaluation): temperature on the validation fold, then the "undetermined"
+    # threshold chosen there for a target precision of the answered clips, or for a coverage.
+    calibration_target: str = "precision"  # precision or coverage
+    calibration_target_value: float = 0.9
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):  # frozen: the checked (converted) value is set directly
+            value = _checked(field.name, getattr(self, field.name), hints[field.name])
+            object.__setattr__(self, field.name, value)
+        if not self.models:
+            raise ConfigError("models: no model to train")
+        for name in ("epochs", "batch_size", "shuffle_buffer"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be ≥ 0, got {self.patience}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        for name, fold in [("val_fold", self.val_fold), ("test_fold", self.test_fold),
+                           *(("train_folds", k) for k in self.train_folds or ())]:
+            if not 1 <= fold <= c.NUM_FOLDS:
+                raise ConfigError(f"{name}: fold {fold} is not within 1..{c.NUM_FOLDS}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        if self.cpu_replicas is not None and self.cpu_replicas < 1:
+            raise ConfigError(f"cpu_replicas must be ≥ 1, got {self.cpu_replicas}")
+        if self.augment_min_gain_db > self.augment_max_gain_db:
+            raise ConfigError(f"augment_min_gain_db {self.augment_min_gain_db} > "
+                              f"augment_max_gain_db {self.augment_max_gain_db}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
+        if self.augment_mix not in MIX_MODES:
+            raise ConfigError(f"unknown augment_mix {self.augment_mix!r}; choose from {', '.join(MIX_MODES)}")
+        if self.calibration_target not in ("precision", "coverage"):
+            raise ConfigError(f"calibration_target must be precision or coverage, got {self.calibration_target!r}")
+        for name in ("warmup_epochs", "weight_decay", "augment_speed", "spec_time_masks",
+                     "spec_time_mask_frames", "spec_freq_masks", "spec_freq_mask_bins"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        for name, upper in (("label_smoothing", 1.0), ("augment_background_prob", 1.0),
+                            ("calibration_target_value", 1.0), ("augment_speed", 0.5)):
+            if not 0.0 <= getattr(self, name) <= upper:
+                raise ConfigError(f"{name} must be within [0, {upper:g}], got {getattr(self, name)}")
+        if not self.augment_mix_alpha > 0:
+            raise ConfigError(f"augment_mix_alpha must be positive, got {self.augment_mix_alpha}")
+        if self.augment_background_min_snr_db > self.augment_background_max_snr_db:
+            raise ConfigError(f"augment_background_min_snr_db {self.augment_background_min_snr_db} > "
+                              f"augment_background_max_snr_db {self.augment_background_max_snr_db}")
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-ready (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict, base: TrainConfig | None = None) -> TrainConfig:
+        """`base` (default: the dataclass defaults) with `values` over it; unknown keys are a ConfigError."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a configuration is a JSON object, got {type(values).__name__}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return dataclasses.replace(base or cls(), **values)
+
+
+def _checked(name: str, value, hint):
+    """`value` as the field's type (lists become tuples, ints become floats), else a ConfigError."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{name} must not be null")
+    for option in options:
+        origin, args = typing.get_origin(option), typing.get_args(option)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(_checked(f"{name} entry", v, args[0]) for v in value)
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    expected = " or ".join(_describe(o) for o in options)
+    raise ConfigError(f"{name} must be {expected}, got {_shown(value)}")
+
+
+def _describe(hint) -> str:
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0]).split(' ', 1)[1]}s"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _shown(value) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+# ---------------------------------------------------------------------------- RUN/config.json
+RUN_CONFIG_KEYS = ("config", "records", "records_manifest_sha256", "run_dir", "versions", "written_at")
+VERSIONED_PACKAGES = ("tensorflow", "keras", "numpy", "apache-beam", "scikit-learn", "tensorboard")
+
+
+def manifest_sha256(records_dir: str) -> str | None:
+    """sha256 (hex) of RECORDS/manifest.json as written by ingestion; None when there is none."""
+    path = os.path.join(records_dir, c.MANIFEST_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def package_versions() -> dict:
+    """Python's and the training stack's versions (TensorFlow's as imported: tensorflow or tensorflow-cpu)."""
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            versions[name] = tf.__version__
+            continue
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_config_record(config: TrainConfig, *, records_dir: str, run_dir: str) -> dict:
+    """The content of RUN/config.json for `config` trained on `records_dir` into `run_dir`."""
+    return {
+        "config": config.to_dict(),
+        "records": os.path.abspath(records_dir),
+        "records_manifest_sha256": manifest_sha256(records_dir),
+        "run_dir": os.path.abspath(run_dir),
+        "versions": package_versions(),
+        "written_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_run_config(path: str) -> tuple[TrainConfig, dict]:
+    """(the TrainConfig, the whole file) of a run's config.json; any problem is a one-line ConfigError."""
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(content, dict) or "config" not in content:
+        raise ConfigError(f"{path}: expected a run's config.json, an object with a \"config\" entry")
+    unknown = sorted(set(content) - set(RUN_CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(RUN_CONFIG_KEYS)}")
+    try:
+        return TrainConfig.from_dict(content["config"]), content
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
