@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	US8K_TF_PACKAGE='$(TF)' $(BIN)/pip install -q -c constraints.txt -e '.[aws,test]'
+	US8K_TF_PACKAGE='$(TF)' $(BIN)/pip install -q -c constraints.txt -e '.[aws,gcp,test]'
 	touch $(STAMP)
 
 demo: install

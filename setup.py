@@ -20,11 +20,15 @@ CORE = [
     "av==18.1.0",  # newest PyAV with Python 3.11 wheels
     "starlette==1.10.0",
     "uvicorn==0.54.0",
+    "prometheus_client==0.26.0",  # `us8k serve`: GET /metrics
     "psutil==7.2.2",
     "threadpoolctl==3.8.0",  # ingestion caps BLAS at one thread per decoding worker
     "packaging==24.2",  # `us8k package`: wheel tags and Requires-Dist markers of the vendored wheels
 ]
-AWS = ["boto3==1.44.8", "sagemaker==2.257.7"]
+# Beam's S3 filesystem (boto3 ≥ 1.9, < 2: agrees with the boto3 pin) and SageMaker.
+AWS = ["apache-beam[aws]==2.77.0", "boto3==1.44.8", "sagemaker==2.257.7"]
+# Beam's GCS filesystem and DataflowRunner (≈ 70 more packages, ≈ 320 MB; `make install` includes it).
+GCP = ["apache-beam[gcp]==2.77.0"]
 TEST = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
@@ -42,6 +46,6 @@ setup(
                                     "serving", "serving.*", "benchmarks", "benchmarks.*"]),
     py_modules=["us8k", "us8k_demo"],
     install_requires=CORE,
-    extras_require={"aws": AWS, "test": TEST},
+    extras_require={"aws": AWS, "gcp": GCP, "test": TEST},
     entry_points={"console_scripts": ["us8k=us8k:main"]},
 )

@@ -24,6 +24,7 @@ COMMANDS = {
     "ingest": ("beam.pipeline", "Beam job: audio + metadata CSV → per-fold TFRecord shards"),
     "train": ("models.train", "train models on the records, select by validation accuracy"),
     "evaluate": ("models.evaluate", "evaluate a run's models on the test fold"),
+    "cv": ("models.cv", "10-fold cross-validation on the predefined folds (the official protocol)"),
     "export": ("models.export", "export the selected model as a raw-waveform SavedModel"),
     "package": ("serving.package", "package an export as a SageMaker model.tar.gz"),
     "serve": ("serving.server", "serve an export locally (/ping, /invocations)"),

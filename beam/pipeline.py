@@ -4,15 +4,28 @@
                                 └─ errors  → ErrorsToJson → WriteErrors: OUTPUT/errors.jsonl
     then the driver writes OUTPUT/manifest.json (counts per fold and class, parameters, CSV sha256).
 
+OUTPUT and the dataset may be local paths, gs:// or s3:// (every read and write, the driver's
+too, goes through Beam's FileSystems; S3 endpoint and credentials come from Beam's S3 options,
+--s3_endpoint_url, --s3_access_key_id, --s3_secret_access_key, --s3_region_name…, else from
+boto3's usual sources: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, ~/.aws…).
+
 Every CSV row ends up either as a record or as a line of errors.jsonl; the run checks that
 written + failed == rows and fails loudly otherwise. Re-running into the same OUTPUT first
 removes the previous shards, errors and manifest (the manifest is written last, so an output
 without one is incomplete).
 
-Shards per fold are planned from the CSV's row counts (at most --shard-mb each). `--shard-mb 0`
-lets the runner choose instead: one file per worker bundle and fold; on the FnApiRunner the
-records are then written inside the decode stage instead of being grouped in memory and written
-by a later stage per shard (faster locally: `us8k bench ingest` measures both; README).
+Shards (default): the runner's bundles choose the count, --shard-mb caps each file's size. Each
+fold is written by Beam's TFRecord sink with num_shards=0 and a byte cap (beam.sinks): every
+bundle streams its records into a file of its own inside the decode stage and starts another
+when the file reaches the cap, so nothing is grouped or held in memory and no file exceeds
+--shard-mb (locally: about one file per worker and fold). `--shard-mb 0`: no cap.
+`--planned-shards`: the shard count per fold is planned from the CSV's row counts instead (an
+exact count whatever the runner; Beam then groups every record by shard and writes each in a
+later stage, which on the FnApiRunner holds them all in memory and is slower; README).
+
+`--dry_run` (Beam's TestOptions) builds the job without running it: with DataflowRunner it
+builds the job (the pipeline proto, the --setup_file sdist staged as workflow.tar.gz) offline,
+without credentials, and prints its steps; nothing under OUTPUT is touched.
 
 Locally the job runs on Beam's FnApiRunner, which downloads nothing (Beam 2.77's DirectRunner
 first tries to fetch the Prism binary), in `in_memory` mode with one worker per core: the runner
@@ -58,21 +71,25 @@ logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").add
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,  # noqa: E402
+                                                  TestOptions)
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from beam.transforms import (ERRORS_TAG, FAILED_COUNTER, METRICS_NAMESPACE, RECORDS_TAG,  # noqa: E402
                              WRITTEN_COUNTER, BadRow, ClipRow, DecodeClips, RowError, header_columns, read_row,
                              written_counter_name)
+from beam.sinks import WriteCappedTFRecords  # noqa: E402
 from tfdata import audio  # noqa: E402
 from tfdata import contract as c  # noqa: E402
 
-SHARD_TARGET_MB = 100  # shards of (target/2, target] MB: two per fold for the real dataset (~870 clips,
-                       # ~150 MB), so a fold's shards are written, and later read, in parallel
-RECORD_BYTES = 2 * c.CLIP_SAMPLES + 400  # ≈ one serialised Example: int16 waveform + metadata (≈ 176 KB)
+SHARD_TARGET_MB = 100  # largest shard; planned: (target/2, target] MB, two per fold for the real dataset
+                       # (~870 clips, ~150 MB), so a fold's shards are written, and later read, in parallel
+RECORD_BYTES = 2 * c.CLIP_SAMPLES + 400  # ≥ one framed record: int16 waveform + metadata + 16 B framing (≈ 176 KB)
 LOCAL_RUNNER = "FnApiRunner"  # in-process, downloads nothing
 LOCAL_RUNNING_MODE = "in_memory"  # with workers > 1: threads, no gRPC; measured fastest of the three modes
 STALE_PATTERNS = ("*" + c.RECORD_SUFFIX, "beam-temp-*")  # what a previous run left in a fold directory
+STALE_OBJECT_PATTERNS = ("*" + c.RECORD_SUFFIX, "beam-temp-**")  # the same in object stores (no directories)
+DRY_RUN_FALSE = ("", "0", "false", "no")  # --dry_run takes a value; these mean "not a dry run"
 
 
 class IngestError(RuntimeError):
@@ -92,12 +109,17 @@ class IngestPlan:
     rows_per_fold: dict[int, int]  # valid rows only
     invalid_rows: int  # rows whose fields are bad (they go to errors.jsonl)
     shards_per_fold: dict[int, int]  # 0: the runner chooses
-    shard_target_bytes: int
+    shard_target_bytes: int  # no shard larger (0: no cap)
+    sharding: str = "runner"  # "runner": the runner's bundles, capped in bytes; "planned": counts from the CSV
 
 
 # ------------------------------------------------------------------------------------ planning
-def plan_ingest(data_dir: str, output_dir: str, shard_target_bytes: int = SHARD_TARGET_MB * 10**6) -> IngestPlan:
-    """Read and hash the metadata CSV, count valid rows per fold, size the shards."""
+def plan_ingest(data_dir: str, output_dir: str, shard_target_bytes: int = SHARD_TARGET_MB * 10**6,
+                planned_shards: bool = False) -> IngestPlan:
+    """Read and hash the metadata CSV, count valid rows per fold, size the shards (planned_shards:
+    a fixed count per fold from its rows; else the runner's, capped at shard_target_bytes)."""
+    if planned_shards and shard_target_bytes <= 0:
+        raise IngestError("planned shards need a shard size (--shard-mb > 0)")
     data_dir, output_dir = _absolute(data_dir), _absolute(output_dir)
     csv_path = FileSystems.join(data_dir, c.METADATA_CSV)
     try:
@@ -123,12 +145,13 @@ def plan_ingest(data_dir: str, output_dir: str, shard_target_bytes: int = SHARD_
         else:
             rows_per_fold[row.fold] = rows_per_fold.get(row.fold, 0) + 1
     rows_per_fold = dict(sorted(rows_per_fold.items()))
-    shards = {fold: shards_for(count, shard_target_bytes) if shard_target_bytes > 0 else 0
+    shards = {fold: shards_for(count, shard_target_bytes) if planned_shards else 0
               for fold, count in rows_per_fold.items()}
     return IngestPlan(data_dir=data_dir, output_dir=output_dir, csv_path=csv_path,
                       csv_sha256=hashlib.sha256(raw).hexdigest(), columns=columns, rows=rows,
                       rows_per_fold=rows_per_fold, invalid_rows=invalid, shards_per_fold=shards,
-                      shard_target_bytes=int(shard_target_bytes))
+                      shard_target_bytes=max(0, int(shard_target_bytes)),
+                      sharding="planned" if planned_shards else "runner")
 
 
 def shards_for(records: int, shard_target_bytes: int) -> int:
@@ -200,10 +223,14 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         | "DecodeClips" >> DecodeClips(plan.data_dir))
     by_fold = decoded[RECORDS_TAG] | "PartitionByFold" >> beam.Partition(_fold_index, c.NUM_FOLDS)
     for fold, shards in plan.shards_per_fold.items():
+        prefix = shard_prefix(plan.output_dir, fold)
+        if plan.sharding == "planned":
+            write = beam.io.WriteToTFRecord(prefix, file_name_suffix=c.RECORD_SUFFIX, num_shards=shards)
+        else:  # written where decoded, a new file per bundle and whenever one reaches the cap
+            write = WriteCappedTFRecords(prefix, c.RECORD_SUFFIX, plan.shard_target_bytes, RECORD_BYTES)
         _ = (by_fold[fold - 1]
              | f"ExamplesFold{fold}" >> beam.Map(_example).with_output_types(bytes)
-             | f"WriteFold{fold}" >> beam.io.WriteToTFRecord(
-                 shard_prefix(plan.output_dir, fold), file_name_suffix=c.RECORD_SUFFIX, num_shards=shards))
+             | f"WriteFold{fold}" >> write)
     _ = (decoded[ERRORS_TAG]
          | "ErrorsToJson" >> beam.Map(_error_json).with_output_types(str)
          | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(plan.output_dir, c.ERRORS_FILE),
@@ -211,14 +238,19 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
 
 
 def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None = None, progress=print,
-               shard_target_bytes: int = SHARD_TARGET_MB * 10**6) -> dict:
-    """Plan, run the Beam job, check that every row is accounted for, write and return the manifest."""
+               shard_target_bytes: int = SHARD_TARGET_MB * 10**6, planned_shards: bool = False) -> dict:
+    """Plan, run the Beam job, check that every row is accounted for, write and return the manifest.
+
+    With Beam's --dry_run: build the job, touch nothing, return `describe_job`'s summary instead."""
     started = time.perf_counter()
-    plan = plan_ingest(data_dir, output_dir, shard_target_bytes)
     options = pipeline_options(pipeline_args)
+    FileSystems.set_options(options)  # the driver's own reads and writes see the S3 options too
+    plan = plan_ingest(data_dir, output_dir, shard_target_bytes, planned_shards)
     runner = describe_runner(options)
     _print_plan(plan, runner, progress)
 
+    if dry_run_requested(options):
+        return _dry_run(plan, options, progress)
     _clear_previous_output(plan.output_dir)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan)
@@ -253,6 +285,50 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
     return manifest
 
 
+def dry_run_requested(options: PipelineOptions) -> bool:
+    """Beam's --dry_run=VALUE (TestOptions; any value but false/0/no)."""
+    value = options.view_as(TestOptions).dry_run
+    return bool(value) and str(value).strip().lower() not in DRY_RUN_FALSE
+
+
+def describe_job(result) -> dict:
+    """What a dry run built: the job's top-level steps and staged files (DataflowRunner's `result.job`).
+
+    {"job_name", "steps": [unique names, in order], "staged": {staged name: local file}}."""
+    from apache_beam.portability import common_urns
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    job = getattr(result, "job", None)
+    if job is None:
+        return {"job_name": None, "steps": [], "staged": {}}
+    proto = job.proto_pipeline
+    steps = []
+    for root_id in proto.root_transform_ids:
+        root = proto.components.transforms[root_id]
+        children = root.subtransforms or [root_id]
+        steps.extend(proto.components.transforms[t].unique_name for t in children)
+    staged = {}
+    for environment in proto.components.environments.values():
+        for dep in environment.dependencies:
+            if (dep.type_urn == common_urns.artifact_types.FILE.urn
+                    and dep.role_urn == common_urns.artifact_roles.STAGING_TO.urn):
+                name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name
+                staged[name] = beam_runner_api_pb2.ArtifactFilePayload.FromString(dep.type_payload).path
+    return {"job_name": job.proto.name, "steps": steps, "staged": staged}
+
+
+def _dry_run(plan: IngestPlan, options: PipelineOptions, progress) -> dict:
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, plan)
+    job = describe_job(pipeline.run())
+    progress(f"us8k ingest: dry run: job {job['job_name'] or '(local)'} built and not submitted; "
+             f"nothing written to {plan.output_dir}")
+    progress(f"  steps: {', '.join(job['steps'])}")
+    for name, path in sorted(job["staged"].items()):
+        progress(f"  staged: {name} ← {path}")
+    return {"dry_run": True, **job}
+
+
 # ------------------------------------------------------------------------------------ outputs
 def _clear_previous_output(output_dir: str) -> None:
     """Remove what an earlier run wrote (manifest first); leaves anything else in OUTPUT alone."""
@@ -262,7 +338,8 @@ def _clear_previous_output(output_dir: str) -> None:
             FileSystems.delete([path])
     for fold in range(1, c.NUM_FOLDS + 1):
         fold_dir = FileSystems.join(output_dir, c.fold_dir_name(fold))
-        patterns = [FileSystems.join(fold_dir, pattern) for pattern in STALE_PATTERNS]
+        patterns = [FileSystems.join(fold_dir, pattern)
+                    for pattern in (STALE_OBJECT_PATTERNS if "://" in fold_dir else STALE_PATTERNS)]
         stale = [m.path for found in FileSystems.match(patterns) for m in found.metadata_list]
         if stale:
             FileSystems.delete(stale)
@@ -272,14 +349,20 @@ def _clear_previous_output(output_dir: str) -> None:
         os.makedirs(output_dir, exist_ok=True)
 
 
-def _shard_files(plan: IngestPlan) -> dict[int, int]:
-    """Shard files written per fold; checks them against the plan when the plan fixed them."""
+def _shard_files(plan: IngestPlan) -> dict[int, dict[str, int]]:
+    """{fold: {"shards": files, "largest_shard_bytes": size}} from the fold glob; checks the counts
+    against the plan when the plan fixed them and the sizes against the cap when there is one."""
     found = {}
     for fold, planned in plan.shards_per_fold.items():
         pattern = FileSystems.join(plan.output_dir, c.fold_shard_glob(fold))
-        found[fold] = len(FileSystems.match([pattern])[0].metadata_list)
-        if planned and found[fold] != planned:
-            raise IngestError(f"fold {fold}: {found[fold]} shard files written, {planned} planned")
+        files = FileSystems.match([pattern])[0].metadata_list
+        largest = max((int(m.size_in_bytes) for m in files), default=0)
+        found[fold] = {"shards": len(files), "largest_shard_bytes": largest}
+        if planned and len(files) != planned:
+            raise IngestError(f"fold {fold}: {len(files)} shard files written, {planned} planned")
+        if plan.sharding == "runner" and plan.shard_target_bytes and largest > plan.shard_target_bytes:
+            raise IngestError(f"fold {fold}: a shard of {largest} bytes exceeds the cap of "
+                              f"{plan.shard_target_bytes} bytes")
     return found
 
 
@@ -308,7 +391,7 @@ def _sort_errors(output_dir: str) -> list[dict]:
 
 
 def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: list[dict],
-              shard_files: dict[int, int], seconds: float) -> dict:
+              shard_files: dict[int, dict[str, int]], seconds: float) -> dict:
     folds = {}
     classes = {name: 0 for name in c.CLASS_NAMES}
     for fold, rows in plan.rows_per_fold.items():
@@ -320,7 +403,8 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
             "rows": rows,
             "examples": sum(per_class.values()),
             "errors": sum(1 for e in errors if e.get("fold") == fold),
-            "shards": shard_files[fold],
+            "shards": shard_files[fold]["shards"],
+            "largest_shard_bytes": shard_files[fold]["largest_shard_bytes"],
             "shard_glob": c.fold_shard_glob(fold),
             "classes": per_class,
         }
@@ -339,8 +423,8 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
             "waveform": "int16 PCM, little-endian, zero-padded or cropped to clip_samples",
             "resample_quality": audio.RESAMPLE_QUALITY,
             "shard_target_bytes": plan.shard_target_bytes,
-            "sharding": "planned" if plan.shard_target_bytes > 0 else "runner",
-            "shards_per_fold": {str(f): n for f, n in shard_files.items()},
+            "sharding": plan.sharding,  # "runner": the runner's bundles, each file ≤ shard_target_bytes (0: no cap)
+            "shards_per_fold": {str(f): n["shards"] for f, n in shard_files.items()},
             **runner,
         },
         "counters": {WRITTEN_COUNTER: counters.get(WRITTEN_COUNTER, 0), FAILED_COUNTER: counters.get(FAILED_COUNTER, 0)},
@@ -358,6 +442,8 @@ def _print_plan(plan: IngestPlan, runner: dict, progress) -> None:
     for fold, rows in plan.rows_per_fold.items():
         shards = plan.shards_per_fold[fold] or "runner-chosen"
         progress(f"  fold {fold:>2}: {rows:>5} rows → {shards} shard(s)")
+    cap = f"at most {plan.shard_target_bytes / 10**6:g} MB each" if plan.shard_target_bytes else "no size cap"
+    progress(f"  shards: {'planned from the CSV' if plan.sharding == 'planned' else 'runner-chosen'}, {cap}")
     if plan.invalid_rows:
         progress(f"  {plan.invalid_rows} row(s) with bad fields (they will be listed in {c.ERRORS_FILE})")
     mode = f" ({runner['running_mode']}, {runner['workers']} workers)" if "running_mode" in runner else ""
@@ -379,10 +465,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="UrbanSound8K root (metadata/UrbanSound8K.csv, audio/fold1..10/); local or gs://")
     parser.add_argument("--output", required=True, help="records directory (fold{k}/*.tfrecord, manifest, errors)")
     parser.add_argument("--shard-mb", type=float, default=SHARD_TARGET_MB,
-                        help=f"largest shard size in MB; shards per fold are planned from the CSV (default "
-                             f"{SHARD_TARGET_MB}); 0: the runner chooses (fastest locally: one file per worker)")
-    parser.epilog = ("Any other option is a Beam pipeline option, e.g. --runner DataflowRunner --project P "
-                     "--region R --temp_location gs://B/tmp --setup_file ./setup.py; locally "
+                        help=f"largest shard file in MB (default {SHARD_TARGET_MB}); the runner's bundles "
+                             "choose the count (locally about one file per worker and fold); 0: no cap")
+    parser.add_argument("--planned-shards", action="store_true",
+                        help="plan an exact shard count per fold from the CSV (each at most --shard-mb) "
+                             "instead; slower locally: every record is grouped by shard first")
+    parser.epilog = ("Paths may be local, gs:// or s3://. Any other option is a Beam pipeline option, e.g. "
+                     "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
+                     "--setup_file ./setup.py (--dry_run=true: build the job, do not run it); "
+                     "--s3_endpoint_url URL --s3_region_name R (else the AWS_* variables); locally "
                      f"--direct_running_mode / --direct_num_workers (default {LOCAL_RUNNER}, "
                      f"{LOCAL_RUNNING_MODE}, one worker per core).")
     parser.allow_abbrev = False  # `--out` must not be mistaken for --output, nor a Beam flag for ours
@@ -393,10 +484,12 @@ PASSES_UNKNOWN_ARGS = True  # us8k hands every option not declared here to Beam'
 
 def run(args: argparse.Namespace) -> int:
     if not args.shard_mb >= 0:
-        raise SystemExit(f"us8k ingest: error: --shard-mb must be positive (or 0: runner-chosen), got {args.shard_mb}")
+        raise SystemExit(f"us8k ingest: error: --shard-mb must be positive (or 0: no cap), got {args.shard_mb}")
+    if args.planned_shards and not args.shard_mb > 0:
+        raise SystemExit("us8k ingest: error: --planned-shards needs --shard-mb > 0")
     try:
         run_ingest(args.data_dir, args.output, list(getattr(args, "extra_args", [])),
-                   shard_target_bytes=int(args.shard_mb * 10**6))
+                   shard_target_bytes=int(args.shard_mb * 10**6), planned_shards=args.planned_shards)
     except IngestError as exc:
         raise SystemExit(f"us8k ingest: error: {exc}") from None
     return 0

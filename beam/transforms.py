@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from tfdata import contract as c
-from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length
+from tfdata.audio import AudioDecodeError, decode_head, fit_to_length
 
 METRICS_NAMESPACE = "us8k.ingest"
 WRITTEN_COUNTER = "clips_written"
@@ -113,12 +113,6 @@ def read_row(line: int, text: str, columns: dict[str, int]) -> ClipRow | BadRow:
         return BadRow(line=line, text=text, reason=str(exc))
 
 
-def row_fold(line: int, text: str, columns: dict[str, int]) -> int | None:
-    """The row's fold when the row is valid, else None."""
-    row = read_row(line, text, columns)
-    return row.fold if isinstance(row, ClipRow) else None
-
-
 def read_audio_bytes(path: str) -> bytes:
     """The file's bytes, from any filesystem Beam knows (local, gs://…); AudioDecodeError if unreadable."""
     try:
@@ -161,7 +155,7 @@ class _DecodeClipFn(beam.DoFn):
             return
         try:
             data = read_audio_bytes(FileSystems.join(self._data_dir, row.relative_path))
-            clip, valid = fit_to_length(decode_audio(data))
+            clip, valid = fit_to_length(decode_head(data))  # decodes only the 4 s it keeps
             example = self._serialize(clip, valid, label=row.label, fold=row.fold, fsid=row.fsid,
                                       slice_file_name=row.slice_file_name, salience=row.salience)
         except AudioDecodeError as exc:

@@ -7,6 +7,8 @@ BENCHMARKS = {
     "frontend": ("benchmarks.frontend", "in-graph log-mel vs librosa on the same cores (examples/s)"),
     "pipeline": ("benchmarks.pipeline", "tf.data delivery vs one CNN training step; training peak memory"),
     "serving": ("benchmarks.serving", "endpoint requests/s and latency, batching on and off"),
+    "payload": ("benchmarks.payload", "SageMaker handler → TF Serving body for a 60 s clip: JSON floats vs int16 PCM"),
+    "quality": ("benchmarks.quality", "stronger model + augmentation vs the seed CNN, single split and 10-fold"),
 }
 
 

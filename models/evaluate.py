@@ -3,8 +3,14 @@
 For the selected model and every other trained one: accuracy, macro-F1, per-class precision /
 recall / F1 (scikit-learn), the confusion matrix (JSON + PNG), and the "undetermined" rule (top
 probability below a threshold → no answer): its coverage and the accuracy of the answers given,
-at contract.DEFAULT_THRESHOLD and over a sweep of thresholds (JSON + PNG). Writes
-`report.json`, the PNGs and a short `summary.md`; prints the selected model's test accuracy.
+at contract.DEFAULT_THRESHOLD and over a sweep of thresholds (JSON + PNG). Then calibration
+(`models.calibration`): the temperature fitted on the validation fold, the threshold chosen there
+for the run's target (answered precision ≥ 0.9 by default), the expected calibration error and a
+reliability diagram before and after, on validation and on the test fold, and the test fold's
+coverage and precision at the calibrated threshold; RUN/calibration.json keeps each model's
+temperature and threshold for `us8k export`. `--robustness` adds the test fold re-encoded,
+re-levelled, resampled and embedded in longer recordings (`models.robustness`, selected model).
+Writes `report.json`, the PNGs and a short `summary.md`; prints the selected model's test accuracy.
 """
 from __future__ import annotations
 
@@ -158,7 +164,7 @@ def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
 # ---------------------------------------------------------------------------- the run
 def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THRESHOLD,
                  batch_size: int = BATCH_SIZE, records_dir: str | os.PathLike | None = None,
-                 verbose: bool = True) -> dict:
+                 verbose: bool = True, robustness: bool = False) -> dict:
     """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report.
 
     A bad selection or a missing checkpoint raises `SelectionError`, anything else `EvaluationError`."""
@@ -177,10 +183,22 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         test_ds = pipeline.make_dataset(records_dir, [test_fold], batch_size=batch_size, training=False)
     except FileNotFoundError as e:
         raise EvaluationError(str(e)) from None
+    config = selection.get("config") or {}
+    target = config.get("calibration_target", "precision")
+    target_value = float(config.get("calibration_target_value", 0.9))
+    val_fold = selection.get("val_fold")
+    try:
+        val_ds = None if val_fold is None else pipeline.make_dataset(records_dir, [int(val_fold)],
+                                                                     batch_size=batch_size, training=False)
+    except FileNotFoundError:
+        val_ds = None  # no validation records here: no calibration
     report_dir = os.path.join(run_dir, REPORT_DIR)
     os.makedirs(report_dir, exist_ok=True)
 
+    from models import calibration as cal
+
     results = {}
+    robustness_report = None
     for name, entry in selection["models"].items():
         model = keras.models.load_model(checkpoint_path(run_dir, selection, name), compile=False)
         probabilities, labels = predict_dataset(model, test_ds)
@@ -190,7 +208,28 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
             metrics["confusion_matrix"], f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
         Path(report_dir, files["threshold_png"]).write_bytes(sweep_png(
             metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
-        results[name] = {**metrics, "val_accuracy": entry.get("best_val_accuracy"), "files": files}
+        calibration = None
+        if val_ds is not None:
+            val_probabilities, val_labels = predict_dataset(model, val_ds)
+            calibration = cal.calibrate(val_probabilities, val_labels, target, target_value)
+            calibration["test"] = cal.check_on(probabilities, labels, calibration["temperature"],
+                                               calibration["threshold"])
+            files["reliability_png"] = f"reliability_{name}.png"
+            Path(report_dir, files["reliability_png"]).write_bytes(cal.reliability_png([
+                (f"{name}: validation (fold {val_fold})", calibration["validation"]["reliability_before"],
+                 calibration["validation"]["reliability_after"]),
+                (f"{name}: test (fold {test_fold})", calibration["test"]["reliability_before"],
+                 calibration["test"]["reliability_after"])]))
+            if calibration["warning"] and verbose:
+                print(f"[{name}] warning: {calibration['warning']}", flush=True)
+        results[name] = {**metrics, "val_accuracy": entry.get("best_val_accuracy"), "files": files,
+                         "calibration": calibration}
+        if robustness and name == selection["selected"]:
+            from models import robustness as robust
+
+            robustness_report = robust.evaluate_robustness(
+                model, records_dir, test_fold, temperature=(calibration or {}).get("temperature", 1.0),
+                threshold=(calibration or {}).get("threshold", threshold), verbose=verbose)
         keras.backend.clear_session(free_memory=True)
 
     report = {
@@ -200,7 +239,14 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         "threshold": threshold,
         "class_names": list(c.CLASS_NAMES),
         "models": results,
+        "robustness": robustness_report,
     }
+    calibrated = {name: {k: m["calibration"][k] for k in ("temperature", "threshold", "target", "target_value",
+                                                         "reached", "warning", "validation_coverage",
+                                                         "validation_precision")}
+                  for name, m in results.items() if m["calibration"]}
+    with open(os.path.join(run_dir, cal.CALIBRATION_FILE), "w") as f:
+        json.dump({"selected": report["selected"], "val_fold": val_fold, "models": calibrated}, f, indent=2)
     with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
         json.dump(report, f, indent=2)
     with open(os.path.join(report_dir, SUMMARY_FILE), "w") as f:
@@ -234,6 +280,24 @@ def summary_markdown(report: dict) -> str:
         lines.append(f"| {name} | {p['precision']:.3f} | {p['recall']:.3f} | {p['f1']:.3f} | {p['support']} |")
     lines += ["", f"Figures: `{best['files']['confusion_png']}`, `{best['files']['threshold_png']}` "
                   "(and the same for every model).", ""]
+    calibrated = {n: m["calibration"] for n, m in report["models"].items() if m.get("calibration")}
+    if calibrated:
+        lines += ["## Calibration (temperature and threshold fitted on the validation fold)", "",
+                  "| Model | T | Val NLL before → after | Val ECE before → after | Test ECE before → after | "
+                  "Threshold (target) | Test coverage | Test precision of answers |", "|---|---|---|---|---|---|---|---|"]
+        for name, k in calibrated.items():
+            v, t = k["validation"], k["test"]
+            precision = "–" if t["answered_precision"] is None else f"{t['answered_precision']:.4f}"
+            lines.append(f"| {name} | {k['temperature']:.3f} | {v['nll_before']:.4f} → {v['nll_after']:.4f} | "
+                         f"{v['ece_before']:.4f} → {v['ece_after']:.4f} | {t['ece_before']:.4f} → {t['ece_after']:.4f} | "
+                         f"{k['threshold']:.4f} ({k['target']} ≥ {k['target_value']:g}) | {t['coverage']:.3f} | {precision} |")
+        warnings = [f"- **warning** ({name}): {k['warning']}" for name, k in calibrated.items() if k["warning"]]
+        lines += ["", *warnings, "" if warnings else "",
+                  f"Reliability diagrams: `reliability_{selected}.png` (and the same for every model).", ""]
+    if report.get("robustness"):
+        from models.robustness import summary_lines
+
+        lines += summary_lines(report["robustness"])
     return "\n".join(lines)
 
 
@@ -244,11 +308,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"undetermined below this top probability (default {c.DEFAULT_THRESHOLD})")
     parser.add_argument("--records", default=None, help="records directory (default: the one trained on)")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--robustness", action="store_true",
+                        help="also measure the selected model on the test fold re-encoded (MP3/OGG), at other "
+                             "levels, resampled and embedded in longer recordings (slower)")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        evaluate_run(args.run, threshold=args.threshold, batch_size=args.batch_size, records_dir=args.records)
+        evaluate_run(args.run, threshold=args.threshold, batch_size=args.batch_size, records_dir=args.records,
+                     robustness=args.robustness)
     except (EvaluationError, SelectionError) as e:
         raise SystemExit(f"us8k evaluate: error: {e}") from None
     return 0

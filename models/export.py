@@ -11,9 +11,11 @@ A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signa
   clip shorter than 4 s is one padded window, as in ingestion) and the windows' probabilities are
   averaged. Only a row's own windows go through the network, `window_batch` windows per call, so
   a clip padded into a batch gets the answer it gets alone.
-`serving_windows(pcm16 string [windows], clip_index int32 [windows])` → `probabilities`
-  [windows, 10] and `clip_index` [windows] (echoed): one row per 4 s window, each string 88200
-  little-endian int16 samples (`tfdata.pcm`, decoded with `tf.io.decode_raw`, / PCM_SCALE). Rows of
+`serving_windows(pcm16 string [windows], clip_index int32 [windows], valid_samples int32 [windows])`
+  → `probabilities` [windows, 10], `clip_index` and `valid_samples` [windows] (echoed): one row per
+  4 s window, each string 88200 little-endian int16 samples (`tfdata.pcm`, decoded with
+  `tf.io.decode_raw`, / PCM_SCALE), zeroed past its `valid_samples` (0..88200, the clip's own
+  samples in it: fewer only in a clip's last window; the echo gives each clip's length back). Rows of
   any request have one shape, so TF Serving's batching can merge concurrent requests of any length;
   the SageMaker handler cuts the windows (`tfdata.windowing`, the arithmetic `frame_windows` uses)
   and averages each clip's rows, which gives `serving_default`'s answer on the same int16 audio.
@@ -22,8 +24,10 @@ A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signa
   one clip per row or per call), and `window_count` int32 [batch].
 
 The class names are a constant in the graph; a metadata JSON (sample rate, window, class names,
-threshold, versions, model name, run information) is a SavedModel asset and is copied to
-`EXPORT/metadata.json`. Layout: `EXPORT/model/1/` (the version folder TF Serving expects) and
+threshold, temperature, versions, model name, run information) is a SavedModel asset and is copied to
+`EXPORT/metadata.json`. Calibration (`us8k evaluate` → RUN/calibration.json): the temperature is
+applied in the graph to every window's probabilities (every signature), the threshold is
+metadata.json's "threshold", the endpoint's default; `--threshold` / `--temperature` override. Layout: `EXPORT/model/1/` (the version folder TF Serving expects) and
 `EXPORT/metadata.json`. The serving graph uses core TensorFlow ops only (no XLA, no Keras), so an
 older TF Serving (2.19) runs it. After saving, `verify_export` reloads the SavedModel and checks it.
 """
@@ -47,9 +51,9 @@ from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONT
                              SAMPLE_RATE, WINDOW_HOP_SAMPLES)
 from tfdata import windowing
 from tfdata.batching import pad_batch
-from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_LENGTHS, INPUT_PCM16, INPUT_WAVEFORM, LOG_MEL_OUTPUTS,
-                           LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID, OUTPUT_CLASS_NAME,
-                           OUTPUT_CLIP_INDEX, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
+from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_LENGTHS, INPUT_PCM16, INPUT_VALID_SAMPLES, INPUT_WAVEFORM,
+                           LOG_MEL_OUTPUTS, LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID,
+                           OUTPUT_CLASS_NAME, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
                            OUTPUT_WINDOW_PROBABILITIES, SELECTION_FILE, SERVING_OUTPUTS, SERVING_SIGNATURE,
                            VERSION, WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, SelectionError, checkpoint_path,
                            find_saved_model, read_selection, serving_inputs, windows_inputs)
@@ -88,12 +92,13 @@ class ServingModule(tf.Module):
     """The exported object: the Keras model, its frontend, the metadata asset and the signatures."""
 
     def __init__(self, model: keras.Model, frontend: LogMelFrontend, metadata_path: str,
-                 window_batch: int = WINDOW_BATCH):
+                 window_batch: int = WINDOW_BATCH, temperature: float = 1.0):
         super().__init__(name="us8k_serving")
         self.model = model
         self.frontend = frontend
         self.metadata = tf.saved_model.Asset(metadata_path)
         self._window_batch = int(window_batch)
+        self._temperature = float(temperature)  # calibration: softmax(log p / T) on every window
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT_WAVEFORM),
                                   tf.TensorSpec([None], tf.int32, name=INPUT_LENGTHS)])
@@ -127,8 +132,14 @@ class ServingModule(tf.Module):
                                  element_shape=tf.TensorShape([None, NUM_CLASSES]))
         for i in tf.range(chunks):
             chunk = windows[i * self._window_batch:(i + 1) * self._window_batch]
-            outputs = outputs.write(i, tf.cast(self.model(chunk, training=False), tf.float32))
+            outputs = outputs.write(i, self._calibrated(tf.cast(self.model(chunk, training=False), tf.float32)))
         return tf.cond(chunks > 0, outputs.concat, lambda: tf.zeros([0, NUM_CLASSES]))
+
+    def _calibrated(self, probabilities):
+        """Temperature scaling of the network's probabilities (`models.calibration`); T = 1: unchanged."""
+        if self._temperature == 1.0:
+            return probabilities
+        return tf.nn.softmax(tf.math.log(tf.maximum(probabilities, 1e-12)) / self._temperature, axis=-1)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT_WAVEFORM)])
     def log_mel(self, waveform):
@@ -141,19 +152,27 @@ class ServingModule(tf.Module):
         return {OUTPUT_LOG_MEL: features, OUTPUT_WINDOW_COUNT: counts}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_PCM16),
-                                  tf.TensorSpec([None], tf.int32, name=INPUT_CLIP_INDEX)])
-    def serve_windows(self, pcm16, clip_index):
+                                  tf.TensorSpec([None], tf.int32, name=INPUT_CLIP_INDEX),
+                                  tf.TensorSpec([None], tf.int32, name=INPUT_VALID_SAMPLES)])
+    def serve_windows(self, pcm16, clip_index, valid_samples):
         """4 s windows as int16 PCM strings → each window's probabilities, with its clip index."""
         checks = [tf.debugging.assert_equal(tf.shape(clip_index)[0], tf.shape(pcm16)[0],
                                             message="clip_index must have one entry per pcm16 window"),
+                  tf.debugging.assert_equal(tf.shape(valid_samples)[0], tf.shape(pcm16)[0],
+                                            message="valid_samples must have one entry per pcm16 window"),
+                  tf.debugging.assert_non_negative(valid_samples, message="valid_samples must not be negative"),
+                  tf.debugging.assert_less_equal(valid_samples, CLIP_SAMPLES,
+                                                 message=f"valid_samples must not exceed {CLIP_SAMPLES}"),
                   tf.debugging.assert_equal(tf.strings.length(pcm16), CLIP_SAMPLES * PCM_BYTES_PER_SAMPLE,
                                             message=f"each pcm16 window must hold {CLIP_SAMPLES} little-endian "
                                                     f"int16 samples ({CLIP_SAMPLES * PCM_BYTES_PER_SAMPLE} bytes)")]
         with tf.control_dependencies(checks):  # these messages, not decode_raw's, for a wrong size
             samples = tf.io.decode_raw(tf.identity(pcm16), tf.int16, little_endian=True)  # [n, 88200]
         windows = tf.reshape(tf.cast(samples, tf.float32) / PCM_SCALE, [-1, CLIP_SAMPLES])
+        windows = tf.where(tf.sequence_mask(valid_samples, CLIP_SAMPLES), windows, 0.0)  # padding is silence
         probabilities = self._predict_in_chunks(windows)  # [n, 10]
-        return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_CLIP_INDEX: tf.identity(clip_index)}
+        return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_CLIP_INDEX: tf.identity(clip_index),
+                OUTPUT_VALID_SAMPLES: tf.identity(valid_samples)}
 
     @tf.function(input_signature=[])
     def metadata_path(self):
@@ -169,7 +188,8 @@ def find_frontend(model: keras.Model) -> LogMelFrontend:
     raise ValueError(f"model {model.name!r} has no LogMelFrontend layer: export needs a raw-waveform model")
 
 
-def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: float, extra: dict | None) -> dict:
+def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: float, extra: dict | None,
+                   temperature: float = 1.0) -> dict:
     spectrogram = frontend.spectrogram.params  # FrontendParams
     metadata = {
         "model_name": model.name,
@@ -179,6 +199,7 @@ def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: floa
         "class_names": list(CLASS_NAMES),
         "num_classes": NUM_CLASSES,
         "threshold": float(threshold),
+        "temperature": float(temperature),  # applied in the graph: probabilities are calibrated
         "frontend": dataclasses.asdict(spectrogram),
         "num_frames": spectrogram.frames_per_window,
         "parameters": int(model.count_params()),
@@ -186,7 +207,7 @@ def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: floa
             SERVING_SIGNATURE: {"inputs": serving_inputs("float32 [batch, samples]", "int32 [batch]"),
                                 "outputs": list(SERVING_OUTPUTS)},
             WINDOWS_SIGNATURE: {"inputs": windows_inputs(f"string [windows]: {CLIP_SAMPLES} int16 LE samples",
-                                                         "int32 [windows]"),
+                                                         "int32 [windows]", "int32 [windows]"),
                                 "outputs": list(WINDOWS_OUTPUTS)},
             LOG_MEL_SIGNATURE: {"inputs": {INPUT_WAVEFORM: "float32 [batch, samples]"},
                                 "outputs": list(LOG_MEL_OUTPUTS)},
@@ -204,7 +225,7 @@ def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: floa
     return metadata
 
 
-def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_THRESHOLD,
+def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_THRESHOLD, temperature: float = 1.0,
                  metadata: dict | None = None, window_batch: int = WINDOW_BATCH,
                  overwrite: bool = False, verify: bool = True) -> pathlib.Path:
     """Write `output_dir/model/1/` (SavedModel) and `output_dir/metadata.json`; return the model dir.
@@ -223,14 +244,16 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
         if not overwrite:
             raise FileExistsError(f"{version_dir} already holds a model (pass overwrite=True to replace it)")
     frontend = find_frontend(model)
-    content = build_metadata(model, frontend, threshold, metadata)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    content = build_metadata(model, frontend, threshold, metadata, temperature)
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=version_dir.parent))
     try:
         metadata_source = staging / "source" / METADATA_FILE
         metadata_source.parent.mkdir()
         metadata_source.write_text(json.dumps(content, indent=2) + "\n")
-        module = ServingModule(model, frontend, str(metadata_source), window_batch)
+        module = ServingModule(model, frontend, str(metadata_source), window_batch, temperature=temperature)
         saved = staging / VERSION
         tf.saved_model.save(module, str(saved), signatures={
             SERVING_SIGNATURE: module.serve.get_concrete_function(),
@@ -300,11 +323,12 @@ def verify_export(export_dir) -> dict:
         if gap > VERIFY_TOLERANCE:
             raise ExportVerificationError(f"batched {name} differs from {name} alone by {gap:.2e}")
     pair = [clips["tone"], clips["noise"]]
-    windows, clip_index = windowing.frame_clips([to_pcm16(clip) for clip in pair])
+    windows, clip_index, valid = windowing.frame_clips([to_pcm16(clip) for clip in pair])
     out = loaded.signatures[WINDOWS_SIGNATURE](**windows_inputs(
-        tf.constant([window.tobytes() for window in windows]), tf.constant(clip_index)))
-    if out[OUTPUT_CLIP_INDEX].numpy().tolist() != clip_index.tolist():
-        raise ExportVerificationError(f"{WINDOWS_SIGNATURE}: clip_index not echoed")
+        tf.constant([window.tobytes() for window in windows]), tf.constant(clip_index), tf.constant(valid)))
+    if out[OUTPUT_CLIP_INDEX].numpy().tolist() != clip_index.tolist() or \
+            windowing.clip_lengths(clip_index, out[OUTPUT_VALID_SAMPLES].numpy()).tolist() != [len(c) for c in pair]:
+        raise ExportVerificationError(f"{WINDOWS_SIGNATURE}: clip_index or valid_samples not echoed")
     mean, _, counts = windowing.average_windows(out[OUTPUT_PROBABILITIES].numpy(), clip_index, len(pair))
     reference = call([quantize(clip) for clip in pair])
     if counts.tolist() != reference[OUTPUT_WINDOW_COUNT].tolist():
@@ -326,9 +350,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("run", metavar="RUN", help=f"training run directory (holds {SELECTION_FILE})")
     parser.add_argument("--output", required=True, metavar="EXPORT",
                         help="export directory: EXPORT/model/1/ (SavedModel) and EXPORT/metadata.json")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                        help=f"top probability below which a prediction is undetermined (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="top probability below which a prediction is undetermined (default: the one "
+                             f"calibrated by `us8k evaluate` in RUN/calibration.json, else {DEFAULT_THRESHOLD})")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="temperature applied in the graph (default: RUN/calibration.json's, else 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing EXPORT/model/1/")
+
+
+def run_calibration(run_dir, name: str) -> dict | None:
+    """Model `name`'s entry of RUN/calibration.json (temperature, threshold, target), or None."""
+    path = pathlib.Path(run_dir) / "calibration.json"  # models.calibration.CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get("models", {}).get(name)
+    except (json.JSONDecodeError, AttributeError):
+        _fail(f"{path} is not a valid calibration file")
+    if entry is not None:
+        entry = {**entry, "file": str(path)}
+    return entry
 
 
 def _fail(reason: str):
@@ -344,23 +385,33 @@ def run(args) -> int:
     except SelectionError as error:
         _fail(str(error))
     entry = selection["models"][name]
-    if not 0.0 <= args.threshold <= 1.0:
-        _fail(f"--threshold must be within [0, 1], got {args.threshold}")
+    calibrated = run_calibration(run_dir, name)
+    threshold = args.threshold if args.threshold is not None else (
+        calibrated["threshold"] if calibrated else DEFAULT_THRESHOLD)
+    temperature = args.temperature if args.temperature is not None else (
+        calibrated["temperature"] if calibrated else 1.0)
+    if not 0.0 <= threshold <= 1.0:
+        _fail(f"--threshold must be within [0, 1], got {threshold}")
+    if not temperature > 0:
+        _fail(f"--temperature must be positive, got {temperature}")
+    print(f"us8k export: threshold {threshold:g} ({'given' if args.threshold is not None else 'calibrated' if calibrated else 'default'}), "
+          f"temperature {temperature:g} ({'given' if args.temperature is not None else 'calibrated' if calibrated else 'none'})",
+          flush=True)
     print(f"us8k export: loading {name} from {checkpoint}", flush=True)
     try:
         model = keras.models.load_model(checkpoint, compile=False)
     except Exception as error:  # a corrupt or foreign .keras file: say which, in one line
         _fail(f"cannot load {checkpoint}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
     extra = {"run": {"run_dir": str(run_dir.resolve()), "selected": name, "selected_model": entry,
-                     "selection": selection}}
+                     "selection": selection, "calibration": calibrated}}
     output = pathlib.Path(args.output)
     try:
-        version_dir = export_model(model, output, threshold=args.threshold, metadata=extra,
+        version_dir = export_model(model, output, threshold=threshold, temperature=temperature, metadata=extra,
                                    overwrite=args.overwrite)
     except (FileExistsError, ValueError, ExportVerificationError) as error:
         _fail(str(error))
     print(f"us8k export: wrote {version_dir} and {output / METADATA_FILE} "
-          f"(model {name}, threshold {args.threshold}); verified after reloading", flush=True)
+          f"(model {name}, threshold {threshold:g}, temperature {temperature:g}); verified after reloading", flush=True)
     return 0
 
 

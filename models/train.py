@@ -35,7 +35,7 @@ import time
 
 from models.config import LR_SCHEDULES, MIX_MODES, STRATEGIES, ConfigError, TrainConfig
 from tfdata import contract as c
-from tfdata.layout import CONFIG_FILE, SELECTION_FILE
+from tfdata.layout import CONFIG_FILE, SELECTION_FILE, SelectionError
 
 STATS_BATCH_SIZE = 64  # normalisation statistics: any batch size gives the same numbers
 
@@ -712,6 +712,6 @@ def run(args: argparse.Namespace) -> int:
             split_cpu(config.cpu_replicas)  # before anything initialises TensorFlow
         train_models(records_dir, args.output, config, force=args.force, evaluate=not args.skip_evaluate,
                      verbose=args.verbose)
-    except (ConfigError, TrainingError, EvaluationError) as e:
+    except (ConfigError, TrainingError, EvaluationError, SelectionError) as e:
         raise SystemExit(f"us8k train: error: {e}") from None
     return 0

@@ -4,8 +4,11 @@ A request waits up to the batch timeout for others that are still being read or 
 request does not wait), then they run as one batch of at most `max_batch` rows with the
 signature's `lengths` input, so each answer equals the one the request gets alone. One model
 call runs at a time, in its own thread; requests that arrive meanwhile form the next batch. A
-batch is also capped at max_batch × 4 s of padded samples, so one long clip does not pad thirty
-short ones to its length.
+model call is also capped at max_batch × 4 s of padded samples (`max_padded_samples`): requests
+that would exceed it go to the next batch, and the rows of one request that exceed it (64 rows,
+one of them 10 minutes long) are split over several calls, so a model call's input is at most
+max(max_padded_samples, the longest row) samples and one long clip never pads thirty short ones
+to its length. `observer` (serving.metrics) is told each model call's rows and seconds.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -29,6 +33,7 @@ BATCH_TIMEOUT_MS = 5.0  # how long the first request of a batch waits for others
 log = logging.getLogger("us8k.serve.batcher")
 
 ModelCall = Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]]  # (batch, lengths) → outputs
+CallObserver = Callable[[int, float], None]  # (rows, seconds) of one model call
 
 
 @dataclass
@@ -64,10 +69,12 @@ class DynamicBatcher:
     request runs at once, so batching costs no latency when there is nothing to batch with.
     """
 
-    def __init__(self, run: ModelCall, *, max_batch: int = MAX_BATCH, timeout_ms: float = BATCH_TIMEOUT_MS):
+    def __init__(self, run: ModelCall, *, max_batch: int = MAX_BATCH, timeout_ms: float = BATCH_TIMEOUT_MS,
+                 observer: CallObserver | None = None):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._run = run
+        self._observer = observer
         self.max_batch = max_batch
         self.timeout_s = max(0.0, timeout_ms) / 1000.0
         self.max_padded_samples = max_batch * CLIP_SAMPLES
@@ -78,6 +85,11 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._closing = False
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="us8k-model")
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests parsed and waiting for a model call."""
+        return len(self._jobs)
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -147,23 +159,61 @@ class DynamicBatcher:
                 rows, longest = rows + job.rows, max(longest, job.longest)
             await self._run_batch(jobs)
 
+    def _calls(self, waveforms: list[np.ndarray]) -> list[list[int]]:
+        """Row indices per model call, in order: ≤ max_batch rows and ≤ max_padded_samples padded
+        samples each (a row longer than that alone)."""
+        calls, current, longest = [], [], 0
+        for index, waveform in enumerate(waveforms):
+            width = max(longest, waveform.shape[0])
+            if current and (len(current) + 1 > self.max_batch or (len(current) + 1) * width > self.max_padded_samples):
+                calls.append(current)
+                current, width = [], waveform.shape[0]
+            current.append(index)
+            longest = width
+        if current:
+            calls.append(current)
+        return calls
+
     async def _run_batch(self, jobs: list[_Job]) -> None:
         jobs = [job for job in jobs if not job.future.done()]  # a client that gave up
         if not jobs:
             return
-        batch, lengths = pad_batch([w for job in jobs for w in job.waveforms])
+        waveforms = [w for job in jobs for w in job.waveforms]
+        loop = asyncio.get_running_loop()
+        parts = []
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch, lengths)
+            for rows in self._calls(waveforms):
+                batch, lengths = pad_batch([waveforms[i] for i in rows])
+                started = time.perf_counter()
+                parts.append(await loop.run_in_executor(self._executor, self._run, batch, lengths))
+                self.stats.record(int(batch.shape[0]))
+                if self._observer is not None:
+                    self._observer(int(batch.shape[0]), time.perf_counter() - started)
         except Exception as exc:  # the model failed: fail this batch, keep serving
             log.exception("model call failed")
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        self.stats.record(int(batch.shape[0]))
+        outputs = _concatenate(parts)
         start = 0
         for job in jobs:
             end = start + job.rows
             if not job.future.done():
                 job.future.set_result({name: value[start:end] for name, value in outputs.items()})
             start = end
+
+
+def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Outputs of consecutive model calls → one set of rows; per-window outputs ([n, windows, …])
+    are zero padded to the most windows of any call (zeros past a row's own windows, as the graph)."""
+    if len(parts) == 1:
+        return parts[0]
+    joined = {}
+    for name in parts[0]:
+        values = [part[name] for part in parts]
+        if values[0].ndim >= 2 and len({v.shape[1] for v in values}) > 1:
+            width = max(v.shape[1] for v in values)
+            values = [np.pad(v, [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)) for v in values]
+        joined[name] = np.concatenate(values)
+    return joined

@@ -11,8 +11,10 @@ the container's Python by `us8k package`) and the project's numpy-only `tfdata.c
 
 To TF Serving the handler sends the `serving_windows` signature's inputs: every clip cut into 4 s
 windows every 2 s (`tfdata.windowing`, the graph's own arithmetic), each window one base64 string
-of 88200 little-endian int16 samples (`tfdata.pcm`, the ingestion scale), with its clip's index:
-{"signature_name": "serving_windows", "inputs": {"pcm16": [{"b64": …}, …], "clip_index": [0, 0, 1]}}.
+of 88200 little-endian int16 samples (`tfdata.pcm`, the ingestion scale), with its clip's index and
+its count of real (not padding) samples, which give output_handler each clip's duration back:
+{"signature_name": "serving_windows", "inputs": {"pcm16": [{"b64": …}, …], "clip_index": [0, 0, 1],
+"valid_samples": [88200, 30000, 88200]}}.
 Every row has one shape, so TF Serving's batching can merge concurrent requests of any lengths;
 `output_handler` averages each clip's window rows, which is `serving_default`'s answer on the same
 int16 audio. With batching on, TF Serving refuses a request of more rows than its max batch size, so
@@ -63,11 +65,11 @@ from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, Au
                           UnsupportedAudioError, decode_audio, prepare_waveform)
 from tfdata.contract import (CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED,
                              WINDOW_HOP_SAMPLES)
-from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
-                           OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV,
-                           WINDOWS_SIGNATURE, windows_inputs)
+from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_VALID_SAMPLES,
+                           OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV,
+                           TFS_MAX_BATCH_SIZE_ENV, WINDOWS_SIGNATURE, windows_inputs)
 from tfdata.pcm import to_pcm16
-from tfdata.windowing import average_windows, frame_clips
+from tfdata.windowing import average_windows, clip_lengths, frame_clips
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time invocation payload limit
 MAX_INSTANCES = 64  # rows in one request
@@ -94,13 +96,19 @@ _REASONS = {400: "Bad Request", 401: "Unauthorized", 413: "Payload Too Large", 4
 _JSON_TYPES = {list: "an array", dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}
 
 
-class RequestError(ValueError):
-    """A request the endpoint refuses: `status` is the HTTP status, the message says why."""
+_DEFAULT_KINDS = {401: "unauthorized", 413: "body_too_large", 415: "unsupported_type"}
 
-    def __init__(self, status: int, message: str):
+
+class RequestError(ValueError):
+    """A request the endpoint refuses: `status` is the HTTP status, the message says why, `reason`
+    is its class for metrics ("json", "too_long", "undecodable", "unsupported_audio", "base64",
+    "body_too_large", "unsupported_type", "invalid_request"…)."""
+
+    def __init__(self, status: int, message: str, reason: str | None = None):
         super().__init__(f"{status} {_REASONS.get(status, 'Error')}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason or _DEFAULT_KINDS.get(status, "invalid_request")
 
     def to_json(self) -> str:
         return json.dumps({"error": self.message})
@@ -179,7 +187,7 @@ def parse_request(body: bytes, content_type: str | None, *, max_seconds: float =
     if media_type == JSON_TYPE:
         waveforms = _parse_json(body, max_seconds)
     elif media_type in AUDIO_TYPES:
-        waveforms = [_decode(body, "body", max_seconds)]
+        waveforms = [_decode(body, "body", max_seconds, max_seconds)]
     else:
         raise RequestError(415, f"unsupported content type {media_type!r}; send {JSON_TYPE} or an "
                                 f"audio file ({', '.join(AUDIO_TYPES)})")
@@ -187,24 +195,25 @@ def parse_request(body: bytes, content_type: str | None, *, max_seconds: float =
     return waveforms
 
 
-def windows_payload(waveforms: list[np.ndarray]) -> tuple[list[bytes], np.ndarray]:
+def windows_payload(waveforms: list[np.ndarray]) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Clips → the windows signature's inputs: one int16 PCM string (88200 little-endian samples)
-    per 4 s window, clip after clip, and each window's clip index (int32)."""
-    windows, clip_index = frame_clips([to_pcm16(w) for w in waveforms])
-    return [window.tobytes() for window in windows], clip_index
+    per 4 s window, clip after clip, each window's clip index and its valid samples (int32)."""
+    windows, clip_index, valid = frame_clips([to_pcm16(w) for w in waveforms])
+    return [window.tobytes() for window in windows], clip_index, valid
 
 
 def tfs_request_json(waveforms: list[np.ndarray], max_windows: int | None = None) -> str:
     """TF Serving REST predict body for the windows signature: columnar "inputs", each window's PCM
     as {"b64": …} (how TF Serving's JSON carries DT_STRING). More than `max_windows`: 413."""
-    pcm, clip_index = windows_payload(waveforms)
+    pcm, clip_index, valid = windows_payload(waveforms)
     if max_windows is not None and len(pcm) > max_windows:
         raise RequestError(413, f"the request cuts into {len(pcm)} windows of 4 s; this endpoint's TF Serving "
                                 f"batches at most {max_windows} ({TFS_MAX_BATCH_SIZE_ENV}, `us8k deploy "
                                 f"--max-batch`): send fewer or shorter clips per request")
     strings = [{"b64": base64.b64encode(window).decode("ascii")} for window in pcm]
     return json.dumps({"signature_name": WINDOWS_SIGNATURE,
-                       "inputs": windows_inputs(strings, clip_index.tolist())}, separators=(",", ":"))
+                       "inputs": windows_inputs(strings, clip_index.tolist(), valid.tolist())},
+                      separators=(",", ":"))
 
 
 # ---------------------------------------------------------------- answers (pure functions)
@@ -242,10 +251,13 @@ def predictions_from_signature(outputs: Mapping[str, Any], *, config: ServingCon
 
 def predictions_from_windows(outputs: Mapping[str, Any], *, config: ServingConfig,
                               options: RequestOptions = RequestOptions()) -> list[dict]:
-    """The windows signature's outputs, by name (one row per window, its clip index beside it) →
-    each clip's windows averaged → one prediction per clip."""
+    """The windows signature's outputs, by name (one row per window, its clip index and valid samples
+    beside it) → each clip's windows averaged → one prediction per clip (its duration from the
+    valid samples, as the local endpoint knows it from the waveform)."""
     mean, windows, counts = average_windows(outputs[OUTPUT_PROBABILITIES], outputs[OUTPUT_CLIP_INDEX])
-    return predictions_from_outputs(mean, windows, counts, config=config, options=options)
+    lengths = clip_lengths(outputs[OUTPUT_CLIP_INDEX], outputs[OUTPUT_VALID_SAMPLES], len(counts))
+    return predictions_from_outputs(mean, windows, counts, config=config, options=options,
+                                    durations=(lengths / SAMPLE_RATE).tolist())
 
 
 def response_json(predictions: list[dict]) -> str:
@@ -319,13 +331,13 @@ def _check_json_structure(body: bytes) -> None:
         if tokens > MAX_JSON_TOKENS:
             raise RequestError(400, f"JSON body holds more than {MAX_JSON_TOKENS} arrays, objects and strings; "
                                     f"a request is at most {MAX_INSTANCES} instances, each a flat list of "
-                                    'numbers or {"b64": "..."}')
+                                    'numbers or {"b64": "..."}', "json")
         char = body[match.start()]
         if char in _OPENERS:
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise RequestError(400, f"JSON body nests deeper than {MAX_JSON_DEPTH} levels; a request nests 3 "
-                                        '({"instances": [[samples]]})')
+                                        '({"instances": [[samples]]})', "json")
         elif char in _CLOSERS:
             depth -= 1
 
@@ -334,12 +346,13 @@ def _parse_json(body: bytes, max_seconds: float = MAX_SECONDS) -> list[np.ndarra
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestError(400, f"body is not valid JSON: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        raise RequestError(400, f"body is not valid JSON: not UTF-8 text (byte {exc.start}: {exc.reason})",
+                           "json") from None
     _check_json_structure(body)
     try:
         request = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise RequestError(400, f"body is not valid JSON ({_first_line(exc)})") from None
+        raise RequestError(400, f"body is not valid JSON ({_first_line(exc)})", "json") from None
     if not isinstance(request, dict) or "instances" not in request:
         raise RequestError(400, 'JSON body must be an object with "instances": a list of waveforms '
                                 '(lists of samples) or {"b64": "<base64 audio file>"} objects')
@@ -355,10 +368,9 @@ def _parse_json(body: bytes, max_seconds: float = MAX_SECONDS) -> list[np.ndarra
         if isinstance(instance, list):
             declared += _check_samples(instance, f"instance {index}") / rate
             _check_seconds(declared, max_seconds, "request")
-    waveforms, held = [], 0.0
+    waveforms, held = [], declared  # a file's budget: what the rows and the files before it left
     for index, instance in enumerate(instances):
-        budget = max_seconds - held if isinstance(instance, dict) else max_seconds
-        waveform = _instance(instance, index, rate, budget - (declared if isinstance(instance, dict) else 0.0))
+        waveform = _instance(instance, index, rate, max_seconds - held, max_seconds)
         if isinstance(instance, dict):
             held += waveform.shape[0] / SAMPLE_RATE
         waveforms.append(waveform)
@@ -385,7 +397,8 @@ def _check_samples(instance: list, where: str) -> int:
     return len(instance)
 
 
-def _instance(instance: Any, index: int, rate: int, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+def _instance(instance: Any, index: int, rate: int, budget: float = MAX_SECONDS,
+              max_seconds: float = MAX_SECONDS) -> np.ndarray:
     where = f"instance {index}"
     if isinstance(instance, dict):
         if set(instance) != {"b64"} or not isinstance(instance["b64"], str):
@@ -393,8 +406,8 @@ def _instance(instance: Any, index: int, rate: int, max_seconds: float = MAX_SEC
         try:
             data = base64.b64decode(instance["b64"], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise RequestError(400, f"{where}: invalid base64 ({exc})") from None
-        return _decode(data, where, max_seconds)
+            raise RequestError(400, f"{where}: invalid base64 ({exc})", "base64") from None
+        return _decode(data, where, budget, max_seconds)
     if not isinstance(instance, list):
         raise RequestError(400, f"{where}: expected a list of samples or {{\"b64\": ...}}, "
                                 f"got {_JSON_TYPES.get(type(instance), type(instance).__name__)}")
@@ -414,19 +427,22 @@ def _instance(instance: Any, index: int, rate: int, max_seconds: float = MAX_SEC
     return _check_length(samples, where)
 
 
-def _decode(data: bytes, where: str, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    if max_seconds <= 0:
-        raise RequestError(400, f"{where}: no audio budget left; the limit is {MAX_SECONDS:g} s per request")
+def _decode(data: bytes, where: str, budget: float = MAX_SECONDS, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Decode one audio file of at most `budget` seconds (what the request's `max_seconds` leaves)."""
+    left = f"the {budget:.1f} s the request has left" if budget < max_seconds else "the limit"
+    if budget <= 0:
+        raise RequestError(400, f"{where}: the rows before it hold the request's {max_seconds:g} s of audio already",
+                           "too_long")
     try:
-        waveform = decode_audio(data, max_seconds=max_seconds)
+        waveform = decode_audio(data, max_seconds=budget)
     except UnsupportedAudioError as exc:  # no FFmpeg here (the container) and libsndfile cannot read it
-        raise RequestError(415, f"{where}: {exc}") from None
+        raise RequestError(415, f"{where}: {exc}", "unsupported_audio") from None
     except AudioTooLongError as exc:
-        held = f"{exc.seconds:.1f} s of audio" if exc.seconds is not None else "more audio"
-        raise RequestError(400, f"{where}: {held} than this request may hold; the limit is "
-                                f"{max_seconds:g} s") from None
+        held = f"{exc.seconds:.1f} s of audio" if exc.seconds is not None else "audio past it"
+        raise RequestError(400, f"{where}: {held}, over {left} (the limit is {max_seconds:g} s per request)",
+                           "too_long") from None
     except AudioDecodeError as exc:
-        raise RequestError(400, f"{where}: {exc}") from None
+        raise RequestError(400, f"{where}: {exc}", "undecodable") from None
     return _check_length(waveform, where)
 
 
@@ -438,7 +454,8 @@ def _check_length(waveform: np.ndarray, where: str) -> np.ndarray:
 
 def _check_seconds(seconds: float, max_seconds: float, where: str) -> None:
     if seconds > max_seconds:
-        raise RequestError(400, f"{where} holds {seconds:.1f} s of audio; the limit is {max_seconds:g} s per request")
+        raise RequestError(400, f"{where} holds {seconds:.1f} s of audio; the limit is {max_seconds:g} s per request",
+                           "too_long")
 
 
 def _shown(value: Any) -> str:

@@ -4,7 +4,8 @@ At the archive's root, as the SageMaker TensorFlow Serving container expects:
 
     1/                      the SavedModel (from EXPORT/model/1/; TF Serving's version folder)
     code/inference.py       the request/response handlers (serving/inference.py)
-    code/lib/tfdata/        __init__, contract, audio, layout, batching, pcm, windowing: numpy only
+    code/lib/tfdata/        the tfdata modules inference.py imports, directly or not (contract, audio,
+                            layout, pcm, windowing…; found by reading the imports): numpy only
     code/lib/…              numpy, soundfile (+ libsndfile), soxr and what they need (cffi, pycparser,
                             typing_extensions), unpacked from binary wheels for the container's Python
     metadata.json           class names, threshold, window hop… (read by inference.py)
@@ -26,6 +27,7 @@ bytes); symbolic links are refused rather than followed.
 """
 from __future__ import annotations
 
+import ast
 import email.parser
 import gzip
 import importlib.metadata
@@ -46,8 +48,8 @@ from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, SAVED_MODEL_FILE, latest_
 
 CODE_DIR = "code"
 LIB_DIR = f"{CODE_DIR}/lib"
-# The tfdata modules the handlers import, all free of TensorFlow (not records.py, which needs it).
-LIB_MODULES = ("__init__.py", "contract.py", "audio.py", "layout.py", "batching.py", "pcm.py", "windowing.py")
+HANDLER_PACKAGE = "tfdata"  # our package the handler imports from; each module it reaches ships in code/lib/
+REFUSED_IMPORTS = ("tensorflow", "keras", "models", "serving", "beam")  # not in the container
 VENDORED = ("numpy", "soundfile", "soxr")  # what inference.py and tfdata import; their dependencies follow
 CONTAINER_PYTHON = "3.12"  # the SageMaker TF Serving 2.19 image's Python (Dockerfile.cpu builds 3.12.10)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")  # ubuntu 22.04, glibc 2.35
@@ -218,6 +220,38 @@ def unpack_wheels(wheels: list[Path]) -> list[tuple[str, bytes]]:
     return files
 
 
+# ---------------------------------------------------------------------------- our modules
+def _imported_modules(path: Path) -> set[str]:
+    """Every module name `path` imports (absolute imports; `from pkg import name` also names pkg.name)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def handler_modules(handler: Path | None = None) -> list[str]:
+    """The tfdata module files (names under tfdata/) that the handler imports, directly or through
+    each other, plus the package's __init__.py; refused when one imports TensorFlow or our other packages."""
+    package_dir = Path(tfdata.__file__).parent
+    handler = handler or Path(serving.inference.__file__)
+    found, pending = {"__init__.py"}, [handler]
+    while pending:
+        source = pending.pop()
+        for name in sorted(_imported_modules(source)):
+            if name.split(".")[0] in REFUSED_IMPORTS:
+                raise PackageError(f"{source.name} imports {name}, which the SageMaker container does not have")
+            parts = name.split(".")
+            if parts[0] == HANDLER_PACKAGE and len(parts) == 2 and (package_dir / f"{parts[1]}.py").is_file():
+                if f"{parts[1]}.py" not in found:
+                    found.add(f"{parts[1]}.py")
+                    pending.append(package_dir / f"{parts[1]}.py")
+    return sorted(found)
+
+
 # ---------------------------------------------------------------------------- the archive
 def archive_members(export_dir: str | Path, wheels: list[Path] | None = None) -> list[tuple[str, Path | bytes]]:
     """(archive name, source file or content) for every file, in archive order."""
@@ -235,8 +269,8 @@ def archive_members(export_dir: str | Path, wheels: list[Path] | None = None) ->
             members.append((f"{version_dir.name}/{path.relative_to(version_dir).as_posix()}", path))
     members.append((f"{CODE_DIR}/inference.py", Path(serving.inference.__file__)))
     tfdata_dir = Path(tfdata.__file__).parent
-    for module in LIB_MODULES:
-        members.append((f"{LIB_DIR}/tfdata/{module}", tfdata_dir / module))
+    for module in handler_modules():
+        members.append((f"{LIB_DIR}/{HANDLER_PACKAGE}/{module}", tfdata_dir / module))
     members.extend(unpack_wheels(wheels or []))
     members.append((METADATA_FILE, export_dir / METADATA_FILE))
     names = [name for name, _ in members]

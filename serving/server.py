@@ -1,7 +1,8 @@
 """`us8k serve`: a local endpoint with the SageMaker container's contract, on Starlette + uvicorn.
 
     us8k serve EXPORT|model.tar.gz [--port 8080] [--host 127.0.0.1] [--threshold T]
-                                   [--max-batch 32] [--batch-timeout-ms 5]
+                                   [--max-batch 32] [--batch-timeout-ms 5] [--max-seconds 600]
+                                   [--auth-token-file FILE | --no-auth] [--quiet]
 
 `GET /ping` answers 200 once the model is loaded; `POST /invocations` takes what the SageMaker
 handlers take (`serving.inference`: the same pure functions parse requests and build answers)
@@ -10,11 +11,16 @@ requests share model calls through `serving.batcher` (--max-batch rows at most, 
 --batch-timeout-ms for company); the model is found by `serving.model_files`.
 
 Bad input (see serving.inference for the limits) gets a 4xx with {"error": "..."}; the server
-keeps serving. SIGTERM / Ctrl-C stop it gracefully: in-flight requests finish, the batcher drains.
+keeps serving; a 500 means a server fault (the model failed). `GET /metrics` is Prometheus's
+text format (serving.metrics). Off loopback, `--auth-token-file` (Bearer token on every request
+but /ping, serving.auth) or an explicit `--no-auth` is required. One line per request on stdout
+(status, body bytes, clips, ms) unless --quiet. At most PARSE_WORKERS requests are decoded at
+once, so the memory of parsing is bounded by that many requests, whatever the concurrency. SIGTERM / Ctrl-C stop it gracefully: in-flight requests finish, the batcher drains.
 For tests and benchmarks `start_server(...)` runs the same app in a background thread.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import socket
@@ -35,17 +41,22 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serving.auth import AuthConfigError, BearerToken, is_loopback, read_token_file
 from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH, DynamicBatcher, ModelCall
-from serving.inference import (ANSWER_OUTPUTS, CUSTOM_ATTRIBUTES_HEADER, JSON_TYPE, MAX_BODY_BYTES,
+from serving.inference import (ANSWER_OUTPUTS, CUSTOM_ATTRIBUTES_HEADER, JSON_TYPE, MAX_BODY_BYTES, MAX_SECONDS,
                                RequestError, ServingConfig, check_body_size, load_config, parse_options,
                                parse_request, predictions_from_signature, response_json)
+from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.metrics import ServingMetrics
 from serving.model_files import ModelFiles, locate_model
+from tfdata.contract import SAMPLE_RATE
 from tfdata.layout import SERVING_SIGNATURE, serving_inputs
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long after SIGTERM
 DISCARD_LIMIT = 64 * 1024 * 1024  # an oversized body is read (and dropped) up to this, then cut off
+PARSE_WORKERS = 2  # requests decoded / parsed at once (the machine's cores); the others wait their turn
 
 log = logging.getLogger("us8k.serve")
 
@@ -81,12 +92,51 @@ async def ping(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def _unauthorized(request: Request) -> Response | None:
+    """A 401 when the app checks tokens and the request has no valid `Authorization: Bearer`."""
+    auth: BearerToken | None = request.app.state.auth
+    if auth is None or auth.allows(request.headers.get("authorization")):
+        return None
+    request.app.state.metrics.auth_failures.inc()
+    response = error_response(401, "missing or wrong token: send Authorization: Bearer <token>")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="us8k"'
+    return response
+
+
+async def metrics(request: Request) -> Response:
+    refused = _unauthorized(request)
+    if refused is not None:
+        return refused
+    return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+
 async def invocations(request: Request) -> Response:
     """Predictions for one request; every failure is a JSON error with its status, and the server goes on."""
+    state = request.app.state
+    started = time.perf_counter()
+    state.metrics.in_flight.inc()
+    clips, size = [0], [0]
     try:
-        predictions = await _predict(request, request.app.state.batcher, request.app.state.config)
+        response = _unauthorized(request)
+        if response is None:
+            response = await _answer(request, clips, size)
+    finally:
+        state.metrics.in_flight.dec()
+    seconds = time.perf_counter() - started
+    state.metrics.observe_request(response.status_code, seconds)
+    if state.access_log is not None:
+        state.access_log(f"us8k serve: POST /invocations {response.status_code} {size[0]} B "
+                         f"{clips[0]} clips {seconds * 1e3:.1f} ms")
+    return response
+
+
+async def _answer(request: Request, clips: list[int], size: list[int]) -> Response:
+    try:
+        predictions = await _predict(request, clips, size)
         return Response(response_json(predictions), media_type=JSON_TYPE)
     except RequestError as exc:
+        if 400 <= exc.status < 500:
+            request.app.state.metrics.decode_failures.labels(exc.reason).inc()
         return error_response(exc.status, exc.message)
     except ClientDisconnect:  # the client went away mid-body: nobody to answer
         return error_response(400, "client disconnected before sending the whole body")
@@ -102,20 +152,28 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 
 
 ROUTES = [Route("/ping", ping, methods=["GET"]),
-          Route("/invocations", invocations, methods=["POST"])]
+          Route("/invocations", invocations, methods=["POST"]),
+          Route("/metrics", metrics, methods=["GET"])]
 
 
-async def _predict(request: Request, batcher: DynamicBatcher, config: ServingConfig) -> list[dict]:
+async def _predict(request: Request, clips: list[int], size: list[int]) -> list[dict]:
     """Read and parse the request (the batcher counts it as arriving meanwhile), then batch it."""
+    state = request.app.state
+    batcher: DynamicBatcher = state.batcher
     with batcher.incoming():
-        body = await _read_body(request)
+        body = await _read_body(request, size)
         options = parse_options(request.headers.get(CUSTOM_ATTRIBUTES_HEADER), dict(request.query_params))
-        waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"))
+        async with state.parsing:
+            waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"),
+                                                max_seconds=state.max_seconds)
+        del body
+    clips[0] = len(waveforms)
+    durations = [w.shape[0] / SAMPLE_RATE for w in waveforms]
     outputs = await batcher.submit(waveforms)
-    return predictions_from_signature(outputs, config=config, options=options)
+    return predictions_from_signature(outputs, config=state.config, options=options, durations=durations)
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, seen: list[int] | None = None) -> bytes:
     """The body, refusing (413) past MAX_BODY_BYTES without keeping more than that in memory."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > DISCARD_LIMIT:
@@ -123,6 +181,8 @@ async def _read_body(request: Request) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
+        if seen is not None:
+            seen[0] = size
         if size <= MAX_BODY_BYTES:
             chunks.append(chunk)
         elif size > DISCARD_LIMIT:
@@ -144,12 +204,22 @@ async def lifespan(app: Starlette):
 
 
 def create_app(run: ModelCall, config: ServingConfig, *, max_batch: int = MAX_BATCH,
-               batch_timeout_ms: float = BATCH_TIMEOUT_MS, on_ready: Callable[[], None] | None = None) -> Starlette:
-    """The Starlette app; `app.state.batcher` holds the batcher (its `.stats` say how it batched)."""
+               batch_timeout_ms: float = BATCH_TIMEOUT_MS, on_ready: Callable[[], None] | None = None,
+               max_seconds: float = MAX_SECONDS, auth_token: str | None = None,
+               access_log: Callable[[str], None] | None = None) -> Starlette:
+    """The Starlette app; `app.state.batcher` holds the batcher (its `.stats` say how it batched),
+    `app.state.metrics` the Prometheus metrics. `auth_token`: every route but /ping needs it."""
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
-    app.state.batcher = DynamicBatcher(run, max_batch=max_batch, timeout_ms=batch_timeout_ms)
+    app.state.metrics = ServingMetrics()
+    app.state.batcher = DynamicBatcher(run, max_batch=max_batch, timeout_ms=batch_timeout_ms,
+                                       observer=app.state.metrics.observe_model_call)
+    app.state.metrics.queue_depth.set_function(lambda: app.state.batcher.queue_depth)
     app.state.config = config
     app.state.on_ready = on_ready
+    app.state.max_seconds = float(max_seconds)
+    app.state.auth = BearerToken(auth_token) if auth_token is not None else None
+    app.state.access_log = access_log
+    app.state.parsing = asyncio.Semaphore(PARSE_WORKERS)
     return app
 
 
@@ -210,6 +280,7 @@ class ServerHandle:
         self.host, self.port = sock.getsockname()[:2]
         self.url = http_url(self.host, self.port)
         self.batcher: DynamicBatcher = app.state.batcher
+        self.metrics: ServingMetrics = app.state.metrics
         self.config = model.config
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -226,11 +297,13 @@ class ServerHandle:
 
 def start_server(model_path: str | Path, host: str = DEFAULT_HOST, port: int = 0, *,
                  threshold: float | None = None, max_batch: int = MAX_BATCH,
-                 batch_timeout_ms: float = BATCH_TIMEOUT_MS, startup_timeout: float = 120.0) -> ServerHandle:
+                 batch_timeout_ms: float = BATCH_TIMEOUT_MS, startup_timeout: float = 120.0,
+                 max_seconds: float = MAX_SECONDS, auth_token: str | None = None) -> ServerHandle:
     """Load the model and serve it from a background thread; returns once /ping would answer."""
     model = load_served_model(model_path, threshold)
     sock = bind_socket(host, port)
-    app = create_app(model.runner, model.config, max_batch=max_batch, batch_timeout_ms=batch_timeout_ms)
+    app = create_app(model.runner, model.config, max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
+                     max_seconds=max_seconds, auth_token=auth_token)
     server = _uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="us8k-serve", daemon=True)
     thread.start()
@@ -256,6 +329,30 @@ def add_arguments(parser) -> None:
                         help=f"most rows per model call; 1 turns batching off (default {MAX_BATCH})")
     parser.add_argument("--batch-timeout-ms", type=float, default=BATCH_TIMEOUT_MS,
                         help=f"how long a request waits for others to batch with (default {BATCH_TIMEOUT_MS:g})")
+    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                        help=f"most audio per request, all rows together, after decoding (default {MAX_SECONDS:g}; "
+                             "a 6 MB body limits it too)")
+    parser.add_argument("--auth-token-file", default=None, metavar="FILE",
+                        help="require `Authorization: Bearer <token>` (the file's first line) on every request "
+                             "but GET /ping; needed with a --host other than loopback, unless --no-auth")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve a non-loopback --host without a token (anyone who reaches the port may use it)")
+    parser.add_argument("--quiet", action="store_true", help="no line per request on stdout")
+
+
+def _auth_token(args) -> str | None:
+    """The token to require, or None; refuses a non-loopback host with neither a token nor --no-auth."""
+    if args.auth_token_file and args.no_auth:
+        raise SystemExit("us8k serve: error: give --auth-token-file or --no-auth, not both")
+    if args.auth_token_file:
+        try:
+            return read_token_file(args.auth_token_file)
+        except AuthConfigError as exc:
+            raise SystemExit(f"us8k serve: error: {exc}") from None
+    if not args.no_auth and not is_loopback(args.host):
+        raise SystemExit(f"us8k serve: error: --host {args.host} is not loopback: give --auth-token-file FILE "
+                         "(clients send Authorization: Bearer <token>) or --no-auth")
+    return None
 
 
 def run(args) -> int:
@@ -263,6 +360,9 @@ def run(args) -> int:
         raise SystemExit("us8k serve: error: --max-batch must be at least 1")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise SystemExit("us8k serve: error: --threshold must be in [0, 1]")
+    if not 0.0 < args.max_seconds < float("inf"):
+        raise SystemExit("us8k serve: error: --max-seconds must be a positive number")
+    token = _auth_token(args)
     print(f"us8k serve: loading {args.model}", flush=True)
     try:
         model = load_served_model(args.model, args.threshold)
@@ -276,12 +376,14 @@ def run(args) -> int:
         url = http_url(*sock.getsockname()[:2])
 
         def ready():
-            print(f"us8k serve: serving {args.model} at {url} (GET /ping, POST /invocations; "
+            print(f"us8k serve: serving {args.model} at {url} (GET /ping, POST /invocations, GET /metrics; "
                   f"threshold {model.config.threshold:g}, max batch {args.max_batch}, "
-                  f"batch timeout {args.batch_timeout_ms:g} ms)", flush=True)
+                  f"batch timeout {args.batch_timeout_ms:g} ms, max {args.max_seconds:g} s per request, "
+                  f"{'token required' if token else 'no token'})", flush=True)
 
         app = create_app(model.runner, model.config, max_batch=args.max_batch,
-                         batch_timeout_ms=args.batch_timeout_ms, on_ready=ready)
+                         batch_timeout_ms=args.batch_timeout_ms, on_ready=ready, max_seconds=args.max_seconds,
+                         auth_token=token, access_log=None if args.quiet else lambda line: print(line, flush=True))
         # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal to the
         # handler that was there before: make that one a no-op so we clean up and exit 0.
         stopped_by = []

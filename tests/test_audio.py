@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length, prepare_waveform
+from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError, decode_audio,
+                          decode_head, fit_to_length, prepare_waveform)
 from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
 
 pytestmark = pytest.mark.timeout(120)
@@ -140,3 +141,97 @@ def test_fit_to_length_pads_and_crops():
     long = np.arange(CLIP_SAMPLES + 500, dtype=np.float32)
     clip, valid = fit_to_length(long)
     assert valid == CLIP_SAMPLES and np.array_equal(clip, long[:CLIP_SAMPLES])
+
+
+# ------------------------------------------------------------------ bounded decoding
+
+
+def aac_m4a(samples, rate):
+    """AAC in MP4 (libsndfile cannot read it: the PyAV path), encoded with PyAV."""
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        frame_size = 1024
+        for start in range(0, samples.shape[0], frame_size):
+            chunk = samples[start:start + frame_size, 0]
+            frame = av.AudioFrame.from_ndarray(chunk[None].astype(np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def noisy(rate, seconds, channels=1, seed=0):
+    x = np.random.default_rng(seed).standard_normal((int(rate * seconds), channels)) * 0.1
+    return (x + tone(rate, seconds, channels)[: x.shape[0]] * 0.5).astype(np.float32)
+
+
+HEAD_CASES = [(44100, 2, "WAV", "PCM_16"), (48000, 1, "WAV", "FLOAT"), (8000, 1, "FLAC", "PCM_16"),
+              (96000, 6, "FLAC", "PCM_24"), (22050, 1, "WAV", "PCM_16"), (16000, 2, "OGG", "VORBIS"),
+              (1000, 1, "WAV", "PCM_16"), (384000, 1, "WAV", "PCM_16")]
+
+
+@pytest.mark.parametrize("rate,channels,fmt,subtype", HEAD_CASES, ids=[f"{c[2]}-{c[0]}-{c[1]}ch" for c in HEAD_CASES])
+@pytest.mark.parametrize("seconds", [2.0, 4.2, 12.0])
+def test_decode_head_equals_the_full_decode_exactly(rate, channels, fmt, subtype, seconds):
+    """Ingestion's head decode (4 s + a 0.5 s margin for the resampler) is bit for bit the full
+    decode's first 4 s, for files shorter and longer than that."""
+    data = encode(noisy(rate, seconds, channels), rate, fmt, subtype)
+    full = decode_audio(data)
+    head = decode_head(data)
+    assert head.shape == (min(full.shape[0], CLIP_SAMPLES),)
+    np.testing.assert_array_equal(head, full[:CLIP_SAMPLES])
+
+
+def test_decode_head_equals_the_full_decode_through_ffmpeg():
+    data = aac_m4a(noisy(44100, 12.0), 44100)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(io.BytesIO(data))
+    np.testing.assert_array_equal(decode_head(data), decode_audio(data)[:CLIP_SAMPLES])
+
+
+def test_decode_head_does_not_decode_past_what_it_keeps():
+    """A file whose audio turns NaN after 6 s: the full decode refuses it, the head never sees it."""
+    x = noisy(8000, 20.0)
+    x[6 * 8000:] = np.nan
+    data = encode(x, 8000, "WAV", "FLOAT")
+    with pytest.raises(AudioDecodeError, match="NaN"):
+        decode_audio(data)
+    assert decode_head(data).shape == (CLIP_SAMPLES,)
+
+
+def test_streamed_resampling_equals_one_soxr_call():
+    """Decoding in blocks through soxr's stream is what one soxr.resample of the whole signal gives."""
+    import soxr
+
+    for rate, channels in [(44100, 2), (8000, 1), (48000, 3)]:
+        x = noisy(rate, 50.0, channels, seed=rate)  # several BLOCK_SAMPLES blocks
+        data = encode(x, rate, "WAV", "FLOAT")
+        mono = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0] @ np.full(channels, 1 / channels, np.float32)
+        expected = soxr.resample(mono if channels > 1 else x[:, 0], rate, SAMPLE_RATE, quality="HQ")
+        np.testing.assert_array_equal(decode_audio(data), expected)
+
+
+def test_max_seconds_refuses_from_the_header_and_while_decoding():
+    data = encode(noisy(8000, 12.0), 8000, "WAV", "PCM_16")
+    assert decode_audio(data, max_seconds=12.0).shape[0] == 12 * SAMPLE_RATE
+    with pytest.raises(AudioTooLongError, match="12.0 s of audio; the limit is 11.5 s") as caught:
+        decode_audio(data, max_seconds=11.5)
+    assert caught.value.seconds == 12.0
+    m4a = aac_m4a(noisy(8000, 12.0), 8000)  # through FFmpeg too
+    with pytest.raises(AudioTooLongError, match="the limit is 5 s"):
+        decode_audio(m4a, max_seconds=5)
+
+
+@pytest.mark.parametrize("rate", [1, 500, 999, 384_001, 10**6])
+def test_source_rates_outside_the_range_are_refused_before_decoding(rate):
+    with pytest.raises(AudioDecodeError, match=f"sample rate {rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE}"):
+        prepare_waveform(np.zeros(10, np.float32), rate)
+    header = io.BytesIO()
+    with sf.SoundFile(header, "w", rate, 1, "PCM_16", format="WAV") as out:
+        out.write(np.zeros(100, np.float32))
+    with pytest.raises(AudioDecodeError, match="is outside"):
+        decode_audio(header.getvalue())

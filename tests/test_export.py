@@ -12,15 +12,18 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 import us8k
 from models.architectures import build_model
-from models.export import export_model, verify_export, window_counts
+from models.export import export_model, frame_windows, verify_export, window_counts
 from models.frontend import compute_normalization_stats
+from tfdata import windowing
 from tfdata.batching import pad_batch
 from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
                              SAMPLE_RATE, WINDOW_HOP_SAMPLES)
 from tfdata.layout import (INPUT_WAVEFORM, LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID,
                            OUTPUT_CLASS_NAME, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
                            OUTPUT_WINDOW_PROBABILITIES, SAVED_MODEL_FILE, SELECTION_FILE, SERVING_SIGNATURE, VERSION,
-                           serving_inputs)
+                           WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES,
+                           serving_inputs, windows_inputs)
+from tfdata.pcm import PCM_SCALE, quantize, to_pcm16
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
 pytestmark = pytest.mark.timeout(180)
@@ -110,7 +113,7 @@ def test_fresh_process_answers_any_length(exported, tmp_path):
               "padded_without_lengths": outputs["padded_without_lengths"][OUTPUT_PROBABILITIES],
               "signatures": probe["signatures"], "modules": probe["modules"]}
     assert result["modules"] == []  # TensorFlow alone, none of our code (our layers are not needed)
-    assert {SERVING_SIGNATURE, LOG_MEL_SIGNATURE} <= set(result["signatures"])
+    assert {SERVING_SIGNATURE, WINDOWS_SIGNATURE, LOG_MEL_SIGNATURE} <= set(result["signatures"])
     for i, alone in enumerate(result["alone"]):
         probabilities = np.array(alone[OUTPUT_PROBABILITIES][0])
         assert probabilities.shape == (NUM_CLASSES,) and np.isfinite(probabilities).all()
@@ -182,6 +185,74 @@ def test_bad_input_is_an_error_not_an_answer(exported):
     assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES)
 
 
+@pytest.mark.parametrize("lengths", [[1], [CLIP_SAMPLES], [CLIP_SAMPLES + 1, 5], [0, 3 * WINDOW_HOP_SAMPLES + 7],
+                                     [11 * SAMPLE_RATE, SAMPLE_RATE // 2, 6 * SAMPLE_RATE]])
+def test_graph_windowing_is_the_numpy_windowing(lengths):
+    """frame_windows in the graph and tfdata.windowing (the handler's) cut the same windows."""
+    rng = np.random.default_rng(len(lengths))
+    clips = [rng.uniform(-1, 1, n).astype(np.float32) for n in lengths]
+    batch, valid = pad_batch(clips)
+    windows, counts = frame_windows(tf.constant(batch), tf.constant(valid))
+    assert counts.numpy().tolist() == [windowing.window_count(n) for n in lengths]
+    np.testing.assert_array_equal(windowing.window_counts(np.array(lengths)), counts.numpy())
+    for row, clip in enumerate(clips):
+        expected = windowing.frame(clip)
+        np.testing.assert_array_equal(windows.numpy()[row, :len(expected)], expected)  # the rest: never used
+
+
+def test_windows_signature_equals_serving_default_on_int16_audio(exported):
+    """Each window as int16 PCM, averaged per clip: serving_default's answer on the same int16 audio."""
+    _, version_dir = exported
+    loaded = tf.saved_model.load(str(version_dir))
+    clips = [_scene(0.5, 21), _scene(4, 22), _scene(11, 23), _scene(60, 24)]
+    windows, clip_index, valid = windowing.frame_clips([to_pcm16(c) for c in clips])
+    out = loaded.signatures[WINDOWS_SIGNATURE](**windows_inputs(tf.constant([w.tobytes() for w in windows]),
+                                                                 tf.constant(clip_index), tf.constant(valid)))
+    assert set(out) == set(WINDOWS_OUTPUTS)
+    assert out[OUTPUT_PROBABILITIES].shape == (1 + 1 + 5 + 29, NUM_CLASSES)
+    assert out[OUTPUT_CLIP_INDEX].numpy().tolist() == clip_index.tolist()
+    assert windowing.clip_lengths(clip_index, out[OUTPUT_VALID_SAMPLES].numpy()).tolist() == [len(c) for c in clips]
+    mean, per_window, counts = windowing.average_windows(out[OUTPUT_PROBABILITIES].numpy(), clip_index)
+    batch, lengths = pad_batch([quantize(c) for c in clips])
+    reference = loaded.signatures[SERVING_SIGNATURE](**serving_inputs(tf.constant(batch), tf.constant(lengths)))
+    np.testing.assert_allclose(mean, reference[OUTPUT_PROBABILITIES].numpy(), rtol=0, atol=SAME_ANSWER)
+    np.testing.assert_allclose(per_window, reference[OUTPUT_WINDOW_PROBABILITIES].numpy(), rtol=0, atol=SAME_ANSWER)
+    assert counts.tolist() == reference[OUTPUT_WINDOW_COUNT].numpy().tolist() == [1, 1, 5, 29]
+    # the graph divides by the one PCM scale: a full-scale window is ±1.0 after decoding
+    assert to_pcm16(np.array([1.0, -1.0, 2.0], np.float32)).tolist() == [int(PCM_SCALE), -int(PCM_SCALE), int(PCM_SCALE)]
+
+
+def test_windows_signature_refuses_malformed_windows(exported):
+    _, version_dir = exported
+    serve = tf.saved_model.load(str(version_dir)).signatures[WINDOWS_SIGNATURE]
+    full = bytes(2 * CLIP_SAMPLES)
+    for pcm, index, valid, problem in (([full[:-2]], [0], [1], "must hold 88200 little-endian int16 samples"),
+                                       ([full, full + b"\0\0"], [0, 0], [1, 1], "176400 bytes"),
+                                       ([full[:-1]], [0], [1], "176400 bytes"),
+                                       ([full], [0, 1], [1], "clip_index must have one entry per pcm16 window"),
+                                       ([full], [0], [1, 1], "valid_samples must have one entry"),
+                                       ([full], [0], [-1], "must not be negative"),
+                                       ([full], [0], [CLIP_SAMPLES + 1], "must not exceed 88200")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
+            serve(**windows_inputs(tf.constant(pcm), tf.constant(index, tf.int32), tf.constant(valid, tf.int32)))
+    empty = serve(**windows_inputs(tf.constant([], tf.string), tf.constant([], tf.int32), tf.constant([], tf.int32)))
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES) and empty[OUTPUT_CLIP_INDEX].shape == (0,)
+
+
+def test_windows_signature_zeroes_past_valid_samples(exported):
+    """Like `lengths`: what follows a window's valid samples does not change its answer."""
+    _, version_dir = exported
+    serve = tf.saved_model.load(str(version_dir)).signatures[WINDOWS_SIGNATURE]
+    clip = to_pcm16(_scene(1.5, 25))
+    clean, noisy = np.zeros(CLIP_SAMPLES, "<i2"), to_pcm16(_scene(4, 26))
+    clean[:clip.size] = noisy[:clip.size] = clip
+    out = serve(**windows_inputs(tf.constant([clean.tobytes(), noisy.tobytes(), noisy.tobytes()]),
+                                 tf.constant([0, 1, 2]), tf.constant([clip.size, clip.size, CLIP_SAMPLES])))
+    p = out[OUTPUT_PROBABILITIES].numpy()
+    np.testing.assert_allclose(p[1], p[0], rtol=0, atol=SAME_ANSWER)
+    assert np.abs(p[2] - p[0]).max() > 100 * SAME_ANSWER  # the noise past 1.5 s does change it when counted
+
+
 def test_metadata(exported):
     output, version_dir = exported
     metadata = json.loads((output / METADATA_FILE).read_text())
@@ -190,6 +261,8 @@ def test_metadata(exported):
     assert metadata["window_hop_samples"] == WINDOW_HOP_SAMPLES
     assert metadata["class_names"] == list(CLASS_NAMES) and metadata["threshold"] == 0.55
     assert metadata["model_name"] == "tiny" and metadata["note"] == "test"
+    assert metadata["signatures"][WINDOWS_SIGNATURE]["outputs"] == list(WINDOWS_OUTPUTS)
+    assert metadata["pcm_scale"] == PCM_SCALE
     assert metadata["tensorflow_version"] == tf.__version__ and metadata["keras_version"] == keras.__version__
     loaded = tf.saved_model.load(str(version_dir))
     assert json.loads(pathlib.Path(loaded.metadata_path().numpy().decode()).read_text()) == metadata
@@ -202,7 +275,7 @@ def test_serving_graph_has_core_ops_only(exported):
     graph = saved.meta_graphs[0].graph_def
     nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
     ops = {n.op for n in nodes}
-    assert {"RFFT", "MatMul", "Conv2D", "ScatterNd"} <= ops
+    assert {"RFFT", "MatMul", "Conv2D", "ScatterNd", "DecodeRaw"} <= ops
     assert not [op for op in ops if op.startswith("_") or "Xla" in op or "Mkl" in op]
     assert not [f.signature.name for f in graph.library.function if "_XlaMustCompile" in f.attr]
 

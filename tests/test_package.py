@@ -1,35 +1,53 @@
-"""serving.package: model.tar.gz in the SageMaker TF Serving layout, safe and reproducible, whose
-code/inference.py imports and runs with only code/lib (+ site-packages), without TensorFlow."""
-import importlib.metadata
-import io
-import json
+"""serving.package: model.tar.gz in the SageMaker TF Serving layout, safe and reproducible, with every
+module its handler imports: our numpy-only tfdata modules and the third-party ones, unpacked from
+binary wheels for the container's CPython 3.12 (tests/test_container_handler.py runs one built for
+this Python in an isolated interpreter)."""
 import shutil
-import subprocess
-import sys
-import sysconfig
 import tarfile
-import textwrap
+import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 import serving.inference
 import tfdata
 import us8k
-from serving.package import write_package
+from serving.package import (CONTAINER_PYTHON, PackageError, _vendored_name, fetch_wheels, handler_modules,
+                             installed_pins, wheel_closure, write_package)
 from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, SAVED_MODEL_FILE, VERSION
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
-LIB_FILES = {"code/lib/tfdata/__init__.py", "code/lib/tfdata/contract.py", "code/lib/tfdata/audio.py",
-             "code/lib/tfdata/layout.py", "code/lib/tfdata/batching.py"}
+VENDORED_DISTRIBUTIONS = {"cffi", "numpy", "pycparser", "soundfile", "soxr", "typing_extensions"}
 
 
 def members(archive_path):
     with tarfile.open(archive_path, "r:gz") as archive:
         return archive.getmembers()
+
+
+@pytest.fixture(scope="module")
+def wheel_dir(tmp_path_factory):
+    """The container target's wheels, fetched once into a cache of this module's own."""
+    directory = tmp_path_factory.mktemp("wheels")
+    fetch_wheels(CONTAINER_PYTHON, directory)
+    return directory
+
+
+def test_handler_modules_follow_the_imports():
+    modules = handler_modules()
+    assert {"__init__.py", "contract.py", "audio.py", "layout.py", "pcm.py", "windowing.py"} <= set(modules)
+    assert "records.py" not in modules and "pipeline.py" not in modules  # TensorFlow
+
+
+def test_a_handler_importing_tensorflow_is_refused(tmp_path):
+    handler = tmp_path / "inference.py"
+    handler.write_text("from tfdata.pcm import to_pcm16\nfrom tfdata import records\n")
+    with pytest.raises(PackageError, match="records.py imports tensorflow"):
+        handler_modules(handler)
+    handler.write_text("def lazy():\n    import tensorflow as tf\n")
+    with pytest.raises(PackageError, match="inference.py imports tensorflow"):
+        handler_modules(handler)
 
 
 def test_layout(tiny_package, tiny_export):
@@ -39,26 +57,46 @@ def test_layout(tiny_package, tiny_export):
     saved_model = {f"{VERSION}/{p.relative_to(version_dir).as_posix()}" for p in version_dir.rglob("*") if p.is_file()}
     assert saved_model <= files and f"{VERSION}/{SAVED_MODEL_FILE}" in files
     assert f"{VERSION}/variables/variables.index" in files
-    assert files == saved_model | LIB_FILES | {"code/inference.py", "code/requirements.txt", METADATA_FILE}
+    ours = {f"code/lib/tfdata/{m}" for m in handler_modules()} | {"code/inference.py", METADATA_FILE}
+    vendored = files - saved_model - ours
+    assert ours <= files and all(name.startswith("code/lib/") for name in vendored)
+    assert "code/requirements.txt" not in files  # the container would ignore it beside code/lib/ anyway
     assert "code/lib/tfdata/records.py" not in files  # imports TensorFlow
+    for module in ("numpy/__init__.py", "soundfile.py", "_soundfile.py", "soxr/__init__.py", "typing_extensions.py",
+                   "pycparser/__init__.py", "cffi/__init__.py", "_cffi_backend.cpython-312-x86_64-linux-gnu.so"):
+        assert f"code/lib/{module}" in vendored, module
+    assert any(n.startswith("code/lib/_soundfile_data/libsndfile") for n in vendored)  # libsndfile 1.2
+    assert not any(n.startswith("code/lib/av") for n in vendored)  # no PyAV / FFmpeg
+    dist_infos = {n.split("/")[2] for n in vendored if ".dist-info/" in n}
+    assert {d.split("-")[0] for d in dist_infos} == VENDORED_DISTRIBUTIONS
+    for dist_info in dist_infos:
+        names = [n for n in vendored if n.startswith(f"code/lib/{dist_info}/")]
+        assert f"code/lib/{dist_info}/METADATA" in names and f"code/lib/{dist_info}/RECORD" not in names
+        assert any(("LICENSE" in n.upper() or "COPYING" in n.upper()) for n in names), dist_info  # licences kept
+    assert not [n for n in vendored if "/tests/" in n or n.endswith(".pyi")]
     for info in infos:
         assert info.isfile() or info.isdir()
         assert not info.name.startswith("/") and ".." not in info.name.split("/")
         assert (info.uid, info.gid, info.mtime) == (0, 0, 0)
     assert [m.name for m in infos] == sorted(m.name for m in infos if m.isdir()) + sorted(files)
+    assert tiny_package.stat().st_size < 25e6
 
 
-def test_contents_match_sources_and_pins(tiny_package, tiny_export):
+def test_contents_match_sources_and_wheels(tiny_package, tiny_export, wheel_dir):
     with tarfile.open(tiny_package, "r:gz") as archive:
         read = lambda name: archive.extractfile(name).read()  # noqa: E731
         assert read("code/inference.py") == Path(serving.inference.__file__).read_bytes()
-        for name in LIB_FILES:
-            assert read(name) == (Path(tfdata.__file__).parent / Path(name).name).read_bytes()
+        for module in handler_modules():
+            assert read(f"code/lib/tfdata/{module}") == (Path(tfdata.__file__).parent / module).read_bytes()
         assert read(METADATA_FILE) == (tiny_export / METADATA_FILE).read_bytes()
         saved_model = f"{VERSION}/{SAVED_MODEL_FILE}"
         assert read(saved_model) == (tiny_export / MODEL_SUBDIR / saved_model).read_bytes()
-        pins = read("code/requirements.txt").decode().split()
-    assert pins == [f"{name}=={importlib.metadata.version(name)}" for name in ("soundfile", "soxr", "av", "numpy")]
+        pins = installed_pins()
+        (numpy_wheel,) = [w for w in fetch_wheels(CONTAINER_PYTHON, wheel_dir) if w.name.startswith("numpy-")]
+        assert numpy_wheel.name.startswith(f"numpy-{pins['numpy']}-cp312-cp312-manylinux")
+        with zipfile.ZipFile(numpy_wheel) as wheel:
+            for name in ("numpy/__init__.py", "numpy/_core/_multiarray_umath.cpython-312-x86_64-linux-gnu.so"):
+                assert read(f"code/lib/{name}") == wheel.read(name)
 
 
 def test_same_export_gives_the_same_bytes(tiny_export, tiny_package, tmp_path):
@@ -66,62 +104,62 @@ def test_same_export_gives_the_same_bytes(tiny_export, tiny_package, tmp_path):
     assert again.read_bytes() == tiny_package.read_bytes()
 
 
-def test_inference_imports_in_isolation_without_tensorflow(tiny_package, tmp_path):
-    root = tmp_path / "opt_ml_model"
-    with tarfile.open(tiny_package, "r:gz") as archive:
-        archive.extractall(root, filter="data")
-    buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(np.arange(30000) / 7)).astype(np.float32), 16000, format="WAV")
-    (tmp_path / "clip.wav").write_bytes(buf.getvalue())
-    # -I: no PYTHONPATH / user site; -S: no site-packages .pth files (the repo is installed
-    # editable through one). Only code/lib and the venv's site-packages are on the path.
-    script = textwrap.dedent(f"""
-        import collections, importlib.util, io, json, sys
-        sys.path.insert(0, {str(root / 'code' / 'lib')!r})
-        sys.path.append({sysconfig.get_paths()['purelib']!r})
-        spec = importlib.util.spec_from_file_location("inference", {str(root / 'code' / 'inference.py')!r})
-        inference = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(inference)
-        import tfdata
-        from tfdata import layout
-        Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
-        ctx = Context("threshold=0.05,windows=true", "audio/wav", "application/json")
-        request = json.loads(inference.input_handler(open("clip.wav", "rb"), ctx))
-        probs = [[0.01] * 9 + [0.91]]
-        Response = collections.namedtuple("Response", "status_code content")
-        outputs = {{layout.OUTPUT_PROBABILITIES: probs, layout.OUTPUT_WINDOW_PROBABILITIES: [probs],
-                    layout.OUTPUT_WINDOW_COUNT: [1], layout.OUTPUT_CLASS_ID: [9],
-                    layout.OUTPUT_CLASS_NAME: ["street_music"]}}
-        body, content_type = inference.output_handler(Response(200, json.dumps({{"outputs": outputs}})), ctx)
-        print(json.dumps({{
-            "tensorflow": "tensorflow" in sys.modules,
-            "serving": importlib.util.find_spec("serving") is not None,
-            "models": importlib.util.find_spec("models") is not None,
-            "tfdata": tfdata.__file__,
-            "threshold": inference.container_config().threshold,
-            "lengths": request["inputs"][layout.INPUT_LENGTHS],
-            "answer": json.loads(body), "content_type": content_type}}))
-    """)
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", script], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
-    assert report["tensorflow"] is False
-    assert report["serving"] is False and report["models"] is False  # the repo is not on the path
-    assert report["tfdata"].startswith(str(root / "code" / "lib"))
-    assert report["threshold"] == json.loads((root / METADATA_FILE).read_text())["threshold"]  # beside code/
-    assert report["lengths"] == [int(round(30000 * 22050 / 16000))]
-    (prediction,) = report["answer"]["predictions"]
-    assert prediction["label"] == "street_music" and prediction["confidence"] == 0.91
-    assert prediction["windows"][0]["start_s"] == 0.0
-    assert report["content_type"] == "application/json"
+def test_cached_wheels_need_no_network(tiny_export, wheel_dir, tmp_path, monkeypatch):
+    """A second build finds its wheels in --wheel-dir: with every index unreachable, it still works."""
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # no configured indexes or find-links
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    said = []
+    write_package(tiny_export, tmp_path / "offline.tar.gz", wheel_dir=wheel_dir, log=said.append)
+    assert any("found in" in line and "no download" in line for line in said)
+    with pytest.raises(PackageError, match="pip could not fetch wheels of numpy==.* for CPython 3.12"):
+        write_package(tiny_export, tmp_path / "none.tar.gz", wheel_dir=tmp_path / "empty")
+    assert not (tmp_path / "none.tar.gz").exists()
 
 
-def test_cli_writes_the_archive(tiny_export, tmp_path, capsys):
+def test_every_dependency_must_be_pinned_and_present(wheel_dir, tmp_path):
+    pins = installed_pins()
+    chosen = wheel_closure(CONTAINER_PYTHON, wheel_dir, pins)
+    assert {w.name.split("-")[0] for w in chosen} == VENDORED_DISTRIBUTIONS
+    unpinned = {name: version for name, version in pins.items() if name != "typing-extensions"}
+    with pytest.raises(PackageError, match="typing-extensions .needed by soundfile on CPython 3.12. is not installed"):
+        wheel_closure(CONTAINER_PYTHON, wheel_dir, unpinned)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for wheel in chosen:
+        if not wheel.name.startswith("cffi-"):
+            shutil.copy(wheel, partial)
+    with pytest.raises(PackageError, match=r"no wheel of cffi==.* for CPython 3.12"):
+        wheel_closure(CONTAINER_PYTHON, partial, pins)
+    with pytest.raises(PackageError, match="no wheel of numpy"):
+        wheel_closure("3.9", wheel_dir, pins)  # the cp312 wheels do not fit another Python
+
+
+@pytest.mark.parametrize("member, placed", [
+    ("numpy/__init__.py", "numpy/__init__.py"),
+    ("numpy/_core/tests/test_umath.py", None),
+    ("soxr/soxr_ext.pyi", None),
+    ("numpy-2.4.6.dist-info/RECORD", None),
+    ("numpy-2.4.6.dist-info/licenses/LICENSE.txt", "numpy-2.4.6.dist-info/licenses/LICENSE.txt"),
+    ("pkg-1.0.data/purelib/pkg/x.py", "pkg/x.py"),
+    ("pkg-1.0.data/platlib/pkg/y.so", "pkg/y.so"),
+    ("pkg-1.0.data/scripts/tool", None),
+])
+def test_wheel_members_placement(member, placed):
+    assert _vendored_name(member) == placed
+
+
+def test_cli_writes_the_archive(tiny_export, tmp_path, wheel_dir, capsys):
     output = tmp_path / "out" / "model.tar.gz"
-    assert us8k.main(["package", str(tiny_export), "--output", str(output)]) == 0
-    assert "us8k package: wrote" in capsys.readouterr().out
+    assert us8k.main(["package", str(tiny_export), "--output", str(output), "--wheel-dir", str(wheel_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "us8k package: packaging" in out and "for CPython 3.12" in out
+    assert "us8k package: vendoring cffi " in out and "numpy " in out and "us8k package: wrote" in out
     assert output.is_file() and not output.with_name("model.tar.gz.partial").exists()
+    with pytest.raises(SystemExit) as raised:
+        us8k.main(["package", "--help"])
+    assert raised.value.code == 0 and "--python-version" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(tiny_export, tmp_path):
@@ -142,4 +180,6 @@ def test_cli_errors_are_one_line(tiny_export, tmp_path):
     (linked / MODEL_SUBDIR / VERSION / "assets" / "escape").symlink_to("/etc/passwd")
     with pytest.raises(SystemExit, match="symbolic link"):
         us8k.main(["package", str(linked), "--output", str(tmp_path / "m.tar.gz")])
+    with pytest.raises(SystemExit, match="us8k package: error: --python-version must look like 3.12"):
+        us8k.main(["package", str(tiny_export), "--output", str(tmp_path / "m.tar.gz"), "--python-version", "py3"])
     assert not (tmp_path / "m.tar.gz").exists()

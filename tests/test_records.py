@@ -70,3 +70,28 @@ def test_read_folds_loads_shape_88200(tmp_path):
 def test_missing_fold_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="fold 4"):
         records.fold_files(tmp_path, [4])
+
+
+def test_one_pcm_scale_for_ingestion_handler_and_graph():
+    """records re-exports tfdata.pcm's conversion: the bytes ingestion stores are the handler's bytes."""
+    from tfdata import pcm
+
+    assert records.PCM_SCALE is pcm.PCM_SCALE and records.waveform_to_pcm16 is pcm.waveform_to_pcm16
+    rng = np.random.default_rng(2)
+    clip = rng.uniform(-1.2, 1.2, c.CLIP_SAMPLES).astype(np.float32)
+    stored = pcm.waveform_to_pcm16(clip)
+    assert stored == pcm.to_pcm16(clip).tobytes() and len(stored) == c.CLIP_SAMPLES * pcm.PCM_BYTES_PER_SAMPLE
+    assert np.frombuffer(stored, "<i2").max() == 32767 and np.frombuffer(stored, "<i2").min() == -32767
+    parsed = records.decode_pcm16(tf.constant(stored)).numpy()  # the graph's decoding
+    np.testing.assert_array_equal(parsed, pcm.pcm16_to_waveform(stored))
+    np.testing.assert_array_equal(parsed, pcm.quantize(clip))
+    assert np.abs(pcm.quantize(np.clip(clip, -1, 1)) - np.clip(clip, -1, 1)).max() <= 0.5 / pcm.PCM_SCALE + 1e-7
+
+
+def test_pcm_module_needs_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, tfdata.pcm, tfdata.windowing; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -9,8 +9,8 @@ import soundfile as sf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam.transforms import (ERRORS_TAG, RECORDS_TAG, DecodeClips, RowError, header_columns, parse_row,
-                             read_row, row_fold)
+from beam.transforms import (ERRORS_TAG, RECORDS_TAG, BadRow, ClipRow, DecodeClips, RowError, header_columns,
+                             parse_row, read_row)
 from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,13 +45,15 @@ def test_header_missing_a_column_is_refused():
 def test_bad_rows_are_refused_with_a_reason(text, reason):
     with pytest.raises(RowError, match=reason.replace("(", r"\(")):
         parse_row(5, text, COLUMNS)
-    assert row_fold(5, text, COLUMNS) is None
+    bad = read_row(5, text, COLUMNS)
+    assert isinstance(bad, BadRow) and reason in bad.reason
 
 
 def test_good_row():
     row = parse_row(9, "100032-3-0-0.wav,100032,0.0,0.317551,1,5,3,dog_bark", COLUMNS)
     assert (row.line, row.fold, row.label, row.fsid, row.salience) == (9, 5, 3, 100032, 1)
-    assert row_fold(9, "100032-3-0-0.wav,100032,0.0,0.317551,1,5,3,dog_bark", COLUMNS) == 5
+    again = read_row(9, "100032-3-0-0.wav,100032,0.0,0.317551,1,5,3,dog_bark", COLUMNS)
+    assert isinstance(again, ClipRow) and again.fold == 5
 
 
 @pytest.mark.timeout(180)
@@ -78,3 +80,43 @@ def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
             (4, "audio/fold2/3-4-0-0.wav", 2, "file not found"),
             (5, None, None, "bad CSV row: unknown"),
         ]), label="Errors")
+
+
+@pytest.mark.timeout(300)
+def test_long_files_are_ingested_from_their_first_seconds_only_and_exactly(tmp_path):
+    """A 3-minute stereo WAV, a 10-minute FLAC and a 1-minute AAC (through FFmpeg): each record
+    equals, byte for byte, the one built from the full decode cropped to 4 s."""
+    import av
+
+    from tfdata.audio import decode_audio, fit_to_length
+    from tfdata.records import serialize_clip
+
+    fold_dir = tmp_path / c.AUDIO_DIR / "fold3"
+    fold_dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sf.write(fold_dir / "1-8-0-0.wav", (0.1 * rng.standard_normal((180 * 44100, 2))).astype(np.float32), 44100,
+             subtype="PCM_16")
+    sf.write(fold_dir / "2-8-0-0.flac", (0.1 * rng.standard_normal(600 * 8000)).astype(np.float32), 8000)
+    with av.open(str(fold_dir / "3-8-0-0.m4a"), mode="w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=48000)
+        stream.layout = "mono"
+        x = (0.1 * rng.standard_normal(60 * 48000)).astype(np.float32)
+        for start in range(0, x.size, 1024):
+            frame = av.AudioFrame.from_ndarray(x[None, start:start + 1024], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 48000, start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    names = ["1-8-0-0.wav", "2-8-0-0.flac", "3-8-0-0.m4a"]
+    rows = [read_row(2 + i, f"{name},{i + 1},0,4,1,3,8,siren", COLUMNS) for i, name in enumerate(names)]
+    expected = []
+    for i, name in enumerate(names):
+        clip, valid = fit_to_length(decode_audio(fold_dir / name))
+        assert valid == c.CLIP_SAMPLES
+        expected.append((3, serialize_clip(clip, valid, label=8, fold=3, fsid=i + 1, slice_file_name=name,
+                                           salience=1)))
+    with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
+        out = p | beam.Create(rows) | DecodeClips(str(tmp_path))
+        assert_that(out[RECORDS_TAG], equal_to(expected), label="Records")
+        assert_that(out[ERRORS_TAG], equal_to([]), label="Errors")

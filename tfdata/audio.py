@@ -208,7 +208,10 @@ def _decode_soundfile(data: bytes, **limits) -> np.ndarray:
         rate, channels = handle.samplerate, handle.channels
         declared = handle.frames if 0 <= handle.frames < _UNKNOWN_FRAMES else None
         check_source_rate(rate)  # before reading a sample
-        blocks = handle.blocks(blocksize=_block_frames(channels), dtype="float32", always_2d=True)
+        block = _block_frames(channels)
+        if limits.get("head_seconds") is not None:  # no block reaches far past the head
+            block = min(block, int((limits["head_seconds"] + HEAD_MARGIN_SECONDS) * rate) + 1)
+        blocks = handle.blocks(blocksize=block, dtype="float32", always_2d=True)
         return _stream(blocks, rate, channels, declared, **limits)
 
 

@@ -41,9 +41,11 @@ LOG_MEL_OUTPUTS = (OUTPUT_LOG_MEL, OUTPUT_WINDOW_COUNT)
 WINDOWS_SIGNATURE = "serving_windows"
 INPUT_PCM16 = "pcm16"  # string [windows]: CLIP_SAMPLES little-endian int16 samples each
 INPUT_CLIP_INDEX = "clip_index"  # int32 [windows]: the window's clip within its request
+INPUT_VALID_SAMPLES = "valid_samples"  # int32 [windows]: the clip's samples in it (the rest is padding)
 OUTPUT_CLIP_INDEX = "clip_index"  # int32 [windows]: the input, echoed beside each row
+OUTPUT_VALID_SAMPLES = "valid_samples"  # int32 [windows]: the input, echoed (gives each clip's duration)
 # OUTPUT_PROBABILITIES here is float32 [windows, classes]: one row per window, not averaged.
-WINDOWS_OUTPUTS = (OUTPUT_PROBABILITIES, OUTPUT_CLIP_INDEX)
+WINDOWS_OUTPUTS = (OUTPUT_PROBABILITIES, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES)
 
 
 def serving_inputs(waveform, lengths) -> dict:
@@ -51,9 +53,9 @@ def serving_inputs(waveform, lengths) -> dict:
     return {INPUT_WAVEFORM: waveform, INPUT_LENGTHS: lengths}
 
 
-def windows_inputs(pcm16, clip_index) -> dict:
-    """The windows signature's inputs by name: `signature(**windows_inputs(pcm16, clip_index))`."""
-    return {INPUT_PCM16: pcm16, INPUT_CLIP_INDEX: clip_index}
+def windows_inputs(pcm16, clip_index, valid_samples) -> dict:
+    """The windows signature's inputs by name: `signature(**windows_inputs(pcm16, clip_index, valid))`."""
+    return {INPUT_PCM16: pcm16, INPUT_CLIP_INDEX: clip_index, INPUT_VALID_SAMPLES: valid_samples}
 
 
 # The SageMaker TensorFlow Serving container's environment (read by its serve.py and tfs_utils.py),

@@ -5,7 +5,8 @@ last one (or the only one, for a clip shorter than 4 s) is zero padded, as in in
 SavedModel's `serving_default` cuts windows in the graph with the same arithmetic (`window_counts`
 and `padded_length` take TensorFlow tensors too); the SageMaker handler cuts them here, so TF
 Serving receives fixed-shape rows it can batch across requests, and averages each clip's windows
-with `average_windows`. numpy only: the handler ships it in `code/lib/tfdata/`.
+with `average_windows`; each window's count of real (not padding) samples travels with it, from
+which `clip_lengths` gives each clip's length back. numpy only: the handler ships it in `code/lib/tfdata/`.
 """
 from __future__ import annotations
 
@@ -42,12 +43,36 @@ def frame(waveform: np.ndarray) -> np.ndarray:
     return padded[starts[:, None] + np.arange(CLIP_SAMPLES)]
 
 
-def frame_clips(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Clips → (every clip's windows [N, CLIP_SAMPLES] in clip order, clip index int32 [N])."""
+def valid_samples(num_samples: int) -> np.ndarray:
+    """The clip's samples in each of its windows (int32 [k]): CLIP_SAMPLES, but fewer in the last."""
+    starts = np.arange(window_count(num_samples)) * WINDOW_HOP_SAMPLES
+    return np.clip(int(num_samples) - starts, 0, CLIP_SAMPLES).astype(np.int32)
+
+
+def frame_clips(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clips → (every clip's windows [N, CLIP_SAMPLES] in clip order, clip index int32 [N], each
+    window's valid samples int32 [N])."""
     framed = [frame(w) for w in waveforms]
     windows = np.concatenate(framed) if framed else np.zeros((0, CLIP_SAMPLES), np.float32)
     clip_index = np.repeat(np.arange(len(framed), dtype=np.int32), [f.shape[0] for f in framed])
-    return windows, clip_index
+    valid = np.concatenate([valid_samples(np.asarray(w).shape[0]) for w in waveforms]) if framed \
+        else np.zeros((0,), np.int32)
+    return windows, clip_index, valid
+
+
+def clip_lengths(clip_index: np.ndarray, valid: np.ndarray, num_clips: int | None = None) -> np.ndarray:
+    """Each clip's length in samples from its windows' clip index and valid samples (in order):
+    its last window's start plus that window's valid samples."""
+    clip_index = np.asarray(clip_index, dtype=np.int64)
+    valid = np.asarray(valid, dtype=np.int64)
+    if valid.shape != clip_index.shape:
+        raise ValueError(f"expected one valid-sample count per window, got {valid.shape} for {clip_index.shape}")
+    num_clips = int(clip_index.max()) + 1 if num_clips is None and clip_index.size else int(num_clips or 0)
+    counts = np.bincount(clip_index, minlength=num_clips)
+    if counts.shape[0] != num_clips or (counts == 0).any():
+        raise ValueError(f"every clip 0..{num_clips - 1} needs at least one window, got counts {counts.tolist()}")
+    last = np.argsort(clip_index, kind="stable")[np.cumsum(counts) - 1]  # each clip's last window
+    return (counts - 1) * WINDOW_HOP_SAMPLES + valid[last]
 
 
 def average_windows(window_probabilities: np.ndarray, clip_index: np.ndarray,

@@ -1,0 +1,237 @@
+"""`us8k cv`: UrbanSound8K's official protocol, 10-fold cross-validation on the predefined folds.
+
+For each test fold k (1..10, or the `--folds` given): validation on the fold before it (k - 1;
+fold 10 for k = 1: so k = 10 is the seed's split, validation 9 / test 10), training on the eight
+others. Each fold is an ordinary `us8k train` run in RUN/fold{k:02d}/ — its own normalisation
+statistics from its own training folds only, its own selection by validation accuracy, its own
+test-fold evaluation and calibration — plus RUN/fold{k:02d}/split.json, the record ids
+(slice_file_name) of its training, validation and test clips. Folds absent from the records are
+skipped in the rotation (validation is then the previous present fold).
+
+    RUN/cv.json        the configuration, the records, the plan (test fold → validation fold)
+    RUN/fold01/ …      one training run per test fold (config.json, checkpoints, report/ …)
+    RUN/summary.json   per model: per-fold test accuracy and macro-F1 (+ validation accuracy,
+                       temperature, threshold), their mean ± std (sample std over the folds);
+                       "selected": the per-fold selected model's figures (the whole procedure)
+    RUN/summary.md     the same as tables
+
+Resumable fold by fold: a finished fold (its report exists) is read back, not retrained; a fold
+killed half-way resumes inside `train_models` (finished models skipped, a partly trained one
+continues from its last epoch). The summary is rewritten after every fold.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+
+from models.config import ConfigError, TrainConfig
+from tfdata import contract as c
+
+CV_FILE = "cv.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+SPLIT_FILE = "split.json"
+SELECTED = "selected"  # the summary's row for the per-fold selected model
+
+
+class CVError(Exception):
+    """A cross-validation request that cannot run as asked."""
+
+
+def fold_dir_name(test_fold: int) -> str:
+    return f"fold{int(test_fold):02d}"
+
+
+def validation_fold(test_fold: int, present: list[int]) -> int:
+    """The documented rule: the fold before the test fold in the cyclic order of the present folds."""
+    ordered = sorted(present)
+    if test_fold not in ordered:
+        raise CVError(f"test fold {test_fold} has no shards")
+    if len(ordered) < 3:
+        raise CVError(f"10-fold CV needs at least 3 folds (test, validation, training), found {ordered}")
+    return ordered[ordered.index(test_fold) - 1]
+
+
+def plan(records_dir: str, folds=None) -> dict[int, int]:
+    """{test fold: validation fold} for the requested test folds (default: every present fold)."""
+    from models.train import available_folds
+
+    present = available_folds(records_dir)
+    if not present:
+        raise CVError(f"no TFRecord shards ({c.fold_shard_glob('K')}) under {records_dir}")
+    folds = present if folds is None else sorted(set(int(k) for k in folds))
+    missing = [k for k in folds if k not in present]
+    if missing:
+        raise CVError(f"fold(s) {missing} have no shards under {records_dir} (present: {present})")
+    return {k: validation_fold(k, present) for k in folds}
+
+
+def record_ids(records_dir: str, folds) -> list[str]:
+    """slice_file_name of every record of the folds, read from their shards."""
+    import tensorflow as tf
+
+    from tfdata import records
+
+    spec = {c.KEY_FILE: records.FEATURE_SPEC[c.KEY_FILE]}
+    ds = tf.data.TFRecordDataset(records.fold_files(records_dir, folds)).batch(1024)
+    ids = []
+    for batch in ds.map(lambda s: tf.io.parse_example(s, spec)[c.KEY_FILE]).as_numpy_iterator():
+        ids += [v.decode() for v in batch]
+    return ids
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def fold_result(fold_dir: str) -> dict:
+    """A finished fold's figures per model (from its report)."""
+    with open(os.path.join(fold_dir, "report", "report.json")) as f:
+        report = json.load(f)
+    models = {}
+    for name, m in report["models"].items():
+        calibration = m.get("calibration") or {}
+        models[name] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "val_accuracy": m.get("val_accuracy"),
+                        "temperature": calibration.get("temperature"), "threshold": calibration.get("threshold"),
+                        "ece_before": (calibration.get("test") or {}).get("ece_before"),
+                        "ece_after": (calibration.get("test") or {}).get("ece_after")}
+    return {"selected": report["selected"], "models": models}
+
+
+def summarise(results: dict[int, dict], plan_: dict[int, int]) -> dict:
+    names = sorted({n for r in results.values() for n in r["models"]})
+    rows = {}
+    for name in [*names, SELECTED]:
+        folds = {}
+        for k, r in sorted(results.items()):
+            chosen = r["selected"] if name == SELECTED else name
+            if chosen in r["models"]:
+                folds[str(k)] = {**r["models"][chosen], "val_fold": plan_[k], **({"model": chosen} if name == SELECTED
+                                                                                 else {})}
+        acc = _mean_std([f["accuracy"] for f in folds.values()])
+        f1 = _mean_std([f["macro_f1"] for f in folds.values()])
+        ece_b = _mean_std([f["ece_before"] for f in folds.values()])
+        ece_a = _mean_std([f["ece_after"] for f in folds.values()])
+        rows[name] = {"folds": folds, "accuracy_mean": acc[0], "accuracy_std": acc[1], "macro_f1_mean": f1[0],
+                      "macro_f1_std": f1[1], "test_ece_before_mean": ece_b[0], "test_ece_after_mean": ece_a[0]}
+    return rows
+
+
+def summary_markdown(summary: dict) -> str:
+    folds = summary["test_folds"]
+    lines = [f"# {len(summary['completed'])}-fold cross-validation ({len(folds)} planned) on {summary['records']}", "",
+             "Test on fold k, validate on the fold before it, train on the rest; normalisation from the "
+             "training folds only. Std: sample standard deviation over the folds.", "",
+             "| Model | " + " | ".join(f"fold {k}" for k in folds) + " | Accuracy mean ± std | Macro-F1 mean ± std |",
+             "|---|" + "---|" * len(folds) + "---|---|"]
+    for name, row in summary["models"].items():
+        cells = [f"{row['folds'][str(k)]['accuracy']:.4f}" if str(k) in row["folds"] else "–" for k in folds]
+        mean = "–" if row["accuracy_mean"] is None else f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f}"
+        f1 = "–" if row["macro_f1_mean"] is None else f"{row['macro_f1_mean']:.4f} ± {row['macro_f1_std']:.4f}"
+        label = "selected per fold (by validation)" if name == SELECTED else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} | {f1} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None, force: bool = False,
+           verbose="auto") -> dict:
+    """Run (or resume) the cross-validation; write RUN/summary.json and summary.md; return the summary."""
+    from models.train import _write_json, train_models
+
+    config = TrainConfig() if config is None else config
+    records_dir = os.path.abspath(os.fspath(records_dir))
+    output = os.path.abspath(os.fspath(output))
+    plan_ = plan(records_dir, folds)
+    os.makedirs(output, exist_ok=True)
+    cv_path = os.path.join(output, CV_FILE)
+    neutral = dataclasses.replace(config, val_fold=c.DEFAULT_VAL_FOLD, test_fold=c.DEFAULT_TEST_FOLD, train_folds=None)
+    record = {"config": neutral.to_dict(), "records": records_dir,
+              "rule": "test fold k, validation fold k-1 (cyclic over the present folds), training: the rest"}
+    if os.path.isfile(cv_path) and not force:
+        with open(cv_path) as f:
+            saved = json.load(f)
+        if (saved.get("config"), saved.get("records")) != (record["config"], record["records"]):
+            raise CVError(f"{output} holds a cross-validation with another configuration or records; "
+                          "use --force or a new --output")
+    previous = {}
+    if os.path.isfile(cv_path):
+        with open(cv_path) as f:
+            previous = {int(k): v for k, v in json.load(f).get("plan", {}).items()}
+    _write_json(cv_path, {**record, "plan": {str(k): v for k, v in {**previous, **plan_}.items()}})
+
+    results = {}
+    started = time.perf_counter()
+    for i, (test_fold, val_fold) in enumerate(plan_.items(), 1):
+        fold_dir = os.path.join(output, fold_dir_name(test_fold))
+        report = os.path.join(fold_dir, "report", "report.json")
+        if os.path.isfile(report) and not force:
+            print(f"[cv {i}/{len(plan_)}] test fold {test_fold}: finished earlier, read back", flush=True)
+        else:
+            fold_config = dataclasses.replace(config, val_fold=val_fold, test_fold=test_fold, train_folds=None)
+            print(f"[cv {i}/{len(plan_)}] test fold {test_fold}, validation fold {val_fold} "
+                  f"({time.perf_counter() - started:.0f} s so far)", flush=True)
+            os.makedirs(fold_dir, exist_ok=True)
+            from models.train import resolve_folds
+
+            train_folds = resolve_folds(records_dir, val_fold, test_fold)
+            _write_json(os.path.join(fold_dir, SPLIT_FILE), {
+                "test_fold": test_fold, "val_fold": val_fold, "train_folds": train_folds,
+                "test_ids": record_ids(records_dir, [test_fold]), "val_ids": record_ids(records_dir, [val_fold]),
+                "train_ids": record_ids(records_dir, train_folds)})
+            train_models(records_dir, fold_dir, fold_config, force=force, evaluate=True, verbose=verbose)
+        results[test_fold] = fold_result(fold_dir)
+        # every finished fold of this output (also from earlier invocations with other --folds)
+        done = {k: fold_result(os.path.join(output, fold_dir_name(k)))
+                for k in range(1, c.NUM_FOLDS + 1)
+                if os.path.isfile(os.path.join(output, fold_dir_name(k), "report", "report.json"))}
+        all_plan = {**previous, **plan_}
+        summary = {"records": records_dir, "test_folds": sorted(all_plan), "completed": sorted(done),
+                   "plan": {str(k): v for k, v in sorted(all_plan.items())},
+                   "config": neutral.to_dict(), "models": summarise(done, all_plan)}
+        _write_json(os.path.join(output, SUMMARY_JSON), summary)
+        with open(os.path.join(output, SUMMARY_MD), "w") as f:
+            f.write(summary_markdown(summary))
+    print(summary_markdown(summary), flush=True)
+    print(f"Summary: {os.path.join(output, SUMMARY_JSON)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return summary
+
+
+# ---------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from models.train import _fold_list, _verbosity, add_config_arguments
+
+    run = parser.add_argument_group("the run")
+    run.add_argument("--records", required=True, help="records directory (fold1..fold10 shards)")
+    run.add_argument("--output", required=True, help="CV directory (cv.json, fold01..fold10/, summary.json/.md)")
+    run.add_argument("--folds", type=_fold_list, default=None,
+                     help="comma-separated test folds to run (default: every fold present)")
+    run.add_argument("--force", action="store_true", help="retrain folds that already finished")
+    run.add_argument("--verbose", type=_verbosity, default="auto", metavar="{auto,0,1,2}",
+                     help="Keras progress (as us8k train)")
+    add_config_arguments(parser, split=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    from models.evaluate import EvaluationError
+    from models.train import TrainingError
+
+    try:
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+        config = dataclasses.replace(TrainConfig(), **given)
+        if config.cpu_replicas:
+            from models.train import split_cpu
+
+            split_cpu(config.cpu_replicas)
+        run_cv(args.records, args.output, config, folds=args.folds, force=args.force, verbose=args.verbose)
+    except (CVError, ConfigError, TrainingError, EvaluationError, ValueError) as e:
+        raise SystemExit(f"us8k cv: error: {e}") from None
+    return 0
