@@ -23,6 +23,7 @@ COMMANDS = {
     "synth": ("tfdata.synth", "write a synthetic dataset in UrbanSound8K's layout"),
     "ingest": ("beam.pipeline", "Beam job: audio + metadata CSV → per-fold TFRecord shards"),
     "train": ("models.train", "train models on the records, select by validation accuracy"),
+    "launch-training": ("models.launch", "the same training as a SageMaker training job (TensorFlow estimator)"),
     "evaluate": ("models.evaluate", "evaluate a run's models on the test fold"),
     "cv": ("models.cv", "10-fold cross-validation on the predefined folds (the official protocol)"),
     "export": ("models.export", "export the selected model as a raw-waveform SavedModel"),

@@ -23,7 +23,7 @@ when the file reaches the cap, so nothing is grouped or held in memory and no fi
 exact count whatever the runner; Beam then groups every record by shard and writes each in a
 later stage, which on the FnApiRunner holds them all in memory and is slower; README).
 
-`--dry_run` (Beam's TestOptions) builds the job without running it: with DataflowRunner it
+`--dry_run=true` (Beam's TestOptions) builds the job without running it: with DataflowRunner it
 builds the job (the pipeline proto, the --setup_file sdist staged as workflow.tar.gz) offline,
 without credentials, and prints its steps; nothing under OUTPUT is touched.
 

@@ -3,9 +3,10 @@
 On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its own process
 (librosa after TensorFlow in one process is slow; TensorFlow and fork do not mix):
 
-  (a) the Beam job (`run_ingest`, default local runner, one worker per core), with shards planned
-      from the CSV (the default) and with runner-chosen shards (`--shard-mb 0`); `--modes` adds
-      other FnApiRunner running modes;
+  (a) the Beam job (`run_ingest`, default local runner, one worker per core): the default
+      (runner-chosen shards, each at most --shard-mb, written inside the decode stage), without the
+      cap (`--shard-mb 0`) and with shard counts planned from the CSV (`--planned-shards`: records
+      grouped by shard, then written); `--modes` adds other FnApiRunner running modes;
   (b) a bare loop doing the same decode + resample + pad + serialise + TFRecord write, in one
       process and in W processes (multiprocessing, spawn), one BLAS thread per process as in
       the Beam job (OpenBLAS's threads in the downmix made one process slower on 1.5 cores);
@@ -16,7 +17,9 @@ On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its ow
 Each side's clock starts once its process has imported its libraries (TensorFlow, Beam, librosa)
 and stops when its last file is written: starting worker processes (and their imports) is on the
 clock, for Beam and the bare loop alike; the bare W-process loop is also shown without it.
-Prints figures and ratios; asserts nothing.
+Each side also reports its process's peak RSS (VmHWM in /proc/self/status at the end; Beam's
+in_memory workers are threads of that process, so it is the whole job's). Prints figures and
+ratios; asserts nothing.
 """
 from __future__ import annotations
 
@@ -70,16 +73,21 @@ def run(args: argparse.Namespace) -> int:
             figures = _run_side(name, data_dir, out, *map(str, extra))
             figures["label"] = label
             results.append(figures)
+            shards = f", {figures['shards']} shards ≤ {figures['largest_shard_mb']:.1f} MB" if "shards" in figures else ""
+            peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
             print(f"  {label:<52} {figures['rows'] / figures['seconds']:7.1f} clips/s "
-                  f"({figures['seconds']:.1f} s, {figures['failed']} failed, load {figures['load']:.2f})", flush=True)
+                  f"({figures['seconds']:.1f} s, {figures['failed']} failed{shards}{peak}, "
+                  f"load {figures['load']:.2f})", flush=True)
             shutil.rmtree(out, ignore_errors=True)
             return figures
 
-        beams = [side(f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, planned shards", "beam",
-                      LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB)]
-        beams.append(side("    the same, runner-chosen shards (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers, 0))
+        beams = [side(f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)",
+                      "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner")]
+        beams.append(side("    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers, 0, "runner"))
+        beams.append(side("    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB,
+                          "planned"))
         for mode in modes:
-            side(f"    Beam, FnApiRunner {mode} ×{workers}, planned shards", "beam", mode, workers, SHARD_TARGET_MB)
+            side(f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB, "runner")
         bare_1 = side("(b) bare loop, 1 process", "bare", 1)
         bare_w = side(f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
             if workers > 1 else bare_1
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         def rate(figures):
             return figures["rows"] / figures["seconds"]
 
-        for beam, name in zip(beams, ("planned shards", "runner-chosen shards")):
+        for beam, name in zip(beams, ("default", "no shard cap", "planned shards")):
             line = (f"  Beam ({name}) / bare loop ×{workers}: {rate(beam) / rate(bare_w):.2f}× "
                     f"(target ≥ {TARGET_BEAM_OVER_BARE}×)")
             if workers > 1:
@@ -135,15 +143,31 @@ def _run_side(name: str, data_dir: str, out_dir: str, *extra: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ sides
-def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: str) -> dict:
+def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: str, sharding: str) -> dict:
     import tfdata.records  # noqa: F401  TensorFlow imported before the clock, as in the other sides
     from beam.pipeline import run_ingest
 
     start = time.perf_counter()
     manifest = run_ingest(data_dir, out_dir, [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],
-                          progress=lambda line: None, shard_target_bytes=int(float(shard_mb) * 10**6))
+                          progress=lambda line: None, shard_target_bytes=int(float(shard_mb) * 10**6),
+                          planned_shards=sharding == "planned")
     seconds = time.perf_counter() - start
-    return {"rows": manifest["csv"]["rows"], "failed": manifest["errors"], "seconds": seconds}
+    folds = manifest["folds"].values()
+    return {"rows": manifest["csv"]["rows"], "failed": manifest["errors"], "seconds": seconds,
+            "shards": sum(f["shards"] for f in folds),
+            "largest_shard_mb": max(f["largest_shard_bytes"] for f in folds) / 10**6}
+
+
+def peak_rss_mib() -> float | None:
+    """This process's RSS high-water mark (VmHWM), MiB; None where /proc has none."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def _bare_rows(data_dir: str) -> list[dict]:
@@ -254,4 +278,5 @@ if __name__ == "__main__":
     name, *side_args = sys.argv[1:]
     figures = SIDES[name](*side_args)
     figures["load"] = os.getloadavg()[0]
+    figures["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(figures), flush=True)

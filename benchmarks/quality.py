@@ -7,7 +7,7 @@ On a synthetic set (`us8k synth --difficulty hard`, so the seed CNN is far from 
     strong   us8k train --models deep_cnn   + background mixing, mixup, SpecAugment, cosine schedule,
                                               label smoothing, weight decay (STRONG_FLAGS)
 
-`--protocol split`: folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and
+`--protocol cost` times each augmentation per batch against a training step. `--protocol split`: folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and
 macro-F1 as mean ± std (sample std) over the seeds. `--protocol cv`: `us8k cv` over the folds
 (`--folds`) once per arm, the per-fold mean ± std. `both` runs the two. Every run's wall time is
 recorded. Writes WORK/quality.json and prints a Markdown table. Runs are resumable (finished
@@ -39,7 +39,8 @@ ARMS = {"seed": SEED_FLAGS, "strong": STRONG_FLAGS}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work", default="bench_quality", help="working directory (data, records, runs)")
-    parser.add_argument("--protocol", choices=("split", "cv", "both"), default="split")
+    parser.add_argument("--protocol", choices=("split", "cv", "both", "cost"), default="split",
+                        help="cost: only the per-batch cost of each augmentation against a seed-CNN training step")
     parser.add_argument("--difficulty", default=DIFFICULTY, help=f"us8k synth --difficulty (default {DIFFICULTY})")
     parser.add_argument("--clips-per-class-per-fold", type=int, default=SPLIT_CLIPS,
                         help=f"single split's data (default {SPLIT_CLIPS})")
@@ -156,6 +157,56 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+COST_BATCH = 32
+COST_REPEATS = 5
+
+
+def augmentation_cost(batch_size: int = COST_BATCH, repeats: int = COST_REPEATS) -> dict:
+    """Seconds per batch of each augmentation (graph mode, after a warm-up call) and of one training
+    step of the seed CNN and of deep_cnn (with SpecAugment) on the same batch, measured together."""
+    import dataclasses
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from models.architectures import build_model
+    from tfdata import contract as c
+    from tfdata import pipeline
+
+    rng = np.random.default_rng(0)
+    x = tf.constant((0.1 * rng.standard_normal((batch_size, c.CLIP_SAMPLES))).astype(np.float32))
+    n = tf.constant(rng.integers(c.SAMPLE_RATE, c.CLIP_SAMPLES + 1, batch_size).astype(np.int32))
+    y = tf.one_hot(tf.constant(rng.integers(0, c.NUM_CLASSES, batch_size)), c.NUM_CLASSES)
+    off = pipeline.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
+    variants = {"none": off, "roll + place + gain (seed)": pipeline.DEFAULT_AUGMENT,
+                "speed ±10 % (pitch + tempo)": dataclasses.replace(off, speed=0.1),
+                "background mix": dataclasses.replace(off, background=True),
+                "mixup": dataclasses.replace(off, mix="mixup"), "between-class": dataclasses.replace(off, mix="between_class")}
+
+    def timed(fn):
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) / repeats
+
+    out = {}
+    for name, params in variants.items():
+        step = tf.function(lambda a, b, d, s, p=params: pipeline.augment_training_batch(a, b, d, s, p))
+        out[name] = timed(lambda: [t.numpy() for t in step(x, n, y, tf.constant([1, 2], tf.int64))])
+    spec = {"time_masks": 2, "time_mask_frames": 20, "freq_masks": 2, "freq_mask_bins": 16, "seed": 0}
+    for name, model_name, spec_augment in (("cnn training step", "cnn", None),
+                                           ("deep_cnn training step, SpecAugment off", "deep_cnn", None),
+                                           ("deep_cnn training step, SpecAugment on", "deep_cnn", spec)):
+        model = build_model(model_name, spec_augment=spec_augment)
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
+        out[name] = timed(lambda: model.train_on_batch(x, y))
+        keras.backend.clear_session()
+    return {"batch_size": batch_size, "repeats": repeats, "seconds_per_batch": out,
+            "load_average": os.getloadavg()[0]}
+
+
 def run(args: argparse.Namespace) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -165,6 +216,15 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"us8k bench quality: error: unknown arm(s) {', '.join(unknown)}; known: {', '.join(ARMS)}")
     path = work / "quality.json"
     result = json.loads(path.read_text()) if path.is_file() else {}
+    if args.protocol == "cost":
+        cost = augmentation_cost()
+        result["cost"] = cost
+        path.write_text(json.dumps(result, indent=2))
+        print(f"Per batch of {cost['batch_size']} (mean of {cost['repeats']}, load average "
+              f"{cost['load_average']:.1f}):\n\n| What | s per batch |\n|---|---|")
+        for name, seconds in cost["seconds_per_batch"].items():
+            print(f"| {name} | {seconds:.4f} |")
+        return 0
     if args.protocol in ("split", "both"):
         result["split"] = run_split(work, args, arms)
         path.write_text(json.dumps(result, indent=2))

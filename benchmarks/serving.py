@@ -13,7 +13,15 @@ Reference figures, measured here on the same export before any server runs:
            p50 for the same WAV at concurrency 1 should be ≤ 1.5× of it.
 The model: --export DIR (e.g. the demo's), else a `cnn` with random weights exported to a temp
 dir (speed does not depend on the weights). Prints figures only; asserts nothing. The machine's
-other load shows in the figures: run it on a quiet machine.
+other load shows in the figures: run it on a quiet machine (the load average is printed).
+
+`--soak SECONDS`: one server (batching on, the defaults) under concurrency 32 (the highest of
+--concurrency) for that long, after a warm-up: req/s, p50/p99, errors, and the server's resident
+memory after the warm-up and at the end.
+`--worst-case`: the largest requests the limits allow (a 600 s 8 kHz WAV; 64 files totalling
+≈ 583 s in one JSON body), at the server's defaults: latency over HTTP and the server's peak memory
+for each, and the same bodies through the SageMaker container's path in this process
+(input_handler → the SavedModel's signature on its TF Serving payload → output_handler).
 """
 from __future__ import annotations
 
@@ -42,6 +50,8 @@ WARMUP_CALLS = 6  # untimed calls of each shape before any timing
 SINGLE_REPEATS = 40  # timed decode + 1-clip calls
 RANDOM_MODEL = "cnn"
 SEED = 0
+SOAK_WARMUP_SECONDS = 10.0  # untimed load before the soak's first memory reading
+WORST_CASE_REPEATS = 3
 
 
 def add_arguments(parser) -> None:
@@ -53,6 +63,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help=f"batching on: rows per call ({MAX_BATCH})")
     parser.add_argument("--batch-timeout-ms", type=float, default=BATCH_TIMEOUT_MS,
                         help=f"batching on: wait for company (default {BATCH_TIMEOUT_MS:g} ms)")
+    parser.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                        help="hold the highest concurrency for SECONDS and report memory at start and end")
+    parser.add_argument("--worst-case", action="store_true",
+                        help="latency and memory of the largest allowed requests, over HTTP and the container path")
 
 
 def _wav_bytes(seconds: float) -> bytes:
@@ -146,7 +160,7 @@ class _Server:
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "us8k", "serve", str(export_dir), "--port", "0", "--max-batch", str(max_batch),
-             "--batch-timeout-ms", str(timeout_ms)],
+             "--batch-timeout-ms", str(timeout_ms), "--quiet"],
             stdout=subprocess.PIPE, stderr=self._log, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         self.url = None
         for line in self.process.stdout:
@@ -158,6 +172,14 @@ class _Server:
             self.stop()
             raise RuntimeError(f"the server did not start; see {log_path}")
 
+    def memory_mb(self, field: str = "VmRSS") -> float:
+        """The server's resident memory (VmRSS) or its peak since the last reset (VmHWM), MB."""
+        text = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
     def stop(self) -> tuple[int, int]:
         """SIGTERM, wait; returns (clips, model calls) from its exit line."""
         if self.process.poll() is None:
@@ -168,7 +190,8 @@ class _Server:
         return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
-def _load(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[list[float], int, float]:
+def _load(url: str, body: bytes, concurrency: int, seconds: float,
+          content_type: str = "audio/wav") -> tuple[list[float], int, float]:
     """`concurrency` threads posting `body` for `seconds`: (latencies, errors, elapsed)."""
     import httpx
 
@@ -184,10 +207,14 @@ def _load(url: str, body: bytes, concurrency: int, seconds: float) -> tuple[list
             barrier.wait()
             while time.perf_counter() < deadline[0]:
                 t0 = time.perf_counter()
-                response = http.post("/invocations", content=body, headers={"Content-Type": "audio/wav"})
+                try:
+                    response = http.post("/invocations", content=body, headers={"Content-Type": content_type})
+                    status = response.status_code
+                except httpx.HTTPError:
+                    status = None
                 elapsed = time.perf_counter() - t0
                 with lock:
-                    if response.status_code == 200:
+                    if status == 200:
                         latencies.append(elapsed)
                     else:
                         errors[0] += 1
@@ -208,6 +235,147 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
+def _loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+
+
+def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> None:
+    server = _Server(export_dir, args.max_batch, args.batch_timeout_ms, work / "server-soak.log")
+    try:
+        load_before = _loadavg()
+        _load(server.url, wav, concurrency, SOAK_WARMUP_SECONDS)
+        start_mb = server.memory_mb()
+        latencies, errors, elapsed = _load(server.url, wav, concurrency, args.soak)
+        end_mb = server.memory_mb()
+        load_after = _loadavg()
+    finally:
+        clips, calls = server.stop()
+    print(f"bench serving --soak: {args.soak:g} s at concurrency {concurrency} (after {SOAK_WARMUP_SECONDS:g} s of "
+          f"warm-up), one {CLIP_SECONDS:g} s WAV per request, batching on (max {args.max_batch}, "
+          f"{args.batch_timeout_ms:g} ms); load average {load_before} before, {load_after} after")
+    print(f"  {len(latencies) / elapsed:.1f} req/s, p50 {_percentile(latencies, 0.5) * 1e3:.1f} ms, "
+          f"p99 {_percentile(latencies, 0.99) * 1e3:.1f} ms, {errors} errors, {len(latencies)} answered, "
+          f"{clips / max(calls, 1):.1f} clips per model call")
+    print(f"  server memory (RSS): {start_mb:.0f} MB after the warm-up, {end_mb:.0f} MB at the end "
+          f"({(end_mb - start_mb) / start_mb * 100:+.1f} %)", flush=True)
+
+
+def _worst_case_bodies() -> dict[str, tuple[bytes, str]]:
+    """The largest requests the default limits allow."""
+    import base64
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from serving.inference import MAX_INSTANCES, MAX_SECONDS
+
+    rng = np.random.default_rng(SEED)
+
+    def wav8k(seconds):
+        t = np.arange(int(seconds * 8000)) / 8000
+        x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
+        buf = io.BytesIO()
+        sf.write(buf, x.astype(np.float32), 8000, format="WAV", subtype="PCM_U8")
+        return buf.getvalue()
+
+    files = [base64.b64encode(wav8k(1.0)).decode()] * (MAX_INSTANCES - 1) + [base64.b64encode(wav8k(520)).decode()]
+    return {f"one WAV, {MAX_SECONDS:g} s at 8 kHz": (wav8k(MAX_SECONDS), "audio/wav"),
+            f"{MAX_INSTANCES} files in JSON, 583 s": (json.dumps({"instances": [{"b64": f} for f in files]}).encode(),
+                                                    "application/json")}
+
+
+def _container_path(export_dir: Path, bodies: dict[str, tuple[bytes, str]]) -> dict[str, tuple[float, float, float]]:
+    """input_handler → the signature its payload names (as TF Serving runs it) → output_handler, in
+    this process: (handler in, model, handler out) seconds per body, the best of WORST_CASE_REPEATS."""
+    import base64
+    import collections
+    import json
+
+    import tensorflow as tf
+
+    from serving import inference
+    from serving.model_files import locate_model
+
+    files = locate_model(export_dir)
+    os.environ[inference.METADATA_ENV] = str(files.metadata_path)
+    inference._container_config = None
+    loaded = tf.saved_model.load(str(files.saved_model_dir))
+    Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
+    Response = collections.namedtuple("Response", "status_code content")
+
+    def tf_serving(request_json: str) -> Response:
+        request = json.loads(request_json)
+        signature = loaded.signatures[request.get("signature_name", SERVING_SIGNATURE)]
+        specs = signature.structured_input_signature[1]
+        inputs = {}
+        for name, value in request["inputs"].items():
+            if specs[name].dtype == tf.string:
+                value = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in value]
+            inputs[name] = tf.constant(value, specs[name].dtype)
+        outputs = signature(**inputs)
+        return Response(200, json.dumps({"outputs": {k: v.numpy().tolist() for k, v in outputs.items()
+                                                     if v.dtype != tf.string}}).encode())
+
+    times = {}
+    try:
+        for name, (body, content_type) in bodies.items():
+            ctx = Context("windows=true", content_type, "application/json")
+            best = None
+            for _ in range(WORST_CASE_REPEATS):
+                t0 = time.perf_counter()
+                payload = inference.input_handler(io.BytesIO(body), ctx)
+                t1 = time.perf_counter()
+                response = tf_serving(payload)
+                t2 = time.perf_counter()
+                inference.output_handler(response, ctx)
+                t3 = time.perf_counter()
+                run = (t1 - t0, t2 - t1, t3 - t2)
+                best = run if best is None or sum(run) < sum(best) else best
+            times[name] = best
+    finally:
+        files.cleanup()
+    return times
+
+
+def _worst_case(export_dir: Path, args, work: Path) -> None:
+    import httpx
+
+    from serving.inference import MAX_SECONDS
+
+    bodies = _worst_case_bodies()
+    server = _Server(export_dir, args.max_batch, args.batch_timeout_ms, work / "server-worst.log")
+    results = {}
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as http:
+            http.post("/invocations", content=_wav_bytes(CLIP_SECONDS), headers={"Content-Type": "audio/wav"})
+            for name, (body, content_type) in bodies.items():
+                latencies, peak = [], 0.0
+                for _ in range(WORST_CASE_REPEATS):
+                    time.sleep(0.2)
+                    server.reset_peak()
+                    before = server.memory_mb()
+                    t0 = time.perf_counter()
+                    response = http.post("/invocations", content=body, headers={"Content-Type": content_type},
+                                         params={"windows": "true"})
+                    latencies.append(time.perf_counter() - t0)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{name}: {response.status_code} {response.text[:200]}")
+                    peak = max(peak, server.memory_mb("VmHWM") - before)
+                results[name] = (len(body), latencies, peak)
+    finally:
+        server.stop()
+    container = _container_path(export_dir, bodies)
+    print(f"bench serving --worst-case: the largest requests at the defaults (--max-seconds {MAX_SECONDS:g}, "
+          f"max batch {args.max_batch}); load average {_loadavg()}; SageMaker's invocation limit is 60 s")
+    print(f"  {'request':<28}{'body MB':>9}{'HTTP s (worst of ' + str(WORST_CASE_REPEATS) + ')':>24}"
+          f"{'peak MB':>9}{'container: in + model + out s':>32}")
+    for name, (size, latencies, peak) in results.items():
+        t_in, t_model, t_out = container[name]
+        print(f"  {name:<28}{size / 1e6:>9.2f}{max(latencies):>24.2f}{peak:>9.0f}"
+              f"{f'{t_in:.2f} + {t_model:.2f} + {t_out:.2f} = {t_in + t_model + t_out:.2f}':>32}", flush=True)
+
+
 def run(args) -> int:
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     work = Path(tempfile.mkdtemp(prefix="us8k-bench-serving-"))
@@ -218,6 +386,14 @@ def run(args) -> int:
             print(f"bench serving: exporting a random-weight {args.model} to {work / 'export'}", flush=True)
             export_dir = _export_random(args.model, work / "export")
         wav = _wav_bytes(CLIP_SECONDS)
+        if args.soak is not None:
+            if not 0 < args.soak < float("inf"):
+                raise SystemExit("us8k bench serving: error: --soak must be a positive number of seconds")
+            _soak(export_dir, wav, args, max(levels), work)
+            return 0
+        if args.worst_case:
+            _worst_case(export_dir, args, work)
+            return 0
         bare = _BareModel(export_dir, wav, args.max_batch)
         limit_before, single = bare.limit(), bare.single_p50()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -119,20 +119,14 @@ def resolve_models(names) -> list[str]:
 
 def make_strategy(name: str):
     """auto: MirroredStrategy over the GPUs when there is one, else the default strategy.
-    mirrored: all GPUs, or without GPUs all logical CPU devices (two in the tests)."""
-    import tensorflow as tf
+    mirrored: all GPUs, or without GPUs all logical CPU devices (two in the tests). With a TF_CONFIG
+    cluster of several workers: MultiWorkerMirroredStrategy ("multi_worker"; models.distribute)."""
+    from models import distribute
 
-    if name not in STRATEGIES:
-        raise TrainingError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    if name == "auto":
-        name = "mirrored" if gpus else "default"
-    if name == "default":
-        return "default", tf.distribute.get_strategy()
-    if gpus:
-        return "mirrored", tf.distribute.MirroredStrategy(gpus)
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    return "mirrored", tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    try:
+        return distribute.make_strategy(name)
+    except ValueError as error:  # an unknown name, or a malformed TF_CONFIG
+        raise TrainingError(str(error)) from None
 
 
 def split_cpu(replicas: int) -> None:
@@ -503,9 +497,14 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
     train_folds = resolve_folds(records_dir, config.val_fold, config.test_fold, config.train_folds)
     if config.cpu_replicas:
         split_cpu(config.cpu_replicas)
+    from models import distribute
+
+    chief = distribute.is_chief()
+    run_dir = distribute.prepare_dir(run_dir)  # a worker other than the chief writes to a temporary copy
     os.makedirs(run_dir, exist_ok=True)
 
     strategy_name, dist = make_strategy(config.strategy)
+    workers = distribute.num_workers() if strategy_name == distribute.MULTI_WORKER else 1
     replicas = dist.num_replicas_in_sync
     global_batch = config.batch_size * replicas
     print(f"Strategy: {strategy_name} ({replicas} replica{'s' if replicas > 1 else ''}), "
@@ -525,10 +524,13 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
     train_ds = pipeline.make_dataset(records_dir, train_folds, batch_size=global_batch, training=True,
                                      shuffle_buffer=config.shuffle_buffer, seed=config.seed, cache=config.cache,
                                      augment=augment_params(config), num_examples=int(counts.sum()),
-                                     one_hot=True, class_weights=weights, deterministic=deterministic)
+                                     one_hot=True, class_weights=weights, deterministic=deterministic,
+                                     num_workers=workers)
+    if workers > 1 and augment_params(config):  # FILE sharding cannot shard the augmentation's Dataset.random
+        train_ds = distribute.with_shard_policy(train_ds, "DATA")  # branch: every worker keeps its batches
     val_ds = pipeline.make_dataset(records_dir, [config.val_fold], batch_size=global_batch, training=False,
                                    num_examples=int(pipeline.class_counts(records_dir, [config.val_fold]).sum()),
-                                   one_hot=True, deterministic=deterministic)
+                                   one_hot=True, deterministic=deterministic, num_workers=workers)
 
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")
@@ -559,6 +561,9 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         "strategy": strategy_name,  # the strategy that ran: config.strategy with "auto" resolved
         "replicas": replicas,
         "global_batch_size": global_batch,
+        "per_replica_batch_size": config.batch_size,
+        "workers": workers,  # input pipelines (processes) of the run: > 1 under multi_worker
+        "auto_shard_policy": distribute.shard_policy_of(train_ds),  # how the training input is split over workers
         "mixed_precision": config.mixed_precision,
         "normalization": NORMALIZATION_FILE,
         "config": config.to_dict(),  # the run's configuration, as in config.json
@@ -567,7 +572,7 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
 
     _write_json(os.path.join(run_dir, SELECTION_FILE), selection)
     print(validation_table(selection), flush=True)
-    if evaluate:
+    if evaluate and chief:  # the other workers' files are temporary: no report of theirs
         selection = {**selection, "report": evaluation.evaluate_run(run_dir)}
     return selection
 

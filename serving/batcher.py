@@ -1,14 +1,19 @@
-"""Dynamic batching for the local endpoint: concurrent requests → one zero-padded model call.
+"""Dynamic batching for the local endpoint: concurrent requests → model calls of 4 s windows.
 
-A request waits up to the batch timeout for others that are still being read or parsed (a lone
-request does not wait), then they run as one batch of at most `max_batch` rows with the
-signature's `lengths` input, so each answer equals the one the request gets alone. One model
-call runs at a time, in its own thread; requests that arrive meanwhile form the next batch. A
-model call is also capped at max_batch × 4 s of padded samples (`max_padded_samples`): requests
-that would exceed it go to the next batch, and the rows of one request that exceed it (64 rows,
-one of them 10 minutes long) are split over several calls, so a model call's input is at most
-max(max_padded_samples, the longest row) samples and one long clip never pads thirty short ones
-to its length. `observer` (serving.metrics) is told each model call's rows and seconds.
+Every clip of a request is cut into the model's 4 s windows every 2 s (`tfdata.windowing`, the
+graph's own arithmetic: the last window zero padded), and model calls take up to `max_batch`
+windows, each a full-length row of the serving signature; each clip's answer is its windows'
+mean (`tfdata.windowing.average_windows`), which is what the signature answers for the whole clip
+(to float rounding: tested to 2e-6). So a model call's input is at most max_batch × 88200 samples
+whatever the requests hold: a 10-minute clip runs as ten calls of ≤ 32 windows and costs the
+server its waveform plus one call's working set, not the graph's copies of the whole clip; and
+concurrent requests share calls (a long one does not hold the model for its whole length: after
+each call, a request with windows left goes to the back of the queue).
+
+A call waits up to the batch timeout for windows of requests that are still being read or parsed
+(a lone request does not wait). One model call runs at a time, in its own thread; requests that
+arrive meanwhile join the next one. `observer` (serving.metrics) is told each call's rows
+(windows) and seconds.
 """
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ from typing import Callable
 import numpy as np
 
 from serving.inference import RequestError
-from tfdata.batching import pad_batch
-from tfdata.contract import CLIP_SAMPLES
+from tfdata.contract import CLIP_SAMPLES, WINDOW_HOP_SAMPLES
+from tfdata.layout import OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES
+from tfdata.windowing import average_windows, window_count
 
-MAX_BATCH = 32  # rows per model call
+MAX_BATCH = 32  # windows per model call (models/export.py's WINDOW_BATCH: one network call in the graph)
 BATCH_TIMEOUT_MS = 5.0  # how long the first request of a batch waits for others
 
 log = logging.getLogger("us8k.serve.batcher")
@@ -38,21 +44,48 @@ CallObserver = Callable[[int, float], None]  # (rows, seconds) of one model call
 
 @dataclass
 class _Job:
+    """One request's clips as windows; `next` windows handed out, `probabilities` filled as calls return."""
     waveforms: list[np.ndarray]
     future: asyncio.Future
-    rows: int = field(init=False)
-    longest: int = field(init=False)
+    clip_of: np.ndarray = field(init=False)  # [windows] the window's clip
+    start_of: np.ndarray = field(init=False)  # [windows] its first sample in that clip
+    next: int = 0
+    done: int = 0
+    probabilities: np.ndarray | None = None  # [windows, classes]
 
     def __post_init__(self):
-        self.rows = len(self.waveforms)
-        self.longest = max(w.shape[0] for w in self.waveforms)
+        counts = [window_count(w.shape[0]) for w in self.waveforms]
+        self.clip_of = np.repeat(np.arange(len(counts)), counts)
+        self.start_of = np.concatenate([np.arange(c) * WINDOW_HOP_SAMPLES for c in counts])
+
+    @property
+    def windows(self) -> int:
+        return int(self.clip_of.shape[0])
+
+    @property
+    def remaining(self) -> int:
+        return self.windows - self.next
+
+    def fill(self, out: np.ndarray, first: int) -> None:
+        """Windows first..first+len(out) into `out` (zero past each clip's end)."""
+        out[:] = 0.0
+        for row, index in enumerate(range(first, first + out.shape[0])):
+            waveform, start = self.waveforms[self.clip_of[index]], int(self.start_of[index])
+            piece = waveform[start:start + CLIP_SAMPLES]
+            out[row, :piece.shape[0]] = piece
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """The serving signature's answer outputs for this request's clips, from its windows."""
+        mean, windows, counts = average_windows(self.probabilities, self.clip_of, len(self.waveforms))
+        return {OUTPUT_PROBABILITIES: mean, OUTPUT_WINDOW_PROBABILITIES: windows, OUTPUT_WINDOW_COUNT: counts}
 
 
 @dataclass
 class BatchStats:
     batches: int = 0
-    rows: int = 0
-    largest: int = 0  # most rows in one model call
+    rows: int = 0  # windows through the model
+    largest: int = 0  # most windows in one model call
+    clips: int = 0  # clips answered
 
     def record(self, rows: int) -> None:
         self.batches += 1
@@ -61,12 +94,13 @@ class BatchStats:
 
 
 class DynamicBatcher:
-    """Gathers concurrent requests into padded batches and runs them in one model thread.
+    """Gathers concurrent requests' windows into model calls and runs them in one model thread.
 
     From the event loop: `with batcher.incoming():` around reading and parsing a request, then
-    `await batcher.submit(waveforms)` for the model's outputs on those rows only. A batch waits
-    up to the timeout for company only while other requests are being read or parsed: a lone
-    request runs at once, so batching costs no latency when there is nothing to batch with.
+    `await batcher.submit(waveforms)` for the serving signature's outputs on those clips
+    (probabilities [n, C], window_probabilities [n, K, C], window_count [n]). A call waits up to
+    the timeout for company only while other requests are being read or parsed: a lone request
+    runs at once, so batching costs no latency when there is nothing to batch with.
     """
 
     def __init__(self, run: ModelCall, *, max_batch: int = MAX_BATCH, timeout_ms: float = BATCH_TIMEOUT_MS,
@@ -77,9 +111,8 @@ class DynamicBatcher:
         self._observer = observer
         self.max_batch = max_batch
         self.timeout_s = max(0.0, timeout_ms) / 1000.0
-        self.max_padded_samples = max_batch * CLIP_SAMPLES
         self.stats = BatchStats()
-        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs: collections.deque[_Job] = collections.deque()  # with windows not yet handed out
         self._arriving = 0  # requests being read or parsed: worth waiting for
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -88,7 +121,7 @@ class DynamicBatcher:
 
     @property
     def queue_depth(self) -> int:
-        """Requests parsed and waiting for a model call."""
+        """Requests parsed and waiting for (more of) their model calls."""
         return len(self._jobs)
 
     async def start(self) -> None:
@@ -133,10 +166,6 @@ class DynamicBatcher:
             return False
         return True
 
-    def _fits(self, job: _Job, rows: int, longest: int) -> bool:
-        rows, longest = rows + job.rows, max(longest, job.longest)
-        return rows <= self.max_batch and rows * longest <= self.max_padded_samples
-
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -144,76 +173,55 @@ class DynamicBatcher:
                 if self._closing:
                     return
                 await self._wait(None)
-            first = self._jobs.popleft()
-            jobs, rows, longest = [first], first.rows, first.longest
+            pieces, rows = [], 0  # (job, first window, count)
             deadline = loop.time() + self.timeout_s
             while rows < self.max_batch:
                 if not self._jobs:
                     if self._closing or not self._arriving or not await self._wait(deadline):
                         break
                     continue
-                if not self._fits(self._jobs[0], rows, longest):
-                    break  # it starts the next batch
                 job = self._jobs.popleft()
-                jobs.append(job)
-                rows, longest = rows + job.rows, max(longest, job.longest)
-            await self._run_batch(jobs)
+                if job.future.done():  # a client that gave up
+                    continue
+                take = min(job.remaining, self.max_batch - rows)
+                pieces.append((job, job.next, take))
+                job.next += take
+                rows += take
+            if pieces:
+                await self._run_batch(pieces, rows)
 
-    def _calls(self, waveforms: list[np.ndarray]) -> list[list[int]]:
-        """Row indices per model call, in order: ≤ max_batch rows and ≤ max_padded_samples padded
-        samples each (a row longer than that alone)."""
-        calls, current, longest = [], [], 0
-        for index, waveform in enumerate(waveforms):
-            width = max(longest, waveform.shape[0])
-            if current and (len(current) + 1 > self.max_batch or (len(current) + 1) * width > self.max_padded_samples):
-                calls.append(current)
-                current, width = [], waveform.shape[0]
-            current.append(index)
-            longest = width
-        if current:
-            calls.append(current)
-        return calls
-
-    async def _run_batch(self, jobs: list[_Job]) -> None:
-        jobs = [job for job in jobs if not job.future.done()]  # a client that gave up
-        if not jobs:
-            return
-        waveforms = [w for job in jobs for w in job.waveforms]
-        loop = asyncio.get_running_loop()
-        parts = []
+    async def _run_batch(self, pieces: list[tuple[_Job, int, int]], rows: int) -> None:
+        batch = np.empty((rows, CLIP_SAMPLES), np.float32)
+        row = 0
+        for job, first, count in pieces:
+            job.fill(batch[row:row + count], first)
+            row += count
+        lengths = np.full((rows,), CLIP_SAMPLES, np.int32)
+        started = time.perf_counter()
         try:
-            for rows in self._calls(waveforms):
-                batch, lengths = pad_batch([waveforms[i] for i in rows])
-                started = time.perf_counter()
-                parts.append(await loop.run_in_executor(self._executor, self._run, batch, lengths))
-                self.stats.record(int(batch.shape[0]))
-                if self._observer is not None:
-                    self._observer(int(batch.shape[0]), time.perf_counter() - started)
-        except Exception as exc:  # the model failed: fail this batch, keep serving
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch, lengths)
+            probabilities = np.asarray(outputs[OUTPUT_PROBABILITIES])
+        except Exception as exc:  # the model failed: fail these requests, keep serving
             log.exception("model call failed")
-            for job in jobs:
+            for job, _, _ in pieces:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        outputs = _concatenate(parts)
-        start = 0
-        for job in jobs:
-            end = start + job.rows
-            if not job.future.done():
-                job.future.set_result({name: value[start:end] for name, value in outputs.items()})
-            start = end
-
-
-def _concatenate(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Outputs of consecutive model calls → one set of rows; per-window outputs ([n, windows, …])
-    are zero padded to the most windows of any call (zeros past a row's own windows, as the graph)."""
-    if len(parts) == 1:
-        return parts[0]
-    joined = {}
-    for name in parts[0]:
-        values = [part[name] for part in parts]
-        if values[0].ndim >= 2 and len({v.shape[1] for v in values}) > 1:
-            width = max(v.shape[1] for v in values)
-            values = [np.pad(v, [(0, 0), (0, width - v.shape[1])] + [(0, 0)] * (v.ndim - 2)) for v in values]
-        joined[name] = np.concatenate(values)
-    return joined
+        del batch
+        self.stats.record(rows)
+        if self._observer is not None:
+            self._observer(rows, time.perf_counter() - started)
+        row = 0
+        for job, first, count in pieces:
+            if job.probabilities is None:
+                job.probabilities = np.zeros((job.windows, probabilities.shape[1]), np.float32)
+            job.probabilities[first:first + count] = probabilities[row:row + count]
+            row += count
+            job.done += count
+            if job.future.done():
+                continue
+            if job.done == job.windows:
+                self.stats.clips += len(job.waveforms)
+                job.future.set_result(job.outputs())
+            elif job.next < job.windows:
+                self._jobs.append(job)  # its next windows, after the requests that came meanwhile

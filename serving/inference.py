@@ -63,8 +63,7 @@ import numpy as np
 from tfdata.answers import prediction, segments, timeline
 from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError,
                           UnsupportedAudioError, decode_audio, prepare_waveform)
-from tfdata.contract import (CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED,
-                             WINDOW_HOP_SAMPLES)
+from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, WINDOW_HOP_SAMPLES
 from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_VALID_SAMPLES,
                            OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV,
                            TFS_MAX_BATCH_SIZE_ENV, WINDOWS_SIGNATURE, windows_inputs)

@@ -7,7 +7,7 @@
 `GET /ping` answers 200 once the model is loaded; `POST /invocations` takes what the SageMaker
 handlers take (`serving.inference`: the same pure functions parse requests and build answers)
 and runs the SavedModel in-process (`tf.saved_model.load`; no Docker, no TF Serving). Concurrent
-requests share model calls through `serving.batcher` (--max-batch rows at most, waiting up to
+requests share model calls through `serving.batcher` (--max-batch 4 s windows at most, waiting up to
 --batch-timeout-ms for company); the model is found by `serving.model_files`.
 
 Bad input (see serving.inference for the limits) gets a 4xx with {"error": "..."}; the server
@@ -326,7 +326,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--threshold", type=float, default=None,
                         help="endpoint-wide 'undetermined' threshold (default: the model's, else 0.6)")
     parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
-                        help=f"most rows per model call; 1 turns batching off (default {MAX_BATCH})")
+                        help=f"most 4 s windows per model call; 1 turns batching off (default {MAX_BATCH})")
     parser.add_argument("--batch-timeout-ms", type=float, default=BATCH_TIMEOUT_MS,
                         help=f"how long a request waits for others to batch with (default {BATCH_TIMEOUT_MS:g})")
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
@@ -391,7 +391,7 @@ def run(args) -> int:
             signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
         _uvicorn_server(app).run(sockets=[sock])
         stats = app.state.batcher.stats
-        print(f"us8k serve: stopped ({stats.rows} clips in {stats.batches} model calls)", flush=True)
+        print(f"us8k serve: stopped ({stats.clips} clips in {stats.batches} model calls)", flush=True)
         return 0
     finally:
         model.files.cleanup()

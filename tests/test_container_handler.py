@@ -20,7 +20,6 @@ import json
 import subprocess
 import sys
 import tarfile
-import textwrap
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ error naming what is wrong (never a 500), cheaply, and the server still answers 
 for a real server fault (a model that fails); long recordings answered with their timeline."""
 import io
 import json
-import socket
 import threading
 import time
 

@@ -305,3 +305,48 @@ def test_container_errors(container):
     tfs_error = TFServingResponse(400, b'{"error": "lengths must have one entry per waveform row"}')
     with pytest.raises(RequestError, match="TensorFlow Serving answered 400: .*lengths must have"):
         inference.output_handler(tfs_error, context("application/json"))
+
+
+# ------------------------------------------------------------------ hardening (pure functions)
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b'{"instances": [[0.1]], "sample_rate": NaN}', "invalid_request"),
+    (b"[" * 100, "json"),
+    (b'{"instances": [[0.1]]', "json"),
+    (b'\xff{"instances": [[0.1]]}', "json"),
+    (b'{"instances": [{"b64": "%%"}]}', "base64"),
+    (b'{"instances": [{"b64": "aGVsbG8gd29ybGQ="}]}', "undecodable"),
+    (body({"instances": [[0.0] * 601_000], "sample_rate": 1000}), "too_long"),
+])
+def test_refusals_carry_a_reason_class(data, reason):
+    with pytest.raises(RequestError) as caught:
+        parse_request(data, "application/json")
+    assert caught.value.status == 400 and caught.value.reason == reason
+
+
+def test_brackets_and_escaped_quotes_inside_strings_are_not_structure():
+    for note in ("[[[[[[[[[[[[[[", '\\"[[[[[[[[[[[[', "]]]]]]]]]]]]\\\\"):
+        request = b'{"note": "' + note.encode() + b'", "instances": [[0.1, 0.2]]}'
+        assert json.loads(request)["note"]  # valid JSON
+        assert len(parse_request(request, "application/json")) == 1
+
+
+def test_declared_length_is_checked_before_resampling():
+    """A 2 KB body at 1 kHz that would resample to over the limit is refused from its length alone."""
+    request = body({"instances": [[0.0] * 1000], "sample_rate": 1000})
+    assert parse_request(request, "application/json", max_seconds=1.0)[0].shape == (SAMPLE_RATE,)
+    with pytest.raises(RequestError, match="request holds 1.0 s of audio; the limit is 0.5 s"):
+        parse_request(request, "application/json", max_seconds=0.5)
+
+
+def test_windows_answers_carry_timeline_and_segments():
+    config = ServingConfig(CLASS_NAMES, 0.6, 2.0)
+    windows = np.zeros((1, 3, 10))
+    windows[0, :2, 8], windows[0, :2, 0] = 0.9, 0.1
+    windows[0, 2, 3], windows[0, 2, 0] = 0.7, 0.3
+    (answer,) = predictions_from_outputs(windows.mean(axis=1), windows, np.array([3]), config=config,
+                                         options=RequestOptions(windows=True), durations=[7.0])
+    assert [w["label"] for w in answer["windows"]] == ["siren", "siren", "dog_bark"]
+    assert answer["segments"] == [{"start_s": 0.0, "end_s": 6.0, "label": "siren", "confidence": 0.9},
+                                  {"start_s": 4.0, "end_s": 7.0, "label": "dog_bark", "confidence": 0.7}]

@@ -55,8 +55,8 @@ def test_metrics_count_requests_latency_and_refusals(tiny_export):
         assert value(samples, "us8k_request_duration_seconds_sum") > 0
         assert value(samples, "us8k_model_call_duration_seconds_count") == 4
         assert value(samples, "us8k_model_call_rows_count") == 4
-        assert value(samples, "us8k_model_call_rows_sum") == 5  # 1 + 1 + 1 + 2 clips
-        assert value(samples, "us8k_model_call_rows_bucket", le="1.0") == 3
+        assert value(samples, "us8k_model_call_rows_sum") == 8  # windows: 1 + 1 + 4 (9 s) + 2 clips of 1
+        assert value(samples, "us8k_model_call_rows_bucket", le="1.0") == 2
         assert value(samples, "us8k_decode_failures_total", reason="json") == 1
         assert value(samples, "us8k_decode_failures_total", reason="undecodable") == 1
         assert value(samples, "us8k_decode_failures_total", reason="unsupported_type") == 1

@@ -26,7 +26,7 @@ from tfdata.synth import generate_dataset
 pytestmark = pytest.mark.timeout(180)
 
 FOLDS = (1, 2, 3)
-SHARD_RECORDS = 3  # shard target, in records: a fold of n clips gets ceil(n / 3) shards
+SHARD_RECORDS = 3  # shard cap, in records: no file holds more than 3 clips
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PCM_TOLERANCE = 0.5 / records.PCM_SCALE + 1e-6
 
@@ -126,15 +126,26 @@ def test_plan_and_final_counts_are_printed(run):
     assert f"{m['examples']} clips written + {m['errors']} failed == {m['csv']['rows']} rows" in text
 
 
-def test_one_shard_set_per_fold_sized_by_rows(run):
+def records_per_file(path):
+    return sum(1 for _ in tf.data.TFRecordDataset([path]))
+
+
+def test_runner_chosen_shards_never_exceed_the_byte_cap(run):
     out, m = run["out"], run["manifest"]
+    target = SHARD_RECORDS * ingest.RECORD_BYTES
     assert sorted(m["folds"]) == sorted(str(f) for f in FOLDS)
     for fold in FOLDS:
-        shards = ingest.shards_for(m["folds"][str(fold)]["rows"], SHARD_RECORDS * ingest.RECORD_BYTES)
-        assert shards > 1
-        names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, c.fold_shard_glob(fold))))
+        entry = m["folds"][str(fold)]
+        shards = entry["shards"]
+        assert shards >= math.ceil(entry["examples"] / SHARD_RECORDS) > 1  # the cap rolled files over
+        paths = sorted(glob.glob(os.path.join(out, c.fold_shard_glob(fold))))
+        names = [os.path.basename(p) for p in paths]
         assert names == [f"fold{fold}-{i:05d}-of-{shards:05d}{c.RECORD_SUFFIX}" for i in range(shards)]
-        assert m["folds"][str(fold)]["shards"] == shards == m["parameters"]["shards_per_fold"][str(fold)]
+        assert shards == m["parameters"]["shards_per_fold"][str(fold)]
+        sizes = [os.path.getsize(p) for p in paths]
+        assert max(sizes) <= target and entry["largest_shard_bytes"] == max(sizes)
+        counts = [records_per_file(p) for p in paths]
+        assert max(counts) <= SHARD_RECORDS and sum(counts) == entry["examples"]
     leftovers = sorted(set(os.listdir(out)) - {c.fold_dir_name(f) for f in FOLDS} - {c.MANIFEST_FILE, c.ERRORS_FILE})
     assert leftovers == []  # no temp dirs, no folds that the CSV does not have
     for fold in FOLDS:
@@ -170,7 +181,7 @@ def test_manifest_records_source_and_parameters(run):
     p = m["parameters"]
     assert p["sample_rate"] == c.SAMPLE_RATE and p["clip_samples"] == c.CLIP_SAMPLES
     assert p["runner"] == ingest.LOCAL_RUNNER and p["running_mode"] == ingest.LOCAL_RUNNING_MODE
-    assert p["sharding"] == "planned" and p["shard_target_bytes"] == SHARD_RECORDS * ingest.RECORD_BYTES
+    assert p["sharding"] == "runner" and p["shard_target_bytes"] == SHARD_RECORDS * ingest.RECORD_BYTES
     assert p["workers"] == ingest.local_cores()
     assert m["csv"]["invalid_rows"] == 3  # unknown classID, unknown fold, contradicting class name
     assert m["errors"] == len(read_errors(run["out"]))
@@ -218,23 +229,29 @@ def test_short_clip_keeps_its_valid_length_and_is_zero_padded(run):
     assert np.abs(short["waveform"][: expected // 2]).max() > 0.1
 
 
-def test_rerun_into_the_same_output_replaces_it(tmp_path):
+def test_planned_shards_then_rerun_into_the_same_output_replaces_it(tmp_path):
     root, out = str(tmp_path / "data"), str(tmp_path / "records")
     make_dataset(root, (1, 2), corrupt=1)
-    first = ingest.run_ingest(root, out, progress=lambda line: None, shard_target_bytes=2 * ingest.RECORD_BYTES)
-    shards = first["folds"]["1"]["shards"]
-    assert first["errors"] == 1 and shards > 1 and len(glob.glob(os.path.join(out, c.fold_shard_glob(1)))) == shards
+    first = ingest.run_ingest(root, out, progress=lambda line: None, shard_target_bytes=2 * ingest.RECORD_BYTES,
+                              planned_shards=True)
+    assert first["parameters"]["sharding"] == "planned"
+    for fold in (1, 2):  # exactly the planned count, sized by the CSV's rows
+        shards = ingest.shards_for(first["folds"][str(fold)]["rows"], 2 * ingest.RECORD_BYTES)
+        names = sorted(os.path.basename(p) for p in glob.glob(os.path.join(out, c.fold_shard_glob(fold))))
+        assert shards > 1 and first["folds"][str(fold)]["shards"] == shards
+        assert names == [f"fold{fold}-{i:05d}-of-{shards:05d}{c.RECORD_SUFFIX}" for i in range(shards)]
+    assert first["errors"] == 1
     assert os.path.isdir(os.path.join(out, "fold2"))
     keep = os.path.join(out, "notes.txt")  # not ours: must survive
     open(keep, "w").write("mine")
-    # Second run: fold 1's good clips only, default shard size (one shard per fold).
+    # Second run: fold 1's good clips only, default sharding on one worker (one shard per fold).
     csv_path = os.path.join(root, c.METADATA_CSV)
     lines = open(csv_path).read().splitlines()
     header, body = lines[0], [line for line in lines[1:] if line.split(",")[5] == "1"]
     body = [line for line in body if synth_corrupt_reason(
         os.path.join(root, c.AUDIO_DIR, "fold1", line.split(",")[0])) is None]
     open(csv_path, "w").write("\n".join([header] + body) + "\n")
-    second = ingest.run_ingest(root, out, progress=lambda line: None)
+    second = ingest.run_ingest(root, out, ["--direct_num_workers=1"], progress=lambda line: None)
     assert second["errors"] == 0 and second["examples"] == len(body)
     assert sorted(os.listdir(out)) == sorted(["fold1", c.MANIFEST_FILE, c.ERRORS_FILE, "notes.txt"])
     assert os.listdir(os.path.join(out, "fold1")) == [f"fold1-00000-of-00001{c.RECORD_SUFFIX}"]
@@ -243,7 +260,7 @@ def test_rerun_into_the_same_output_replaces_it(tmp_path):
     assert open(keep).read() == "mine"
 
 
-def test_runner_chosen_sharding(tmp_path):
+def test_runner_chosen_sharding_without_a_cap(tmp_path):
     root, out = str(tmp_path / "data"), str(tmp_path / "records")
     make_dataset(root, (5,), corrupt=1, extra_rows=[("990101-3-0-0.wav", 7, 3, "dog_bark", "missing", "not found")])
     m = ingest.run_ingest(root, out, ["--direct_num_workers=2"], progress=lambda line: None, shard_target_bytes=0)
@@ -333,6 +350,14 @@ def test_cli_help():
     done = us8k_cli("ingest", "--help")
     assert done.returncode == 0, done.stderr
     assert "--data-dir" in done.stdout and "DataflowRunner" in done.stdout
+    assert "--planned-shards" in done.stdout and "s3://" in done.stdout and "--dry_run" in done.stdout
+
+
+def test_cli_planned_shards_need_a_size(tmp_path):
+    done = us8k_cli("ingest", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out"),
+                    "--planned-shards", "--shard-mb", "0")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "us8k ingest: error: --planned-shards needs --shard-mb > 0"
 
 
 def test_cli_run_writes_records(tmp_path):

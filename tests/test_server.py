@@ -21,8 +21,8 @@ from serving import inference
 from serving.server import start_server
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
-from tfdata.layout import (INPUT_LENGTHS, INPUT_WAVEFORM, METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES,
-                           OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, VERSION, serving_inputs)
+from tfdata.layout import (METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE,
+                           VERSION, serving_inputs)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -78,10 +78,10 @@ def post(http, content, content_type, params=None, headers=None):
                      headers={"Content-Type": content_type, **(headers or {})})
 
 
-def check_prediction(prediction, expected, threshold=0.6):
+def check_prediction(prediction, expected, threshold=0.6, atol=2e-6):
     assert set(prediction) >= {"label", "confidence", "probabilities", "undetermined"}
-    np.testing.assert_allclose(probs(prediction), expected, atol=2e-6)
-    assert prediction["confidence"] == pytest.approx(float(expected.max()), abs=1e-6)
+    np.testing.assert_allclose(probs(prediction), expected, atol=atol)
+    assert prediction["confidence"] == pytest.approx(float(expected.max()), abs=atol)
     assert prediction["undetermined"] == (prediction["confidence"] < threshold)
     assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[int(expected.argmax())])
 
@@ -262,16 +262,13 @@ def test_endpoint_savedmodel_and_container_handlers_agree(http, signature, tiny_
     monkeypatch.setattr(inference, "_container_config", None)
     Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
     ctx = Context(None, "application/json", "application/json")
-    tfs_request = json.loads(inference.input_handler(io.BytesIO(request), ctx))["inputs"]
-    out = signature(**serving_inputs(tf.constant(tfs_request[INPUT_WAVEFORM], tf.float32),
-                                     tf.constant(tfs_request[INPUT_LENGTHS], tf.int32)))
-    tfs_answer = {k: v.numpy().tolist() for k, v in out.items() if v.dtype != tf.string}
-    Response = collections.namedtuple("Response", "status_code content")
-    container = json.loads(inference.output_handler(Response(200, json.dumps({"outputs": tfs_answer}).encode()), ctx)[0])
+    loaded = tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION))
+    tfs_answer = tf_serving_answer(loaded, inference.input_handler(io.BytesIO(request), ctx))
+    container = json.loads(inference.output_handler(tfs_answer, ctx)[0])
     for row, from_endpoint, from_container in zip(rows, endpoint["predictions"], container["predictions"]):
         direct, _ = model_alone(signature, row)
         check_prediction(from_endpoint, direct)
-        check_prediction(from_container, direct)
+        check_prediction(from_container, direct, atol=2e-5)  # the container sends int16 PCM
         assert from_endpoint["label"] == from_container["label"]
 
 
@@ -351,3 +348,92 @@ def test_listening_socket_is_tcp_so_replies_are_not_delayed():
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
     finally:
         sock.close()
+
+
+# ---------------------------------------------------------------- the exported threshold is served
+
+EXPORTED_THRESHOLD = 0.01  # not the default 0.6: a server that ignored the model's metadata would answer otherwise
+
+
+@pytest.fixture(scope="module")
+def low_threshold_export(tmp_path_factory):
+    import keras
+
+    from models.architectures import build_model
+    from models.export import export_model
+    from tfdata.contract import FRONTEND
+
+    export_dir = tmp_path_factory.mktemp("threshold") / "export"
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
+    export_model(model, export_dir, threshold=EXPORTED_THRESHOLD)
+    assert json.loads((export_dir / METADATA_FILE).read_text())["threshold"] == EXPORTED_THRESHOLD
+    return export_dir
+
+
+def tf_serving_answer(loaded, request_json):
+    """TF Serving's REST predict, as the container runs it: the signature the request names, its
+    columnar inputs ({"b64": …} strings decoded), outputs as JSON."""
+    import tensorflow as tf
+
+    request = json.loads(request_json)
+    signature = loaded.signatures[request.get("signature_name", SERVING_SIGNATURE)]
+    specs = signature.structured_input_signature[1]
+    inputs = {}
+    for name, value in request["inputs"].items():
+        if specs[name].dtype == tf.string:
+            value = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in value]
+        inputs[name] = tf.constant(value, specs[name].dtype)
+    outputs = signature(**inputs)
+    body = {k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else v.numpy().tolist()) for k, v in outputs.items()}
+    Response = collections.namedtuple("Response", "status_code content")
+    return Response(200, json.dumps({"outputs": body}).encode())
+
+
+def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_export, monkeypatch):
+    """Order: ?threshold= > X-Amzn-SageMaker-Custom-Attributes > --threshold (US8K_THRESHOLD in the
+    container) > the export's metadata.json > 0.6. The clip's confidence is below 0.6, so the default
+    would say undetermined; the exported 0.01 says its label."""
+    import tensorflow as tf
+
+    candidates = [encode(clip(4.0, freq=f, seed=s), 22050) for f, s in [(660, 6), (150, 2), (3000, 8), (440, 0)]]
+    attrs = "X-Amzn-SageMaker-Custom-Attributes"
+    with start_server(low_threshold_export, port=0) as default, \
+            httpx.Client(base_url=default.url, timeout=60) as client:
+        assert default.config.threshold == EXPORTED_THRESHOLD
+        answers = [post(client, wav, "audio/wav").json()["predictions"][0] for wav in candidates]
+        wav, base = next((w, a) for w, a in zip(candidates, answers) if a["confidence"] < 0.6)
+        assert not base["undetermined"] and base["label"] != UNDETERMINED  # the model's 0.01, not 0.6
+        high = f"{(base['confidence'] + 1) / 2:.4f}"  # above the confidence
+        (by_header,) = post(client, wav, "audio/wav", headers={attrs: f"threshold={high}"}).json()["predictions"]
+        assert by_header["undetermined"]
+        (query_wins,) = post(client, wav, "audio/wav", params={"threshold": "0.01"},
+                             headers={attrs: f"threshold={high}"}).json()["predictions"]
+        assert not query_wins["undetermined"]
+    with start_server(low_threshold_export, port=0, threshold=float(high)) as strict, \
+            httpx.Client(base_url=strict.url, timeout=60) as client:
+        (endpoint,) = post(client, wav, "audio/wav").json()["predictions"]
+        assert endpoint["undetermined"] and endpoint["label"] == UNDETERMINED  # --threshold over the model's
+        (header_wins,) = post(client, wav, "audio/wav", headers={attrs: "threshold=0.01"}).json()["predictions"]
+        assert not header_wins["undetermined"]
+        (query_wins,) = post(client, wav, "audio/wav", params={"threshold": high},
+                             headers={attrs: "threshold=0.01"}).json()["predictions"]
+        assert query_wins["undetermined"]
+    # the container: input_handler → TF Serving on its payload → output_handler
+    loaded = tf.saved_model.load(str(low_threshold_export / MODEL_SUBDIR / VERSION))
+    monkeypatch.setenv(inference.METADATA_ENV, str(low_threshold_export / METADATA_FILE))
+    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
+    monkeypatch.setattr(inference, "_container_config", None)
+    Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
+
+    def container(attributes=None):
+        ctx = Context(attributes, "audio/wav", "application/json")
+        response = tf_serving_answer(loaded, inference.input_handler(io.BytesIO(wav), ctx))
+        return json.loads(inference.output_handler(response, ctx)[0])["predictions"][0]
+
+    assert not container()["undetermined"]  # the export's 0.01
+    assert container(f"threshold={high}")["undetermined"]
+    monkeypatch.setenv(inference.THRESHOLD_ENV, high)
+    monkeypatch.setattr(inference, "_container_config", None)
+    assert container()["undetermined"]  # the endpoint's, over the model's
+    assert not container("threshold=0.01")["undetermined"]  # the request's, over the endpoint's

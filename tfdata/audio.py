@@ -123,7 +123,11 @@ def _stream(blocks, rate: int, channels: int, declared_frames: int | None, *, sa
     head_frames = None if head_seconds is None else int(head_seconds * rate) + int(HEAD_MARGIN_SECONDS * rate) + 1
     resampler = None if rate == sample_rate else soxr.ResampleStream(
         rate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-    pieces, consumed = [], 0
+    expected = None if declared_frames is None else -(-declared_frames * sample_rate // rate)
+    if head_frames is not None and expected is not None:
+        expected = min(expected, -(-head_frames * sample_rate // rate))
+    out = _Output(expected)
+    consumed = 0
     for block in blocks:
         if block.shape[0] == 0:
             continue
@@ -133,17 +137,44 @@ def _stream(blocks, rate: int, channels: int, declared_frames: int | None, *, sa
         if not np.isfinite(block).all():
             raise AudioDecodeError("audio contains NaN or Inf samples")
         mono = np.ascontiguousarray(to_mono(block), dtype=np.float32)
-        pieces.append(mono if resampler is None else resampler.resample_chunk(mono))
+        out.append(mono if resampler is None else resampler.resample_chunk(mono))
         if head_frames is not None and consumed >= head_frames:
             break
     if consumed == 0:
         raise AudioDecodeError("no audio samples (zero-length clip)")
     if resampler is not None:
-        pieces.append(resampler.resample_chunk(np.zeros((0,), np.float32), last=True))
-    out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        out.append(resampler.resample_chunk(np.zeros((0,), np.float32), last=True))
+    out = out.result()
     if out.size == 0:
         raise AudioDecodeError(f"clip too short to resample from {rate} Hz ({consumed} samples)")
     return out.astype(np.float32, copy=False)
+
+
+class _Output:
+    """Resampled pieces gathered in one buffer of the expected size when the length is declared
+    (no second copy of the waveform to concatenate them), else in a list."""
+
+    def __init__(self, expected: int | None):
+        self._buffer = None if expected is None else np.empty((expected + 16,), np.float32)
+        self._size = 0
+        self._pieces: list[np.ndarray] = []
+
+    def append(self, piece: np.ndarray) -> None:
+        if self._buffer is not None and self._size + piece.shape[0] <= self._buffer.shape[0]:
+            self._buffer[self._size:self._size + piece.shape[0]] = piece
+            self._size += piece.shape[0]
+            return
+        if self._buffer is not None:  # longer than declared: go on in pieces
+            self._pieces.append(self._buffer[:self._size])
+            self._buffer = None
+        self._pieces.append(np.array(piece, dtype=np.float32, copy=True))
+
+    def result(self) -> np.ndarray:
+        if self._buffer is not None:
+            return self._buffer[:self._size]
+        if len(self._pieces) == 1:
+            return self._pieces[0]
+        return np.concatenate(self._pieces) if self._pieces else np.zeros((0,), np.float32)
 
 
 def _block_frames(channels: int) -> int:

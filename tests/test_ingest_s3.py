@@ -1,0 +1,168 @@
+"""`us8k ingest` from and to s3:// end to end: a real Beam run (the default local runner) against a
+moto S3 server over HTTP on a free loopback port.
+
+A small synthetic UrbanSound8K (tfdata.synth, with a bad file) is uploaded to a bucket, ingested
+into records in the same bucket — once with Beam's S3 options (--s3_endpoint_url, keys, region),
+once through the CLI with only the standard AWS variables — and the records are downloaded and
+parsed with tfdata.records: the objects a SageMaker training job would get as an S3 channel.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+import tensorflow as tf
+
+from beam import pipeline as ingest
+from tfdata import contract as c
+from tfdata import records
+from tfdata.synth import generate_dataset
+
+pytestmark = pytest.mark.timeout(240)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "us8k-ingest"
+REGION = "us-east-1"
+FOLDS = (1, 2)
+CORRUPT = 1
+SHARD_RECORDS = 4  # a fold's 10 clips → at least 3 shards
+CLEAN_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on loopback with the synthetic dataset uploaded; yields (url, client, local root)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        for name in CLEAN_AWS_ENV:
+            env.delenv(name, raising=False)
+        env.setenv("AWS_CONFIG_FILE", os.devnull)
+        env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        client = boto3.client("s3", endpoint_url=url, region_name=REGION,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        client.create_bucket(Bucket=BUCKET)
+        root = str(tmp_path_factory.mktemp("us8k"))
+        generate_dataset(root, clips_per_class_per_fold=1, folds=FOLDS, corrupt=CORRUPT, progress=None)
+        for directory, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(directory, name)
+                client.upload_file(path, BUCKET, "UrbanSound8K/" + os.path.relpath(path, root))
+        yield url, client, root
+    server.stop()
+
+
+def keys(client, prefix):
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def read_object(client, key) -> bytes:
+    return client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+
+def download_records(client, prefix, local_dir):
+    """Every object under s3://BUCKET/prefix/ → local_dir, same layout."""
+    for key in keys(client, prefix + "/"):
+        path = os.path.join(local_dir, os.path.relpath(key, prefix))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        client.download_file(BUCKET, key, path)
+    return local_dir
+
+
+def csv_rows(root):
+    with open(os.path.join(root, c.METADATA_CSV)) as handle:
+        return [line for line in handle.read().splitlines()[1:] if line.strip()]
+
+
+def check_records(client, prefix, manifest, root, local_dir):
+    """The bucket holds exactly the records, errors and manifest; the records parse and match the CSV."""
+    rows = csv_rows(root)
+    assert manifest["csv"]["rows"] == len(rows)
+    assert manifest["examples"] + manifest["errors"] == len(rows)
+    assert manifest["errors"] == CORRUPT and manifest["examples"] == len(rows) - CORRUPT
+    stored = json.loads(read_object(client, f"{prefix}/{c.MANIFEST_FILE}"))
+    assert stored == manifest
+    errors = [json.loads(line) for line in read_object(client, f"{prefix}/{c.ERRORS_FILE}").decode().splitlines()]
+    assert len(errors) == manifest["errors"] and all(e["reason"] for e in errors)
+
+    found = keys(client, prefix + "/")
+    shard_keys = [k for k in found if k.endswith(c.RECORD_SUFFIX)]
+    assert sorted(set(found) - set(shard_keys)) == [f"{prefix}/{c.ERRORS_FILE}", f"{prefix}/{c.MANIFEST_FILE}"]
+    assert not any("beam-temp" in k for k in found)  # temporary objects renamed or removed
+
+    download_records(client, prefix, local_dir)
+    names = set()
+    for fold in FOLDS:
+        entry = manifest["folds"][str(fold)]
+        files = records.fold_files(local_dir, [fold])  # the fold glob finds every shard
+        assert len(files) == entry["shards"] == len([k for k in shard_keys if f"/fold{fold}/" in k])
+        parsed = [records.parse_examples(s) for s in tf.data.TFRecordDataset(files)]
+        assert len(parsed) == entry["examples"]
+        for example in parsed:
+            assert int(example[c.KEY_FOLD]) == fold
+            assert example["waveform"].shape == (c.CLIP_SAMPLES,)
+            names.add(example[c.KEY_FILE].numpy().decode())
+    failed = {os.path.basename(e["file"]) for e in errors}
+    assert names == {row.split(",")[0] for row in rows} - failed
+    return shard_keys
+
+
+def test_ingest_s3_to_s3_with_beam_s3_options(s3, tmp_path):
+    url, client, root = s3
+    prefix = "records-options"
+    lines = []
+    manifest = ingest.run_ingest(
+        f"s3://{BUCKET}/UrbanSound8K", f"s3://{BUCKET}/{prefix}",
+        [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+         f"--s3_region_name={REGION}", "--direct_num_workers=2"],
+        progress=lines.append, shard_target_bytes=SHARD_RECORDS * ingest.RECORD_BYTES)
+    assert manifest["data_dir"] == f"s3://{BUCKET}/UrbanSound8K"
+    assert manifest["csv"]["path"] == f"s3://{BUCKET}/UrbanSound8K/{c.METADATA_CSV}"
+    shard_keys = check_records(client, prefix, manifest, root, str(tmp_path / "records"))
+    for fold in FOLDS:
+        assert manifest["folds"][str(fold)]["shards"] >= 3  # the byte cap rolled the files over
+    sizes = [client.head_object(Bucket=BUCKET, Key=k)["ContentLength"] for k in shard_keys]
+    assert max(sizes) <= SHARD_RECORDS * ingest.RECORD_BYTES
+    assert any("nothing lost" in line for line in lines)
+
+
+def test_cli_ingest_s3_with_aws_environment_replaces_a_previous_output(s3, tmp_path):
+    url, client, root = s3
+    prefix = "records-env"
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/fold1/fold1-00000-of-00099{c.RECORD_SUFFIX}", Body=b"stale")
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/fold2/beam-temp-fold2-0/left-over", Body=b"stale")
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/{c.MANIFEST_FILE}", Body=b"{}")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_AWS_ENV}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", AWS_ENDPOINT_URL_S3=url, AWS_ACCESS_KEY_ID="testing",
+               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
+    done = subprocess.run([sys.executable, "-m", "us8k", "ingest", "--data-dir", f"s3://{BUCKET}/UrbanSound8K",
+                           "--output", f"s3://{BUCKET}/{prefix}", "--direct_num_workers=1"],
+                          capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = len(csv_rows(root))
+    assert f"{rows - CORRUPT} clips written + {CORRUPT} failed == {rows} rows in the CSV (nothing lost)" in done.stdout
+    manifest = json.loads(read_object(client, f"{prefix}/{c.MANIFEST_FILE}"))
+    assert manifest["parameters"]["sharding"] == "runner"
+    check_records(client, prefix, manifest, root, str(tmp_path / "records"))  # the stale objects are gone
+
+
+def test_cli_missing_s3_dataset_fails_with_one_line(s3):
+    url, _, _ = s3
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_AWS_ENV}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    done = subprocess.run([sys.executable, "-m", "us8k", "ingest", "--data-dir", f"s3://{BUCKET}/nowhere",
+                           "--output", f"s3://{BUCKET}/out", f"--s3_endpoint_url={url}",
+                           f"--s3_region_name={REGION}"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == f"us8k ingest: error: metadata CSV not found: s3://{BUCKET}/nowhere/{c.METADATA_CSV}"
