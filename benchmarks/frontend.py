@@ -162,4 +162,12 @@ def run(args) -> int:
     print(f"  ratio stock / librosa {figures['stock'] / figures['librosa']:.2f}, "
           f"XLA / librosa {figures['xla'] / figures['librosa']:.2f}; load average after "
           f"{os.getloadavg()[0]:.1f} (above {_cores()} the cores were shared: figures are low)", flush=True)
-    return 0
+    # For `us8k bench all` (benchmarks.report): every figure against its baseline of this run.
+    return {"baselines": {"librosa": {"value": figures["librosa"], "unit": "clips/s",
+                                      "what": f"librosa melspectrogram, {figures['workers']} process(es)"}},
+            "figures": {"stock": {"value": figures["stock"], "unit": "clips/s", "baseline": "librosa",
+                                  "what": "tf.signal log-mel frontend, stock"},
+                        "xla": {"value": figures["xla"], "unit": "clips/s", "baseline": "librosa",
+                                "what": "tf.signal log-mel frontend, XLA"}},
+            "params": {"batch": args.batch, "iterations": args.iterations, "librosa_clips": args.librosa_clips,
+                       "repeats": args.repeats, "xla_max_abs_db_diff": figures["xla_max_abs_db_diff"]}}

@@ -166,15 +166,28 @@ def run(args: argparse.Namespace) -> int:
         ratio = rates["training (shuffle + augment)"] / step_rate
         print(f"Ratio pipeline / training step: {ratio:,.1f}x (target >= 10x)", flush=True)
 
+        result = {  # for `us8k bench all` (benchmarks.report): every figure against its baseline of this run
+            "baselines": {"train_step": {"value": step_rate, "unit": "examples/s",
+                                         "what": f"{args.model} train_on_batch, batch {args.batch_size}"}},
+            "figures": {**{key: {"value": rates[name], "unit": "examples/s", "baseline": "train_step",
+                                 "what": f"pipeline, {name}"}
+                           for key, name in (("pipeline_training", "training (shuffle + augment)"),
+                                             ("pipeline_no_augment", "training, no augmentation"),
+                                             ("pipeline_evaluation", "evaluation (ordered)"))},
+                        "fit": {"value": fit_rate, "unit": "examples/s", "baseline": "train_step",
+                                "what": f"{args.model} fit fed by the pipeline"}},
+            "params": {"records": n, "batch_size": args.batch_size, "batches": args.batches, "steps": args.steps,
+                       "model": args.model, "parameters": int(params), "target": "pipeline_training >= 10x"}}
         if not args.skip_memory:
             memory_dir = os.path.join(work, "memory-records")
             write_records(memory_dir, {1: MEMORY_TRAIN_CLIPS, 2: MEMORY_EVAL_CLIPS, 3: MEMORY_EVAL_CLIPS}, 4)
             peak_mib, seconds = training_peak_rss(memory_dir, os.path.join(work, "run"), args.model, MEMORY_EPOCHS)
             print(f"Training peak RSS: {peak_mib:,.0f} MiB  ({args.model}, {MEMORY_TRAIN_CLIPS} training clips, "
                   f"{MEMORY_EPOCHS} epoch, batch 32, subprocess wall {seconds:.1f} s)", flush=True)
+            result["params"].update(training_peak_rss_mib=round(peak_mib, 1), training_seconds=round(seconds, 1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return result
 
 
 def _dir_mib(path: str) -> float:

@@ -19,8 +19,9 @@ What the job gets:
                   characters per value) and "verbose": 2 (one log line per epoch)
   distribution    --instance-count 1: none; the config's strategy ("auto") is MirroredStrategy over
                   the instance's GPUs. --instance-count > 1: {"multi_worker_mirrored_strategy":
-                  {"enabled": True}}: the container sets TF_CONFIG and the run uses
-                  MultiWorkerMirroredStrategy (models.distribute; strategy "default" is refused)
+                  {"enabled": True}}: the container sets TF_CONFIG and the run would use
+                  MultiWorkerMirroredStrategy (models.distribute). Refused for now: Keras 3's
+                  Model.fit does not run under it (keras-team/keras#20585; tests/test_multiworker.py)
   checkpoints     checkpoint_s3_uri = OUTPUT/NAME/checkpoints ↔ /opt/ml/checkpoints, which is the run
                   directory itself (config.json, checkpoints/, history/, selection.json …): a spot
                   job that is interrupted resumes from its last finished epoch
@@ -52,7 +53,7 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 from models.config import ConfigError, TrainConfig, read_run_config  # noqa: E402
 
-FRAMEWORK_VERSION = "2.19"  # newest TensorFlow training image the sagemaker 2.x SDK knows
+FRAMEWORK_VERSION = "2.19.0"  # newest TensorFlow training image the sagemaker 2.x SDK knows
 PY_VERSION = "py312"
 CHANNEL = "records"
 INPUT_MODES = ("File", "FastFile")
@@ -142,7 +143,7 @@ def build_estimator(*, session, source_dir: Path, role: str, instance_type: str,
         entry_point=ENTRY_POINT, source_dir=str(source_dir), role=role, instance_type=instance_type,
         instance_count=instance_count, framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
         hyperparameters=job_hyperparameters(config), distribution=distribution(instance_count),
-        model_dir=False, output_path=output, code_location=f"{output}/{job_name}/source",
+        model_dir=False, output_path=output, code_location=output,  # the SDK adds NAME/source/sourcedir.tar.gz
         checkpoint_s3_uri=f"{output}/{job_name}/checkpoints", checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
         tensorboard_output_config=TensorBoardOutputConfig(
             s3_output_path=f"{output}/{job_name}/tensorboard", container_local_output_path=TENSORBOARD_LOCAL_PATH),
@@ -150,6 +151,16 @@ def build_estimator(*, session, source_dir: Path, role: str, instance_type: str,
         use_spot_instances=spot, max_run=max_run, max_wait=(max_wait or max_run) if spot else None,
         volume_size=volume_size, sagemaker_session=session, base_job_name=DEFAULT_JOB_PREFIX,
         tags=[{"Key": "us8k:job", "Value": "launch-training"}])
+
+
+def quiet_session(sm_session):
+    """The sagemaker Session with the SDK's telemetry off: it would call an AWS-owned S3 URL
+    outside AWS_ENDPOINT_URL on every fit()."""
+    config = dict(sm_session.sagemaker_config or {})
+    config.setdefault("SchemaVersion", "1.0")
+    config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})["TelemetryOptOut"] = True
+    sm_session.sagemaker_config = config
+    return sm_session
 
 
 # ---------------------------------------------------------------------------- status
@@ -246,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
         if args.instance_count < 1:
             raise LaunchError(f"--instance-count must be ≥ 1, got {args.instance_count}")
         config = build_config(args)
-        if args.instance_count > 1 and config.strategy == "default":
-            raise LaunchError("--strategy default on several instances would train each alone; use auto or mirrored")
+        if args.instance_count > 1:  # the job would fail in its first fit(): refuse it before it costs anything
+            raise LaunchError(f"--instance-count {args.instance_count}: Keras 3's Model.fit does not run under "
+                              "MultiWorkerMirroredStrategy (keras-team/keras#20585); use one multi-GPU instance")
         name = args.job_name or default_job_name()
         if not NAME_PATTERN.match(name):
             raise LaunchError(f"invalid job name {name!r}: up to 63 letters, digits and hyphens")
@@ -258,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"us8k launch-training: source_dir {len(files)} files ({', '.join(SOURCE_PACKAGES)}, "
                   f"{ENTRY_POINT}); TensorFlow {FRAMEWORK_VERSION} {PY_VERSION} image", flush=True)
             estimator = build_estimator(
-                session=sagemaker_session(session, bucket), source_dir=source_dir, role=args.role,
+                session=quiet_session(sagemaker_session(session, bucket)), source_dir=source_dir, role=args.role,
                 instance_type=args.instance_type, instance_count=args.instance_count, output=output,
                 job_name=name, config=config, spot=args.spot, max_run=args.max_run, max_wait=args.max_wait,
                 volume_size=args.volume_size)

@@ -315,8 +315,11 @@ def output_handler(response, context) -> tuple[str, str]:
 # ---------------------------------------------------------------- helpers
 
 
-# A string (to its closing quote, or to the end when unterminated: linear either way) or a bracket.
-_JSON_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]')
+# The JSON's structure alone: escaped backslashes and quotes dropped, then every byte but quotes and
+# brackets (bytes.replace/translate: C speed, ≈ 20 ms for 6 MB). In what is left a string is a
+# quote to the next quote (or to the end when unterminated).
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_JSON_STRUCTURE = re.compile(rb'"[^"]*"?|[\[\]{}]')
 _OPENERS = (ord("["), ord("{"))
 _CLOSERS = (ord("]"), ord("}"))
 
@@ -324,14 +327,15 @@ _CLOSERS = (ord("]"), ord("}"))
 def _check_json_structure(body: bytes) -> None:
     """Refuse, before parsing (whose memory and recursion grow with them), JSON nested deeper than
     MAX_JSON_DEPTH or holding more than MAX_JSON_TOKENS arrays, objects and strings."""
+    structure = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
     depth = tokens = 0
-    for match in _JSON_STRUCTURE.finditer(body):
+    for match in _JSON_STRUCTURE.finditer(structure):
         tokens += 1
         if tokens > MAX_JSON_TOKENS:
             raise RequestError(400, f"JSON body holds more than {MAX_JSON_TOKENS} arrays, objects and strings; "
                                     f"a request is at most {MAX_INSTANCES} instances, each a flat list of "
                                     'numbers or {"b64": "..."}', "json")
-        char = body[match.start()]
+        char = structure[match.start()]
         if char in _OPENERS:
             depth += 1
             if depth > MAX_JSON_DEPTH:
@@ -410,7 +414,7 @@ def _instance(instance: Any, index: int, rate: int, budget: float = MAX_SECONDS,
     if not isinstance(instance, list):
         raise RequestError(400, f"{where}: expected a list of samples or {{\"b64\": ...}}, "
                                 f"got {_JSON_TYPES.get(type(instance), type(instance).__name__)}")
-    _check_samples(instance, where)
+    # a list instance's length and element types were checked by _parse_json's first pass
     try:
         with np.errstate(over="ignore"):  # beyond float32: inf, refused below
             samples = np.asarray(instance, dtype=np.float32)

@@ -59,6 +59,32 @@ def test_parameter_counts():
     assert 5_500_000 < counts["cnn"] < 5_700_000  # the seed CNN's size (~5.6 M): its layers, one for one
     assert counts["tiny"] < 10_000
     assert counts["baseline"] < counts["lstm"] < counts["crnn"] < counts["cnn"]
+    assert 500_000 < counts["deep_cnn"] < 0.25 * counts["cnn"]  # deeper, yet a fifth of the seed CNN's weights
+
+
+def test_deep_cnn_pools_globally_and_normalises_every_conv():
+    model = build_model("deep_cnn")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(convs) == 5 and len(norms) == len(convs)
+    assert not any(isinstance(layer, keras.layers.Flatten) for layer in model.layers)
+    # global pooling over time: a time-shifted feature map gives the same answer (up to the edges)
+    head = keras.Model(model.get_layer("mean_over_mels").input, model.output)
+    rng = np.random.default_rng(0)
+    maps = rng.random((1,) + tuple(head.input.shape[1:]), np.float32)
+    rolled = np.roll(maps, 3, axis=2)
+    np.testing.assert_allclose(head(maps, training=False), head(rolled, training=False), atol=1e-5)
+
+
+def test_spec_augment_layer_is_added_on_request():
+    from models.augment import SpecAugment
+
+    plain = build_model("tiny")
+    augmented = build_model("tiny", spec_augment={"time_masks": 1, "time_mask_frames": 5, "freq_masks": 1,
+                                                  "freq_mask_bins": 5, "seed": 0})
+    assert not any(isinstance(layer, SpecAugment) for layer in plain.layers)
+    assert any(isinstance(layer, SpecAugment) for layer in augmented.layers)
+    assert plain.count_params() == augmented.count_params()
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -115,7 +141,7 @@ def test_crnn_sequence_is_time_major():
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("name", ["tiny", *SEED_MODELS])
+@pytest.mark.parametrize("name", ["tiny", *SEED_MODELS, "deep_cnn"])
 def test_learns_a_tiny_batch(name, toy):
     clips, labels, mean, variance = toy
     keras.utils.set_random_seed(1)

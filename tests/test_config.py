@@ -178,3 +178,24 @@ def test_verbose_auto_is_a_progress_bar_on_a_terminal_only(monkeypatch):
     monkeypatch.setattr(sys, "stdout", Terminal())
     assert train.resolve_verbose("auto") == 1
     assert train.resolve_verbose(0) == 0
+
+
+def test_new_training_fields_are_checked():
+    config = TrainConfig(lr_schedule="cosine", augment_mix="between_class", spec_augment=True, weight_decay=1e-4,
+                         label_smoothing=0.1, deterministic=True, calibration_target="coverage",
+                         calibration_target_value=0.8)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    for bad, message in [({"lr_schedule": "step"}, "unknown lr_schedule 'step'"),
+                         ({"augment_mix": "cutmix"}, "unknown augment_mix 'cutmix'"),
+                         ({"label_smoothing": 1.5}, "label_smoothing must be within"),
+                         ({"weight_decay": -1.0}, "weight_decay must be ≥ 0"),
+                         ({"augment_speed": 0.9}, "augment_speed must be within"),
+                         ({"augment_mix_alpha": 0.0}, "augment_mix_alpha must be positive"),
+                         ({"augment_background_min_snr_db": 30.0}, "augment_background_min_snr_db 30.0 >"),
+                         ({"calibration_target": "recall"}, "calibration_target must be")]:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig.from_dict(bad)
+    params = train.augment_params(TrainConfig(augment_mix="mixup", augment_background=True, augment_speed=0.1))
+    assert params.mix == "mixup" and params.background and params.speed == 0.1 and params.soft_labels
+    assert train.spec_augment_params(TrainConfig()) is None
+    assert train.spec_augment_params(TrainConfig(spec_augment=True, seed=3))["seed"] == 3

@@ -4,7 +4,16 @@ container sets it for multi_worker_mirrored_strategy (workers only: worker 0 is 
 
 Both must finish, their final weights must agree (synchronous all-reduce), and only the chief may
 leave outputs: the export, the report and the run directory (checkpoints). The other worker's
-model, output and checkpoint directories stay empty and its temporary run directory is gone."""
+model, output and checkpoint directories stay empty and its temporary run directory is gone.
+
+Keras 3's `Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585, open;
+measured here with Keras 3.15.1 / TF 2.21 and Keras 3.10 / TF 2.19): `fit` first reduces one
+distributed batch eagerly (`_maybe_symbolic_build` → `strategy.reduce`), which MWMS rejects
+("Attempt to convert a value (PerReplica…) to a Tensor"). The two-process tests are therefore
+strict xfails on that error: they run the real cluster every time, and fail loudly (XPASS) the
+day Keras fixes it, so the marks come off. The cluster logic itself (TF_CONFIG, chief, worker
+directories) is tested directly below.
+"""
 import json
 import os
 import re
@@ -17,6 +26,8 @@ import pytest
 from models.launch import stage_source_dir
 
 pytestmark = pytest.mark.timeout(480)
+KERAS_MWMS = pytest.mark.xfail(strict=True, reason="Keras 3 Model.fit does not run under "
+                               "MultiWorkerMirroredStrategy (keras-team/keras#20585)")
 
 CONFIG = {"models": ["tiny"], "epochs": 1, "batch_size": 4, "val_fold": 2, "test_fold": 3, "shuffle_buffer": 64}
 
@@ -67,6 +78,7 @@ def cluster(tmp_path_factory, tone_records_writer):
     return {"hosts": hosts, "codes": codes, "logs": logs}
 
 
+@KERAS_MWMS
 def test_both_workers_finish(cluster):
     assert cluster["codes"] == [0, 0], "\n\n".join(log[-3000:] for log in cluster["logs"])
     assert "task worker 0 of 2 worker(s) (chief)" in cluster["logs"][0]
@@ -75,6 +87,7 @@ def test_both_workers_finish(cluster):
         assert "Strategy: multi_worker (2 replicas), batch 4 per replica = 8 global" in log
 
 
+@KERAS_MWMS
 def test_final_weights_agree(cluster):
     digests = [re.findall(r"final weights tiny sha256 (\w+) sum\|w\| (\S+)", log) for log in cluster["logs"]]
     assert all(len(d) == 1 for d in digests), digests
@@ -83,6 +96,7 @@ def test_final_weights_agree(cluster):
     assert sha0 == sha1  # the same bytes: every update is the same all-reduced gradient
 
 
+@KERAS_MWMS
 def test_only_the_chief_writes(cluster):
     chief, worker = cluster["hosts"]
     assert (chief / "model" / "model" / "1" / "saved_model.pb").is_file()
@@ -94,9 +108,72 @@ def test_only_the_chief_writes(cluster):
     assert "worker 1 done; its temporary run directory is removed" in cluster["logs"][1]
 
 
+@KERAS_MWMS
 def test_selection_records_batch_and_sharding(cluster):
     selection = json.loads((cluster["hosts"][0] / "data" / "selection.json").read_text())
     assert selection["strategy"] == "multi_worker"
     assert selection["workers"] == 2 and selection["replicas"] == 2
     assert selection["per_replica_batch_size"] == 4 and selection["global_batch_size"] == 8
     assert selection["auto_shard_policy"] == "DATA"  # augmentation on: FILE sharding cannot split Dataset.random
+
+
+def test_the_keras_failure_is_the_known_one(cluster):
+    """Pins why the tests above xfail: both workers stop in fit's eager reduce of a PerReplica batch."""
+    if cluster["codes"] == [0, 0]:
+        pytest.fail("both workers finished: Keras runs MWMS now; remove the xfail marks above")
+    for log in cluster["logs"]:
+        assert "Strategy: multi_worker (2 replicas), batch 4 per replica = 8 global" in log
+        assert "Attempt to convert a value (PerReplica" in log
+
+
+# ------------------------------------------------------------------- the cluster logic, directly
+from models import distribute  # noqa: E402
+
+WORKERS = {"worker": ["a:1", "b:2", "c:3"]}
+
+
+def env(task, cluster=None):
+    return {"TF_CONFIG": json.dumps({"cluster": cluster or WORKERS, "task": task})}
+
+
+def test_single_process_is_its_own_chief(tmp_path):
+    assert distribute.is_chief({}) and distribute.num_workers({}) == 1 and distribute.task({}) == ("chief", 0)
+    assert distribute.worker_dir(tmp_path / "run", {}) == str(tmp_path / "run")
+
+
+def test_worker_zero_is_chief_without_a_chief_task():
+    assert distribute.is_chief(env({"type": "worker", "index": 0}))
+    assert not distribute.is_chief(env({"type": "worker", "index": 1}))
+    assert distribute.num_workers(env({"type": "worker", "index": 2})) == 3
+    with_chief = {"chief": ["c:0"], "worker": ["a:1"]}
+    assert distribute.is_chief(env({"type": "chief", "index": 0}, with_chief))
+    assert not distribute.is_chief(env({"type": "worker", "index": 0}, with_chief))
+    assert distribute.num_workers(env({"type": "worker", "index": 0}, with_chief)) == 2
+
+
+def test_bad_tf_config_is_a_cluster_error():
+    with pytest.raises(distribute.ClusterError, match="not valid JSON"):
+        distribute.tf_config({"TF_CONFIG": "{"})
+    with pytest.raises(distribute.ClusterError, match="not in the cluster"):
+        distribute.tf_config(env({"type": "worker", "index": 5}))
+
+
+def test_a_worker_writes_a_temporary_copy_of_the_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    run = tmp_path / "run"
+    (run / "checkpoints" / "cnn").mkdir(parents=True)
+    (run / "checkpoints" / "cnn" / "state.json").write_text("{}")
+    (run / "checkpoints" / "cnn" / "last.keras.tmp.keras").write_text("partial")
+    worker = env({"type": "worker", "index": 1})
+    target = distribute.prepare_dir(run, worker)
+    assert target.startswith(str(tmp_path / "tmp")) and target != str(run)
+    assert os.path.isfile(os.path.join(target, "checkpoints", "cnn", "state.json"))  # resumes like the chief
+    assert not os.path.exists(os.path.join(target, "checkpoints", "cnn", "last.keras.tmp.keras"))
+    distribute.remove_worker_dir(run, worker)
+    assert not os.path.exists(target) and (run / "checkpoints" / "cnn" / "state.json").is_file()
+    chief = env({"type": "worker", "index": 0})
+    assert distribute.prepare_dir(run, chief) == str(run)

@@ -150,3 +150,17 @@ def test_missing_fold_is_a_clear_error(records_dir):
         pipeline.make_dataset(records_dir, [1, 7], batch_size=4, training=False)
     with pytest.raises(ValueError, match="batch_size"):
         pipeline.make_dataset(records_dir, [1], batch_size=0, training=False)
+
+
+def test_one_hot_labels_and_class_weights_as_sample_weights(records_dir):
+    plain = list(pipeline.make_dataset(records_dir, [1], batch_size=4, training=False))
+    weights = {k: 1.0 + k for k in range(c.NUM_CLASSES)}
+    hot = list(pipeline.make_dataset(records_dir, [1], batch_size=4, training=False, one_hot=True,
+                                     class_weights=weights))
+    for (x, y), (x1, y1, w1) in zip(plain, hot):
+        np.testing.assert_array_equal(x.numpy(), x1.numpy())
+        np.testing.assert_array_equal(y1.numpy().argmax(axis=1), y.numpy())
+        np.testing.assert_allclose(y1.numpy().sum(axis=1), 1.0)
+        np.testing.assert_allclose(w1.numpy(), [weights[int(k)] for k in y.numpy()])
+    with pytest.raises(ValueError, match="one_hot=True"):
+        pipeline.make_dataset(records_dir, [1], batch_size=4, training=False, class_weights=weights)

@@ -254,3 +254,38 @@ def test_redirected_log_has_one_plain_line_per_epoch(tone_records, tmp_path):
     assert len(epoch_lines) == 3, text[-3000:]  # one line per epoch
     assert all(line.split(" - ")[0].strip() == "2/2" for line in epoch_lines)  # 8 clips, batch 4
     assert "Test accuracy" in text
+
+
+@pytest.mark.timeout(300)
+def test_deterministic_runs_repeat_exactly_with_every_augmentation(tone_records, tmp_path):
+    records_dir = tone_records({1: 20, 2: 10, 3: 10})
+    flags = ["--models", "tiny", "--epochs", "2", "--batch-size", "8", "--deterministic", "--augment-mix", "mixup",
+             "--augment-background", "--spec-augment", "--augment-speed", "0.1", "--class-weights", "--skip-evaluate"]
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for run_dir in runs:
+        assert cli(records_dir, run_dir, *flags) == 0
+    first, second = (history_rows(r, "tiny") for r in runs)
+    assert first == second and len(first) == 2
+    weights = [keras.models.load_model(r / "checkpoints" / "tiny" / "last.keras").get_weights() for r in runs]
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    config = read_json(runs[0] / "config.json")["config"]
+    assert config["deterministic"] and config["augment_mix"] == "mixup" and config["spec_augment"]
+
+
+@pytest.mark.timeout(300)
+def test_schedule_label_smoothing_and_weight_decay_are_applied(tone_records, tmp_path):
+    records_dir = tone_records({1: 20, 2: 10, 3: 10})
+    run_dir = tmp_path / "run"
+    assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "3", "--batch-size", "10", "--lr-schedule",
+               "cosine", "--learning-rate", "0.01", "--label-smoothing", "0.1", "--weight-decay", "0.001",
+               "--skip-evaluate") == 0
+    rates = [float(r["learning_rate"]) for r in history_rows(run_dir, "tiny")]
+    assert rates[0] < 0.01 and rates[0] > rates[1] > rates[2]  # cosine decay, per step
+    model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "last.keras")
+    assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == pytest.approx(0.001)
+    assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
+    # one-cycle warms up first, then decays
+    cycle = train.learning_rate(TrainConfig(lr_schedule="one_cycle", epochs=10, learning_rate=0.01), 10)
+    values = [float(cycle(step)) for step in (0, 30, 99)]
+    assert values[0] == pytest.approx(0.01 / 25) and values[1] == pytest.approx(0.01, rel=1e-3) and values[2] < 1e-4

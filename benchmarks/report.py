@@ -1,0 +1,124 @@
+"""`us8k bench all`'s report: OUTPUT/bench_report.json and OUTPUT/bench_report.md.
+
+A benchmark's `run(args)` returns its figures as a dict (a benchmark that only prints returns an
+exit status, and the report says so; nothing is parsed from its output):
+
+    {"baselines": {KEY: {"value": v, "unit": "clips/s", "what": "…"}},
+     "figures":   {KEY: {"value": v, "unit": "clips/s", "baseline": BASELINE_KEY, "what": "…",
+                         "lower_is_better": False}},
+     "params":    {…sizes and settings…}}
+
+Every figure is reported as the ratio value / baseline value, both measured in the same run (so a
+loaded machine moves both). The report also holds the machine (CPU model, cores, memory), the
+package versions, the date and the load average before and after the whole run.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+JSON_FILE = "bench_report.json"
+MARKDOWN_FILE = "bench_report.md"
+PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "numpy", "apache-beam", "librosa", "sagemaker")
+
+
+def machine() -> dict:
+    """CPU model, cores (online and usable by this process), memory, OS."""
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        with open("/proc/meminfo") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("MemTotal:"))
+        memory_gib = round(kib / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_model": model or platform.processor() or None, "cores": os.cpu_count(), "usable_cores": usable,
+            "memory_gib": memory_gib, "os": platform.platform(), "python": platform.python_version()}
+
+
+def versions() -> dict:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def with_ratios(result) -> dict:
+    """A benchmark's returned dict with "ratio" filled into each figure (None: it returned no figures)."""
+    if not isinstance(result, dict):
+        return {"figures": None, "note": "this benchmark prints its figures and returns none (no dict)"}
+    baselines = result.get("baselines", {})
+    figures = {}
+    for key, figure in result.get("figures", {}).items():
+        base = baselines.get(figure.get("baseline"), {}).get("value")
+        ratio = figure["value"] / base if base else None
+        figures[key] = {**figure, "ratio": ratio}
+    return {**result, "figures": figures}
+
+
+def build(results: dict, *, quick: bool, load_before, load_after, started: str, seconds: float) -> dict:
+    return {"date": started, "seconds": round(seconds, 1), "quick": quick, "machine": machine(),
+            "versions": versions(), "load_average_before": list(load_before), "load_average_after": list(load_after),
+            "benchmarks": {name: with_ratios(r) if "error" not in (r if isinstance(r, dict) else {}) else r
+                           for name, r in results.items()}}
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# us8k bench all — {report['date']}{' (--quick)' if report['quick'] else ''}", "",
+             f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable), "
+             f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+             "Load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in report["load_average_before"])
+             + "; after " + ", ".join(f"{x:.2f}" for x in report["load_average_after"])
+             + f"; {report['seconds']:.0f} s in all", "",
+             "Every ratio is the figure over its baseline, both measured in this run "
+             "(for a figure where lower is better, a ratio below 1 is the improvement).", ""]
+    for name, result in report["benchmarks"].items():
+        lines.append(f"## {name}")
+        if result.get("error"):
+            lines += [f"Failed: {result['error']}", ""]
+            continue
+        if result.get("figures") is None:
+            lines += [f"No figures: {result.get('note')}.", ""]
+            continue
+        lines += ["| figure | value | baseline | baseline value | ratio |", "|---|---|---|---|---|"]
+        baselines = result.get("baselines", {})
+        for key, f in result["figures"].items():
+            base = baselines.get(f.get("baseline"), {})
+            ratio = f"{f['ratio']:.2f}×" if f.get("ratio") is not None else "–"
+            better = " (lower is better)" if f.get("lower_is_better") else ""
+            lines.append(f"| {f.get('what', key)}{better} | {f['value']:,.1f} {f.get('unit', '')} | "
+                         f"{base.get('what', f.get('baseline'))} | {base.get('value', float('nan')):,.1f} "
+                         f"{base.get('unit', '')} | {ratio} |")
+        if result.get("params"):
+            lines.append("")
+            lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in result["params"].items()))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(report: dict, output_dir) -> tuple[Path, Path]:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = output_dir / JSON_FILE, output_dir / MARKDOWN_FILE
+    json_path.write_text(json.dumps(report, indent=2, default=float))
+    md_path.write_text(markdown(report))
+    return json_path, md_path
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
