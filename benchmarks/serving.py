@@ -51,6 +51,7 @@ SINGLE_REPEATS = 40  # timed decode + 1-clip calls
 RANDOM_MODEL = "cnn"
 SEED = 0
 SOAK_WARMUP_SECONDS = 10.0  # untimed load before the soak's first memory reading
+SOAK_SAMPLE_SECONDS = 30.0
 WORST_CASE_REPEATS = 3
 
 
@@ -245,7 +246,17 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> N
         load_before = _loadavg()
         _load(server.url, wav, concurrency, SOAK_WARMUP_SECONDS)
         start_mb = server.memory_mb()
+        samples, stop = [], threading.Event()
+
+        def sample():  # the server's RSS every SOAK_SAMPLE_SECONDS: growth that settles vs a leak
+            while not stop.wait(SOAK_SAMPLE_SECONDS):
+                samples.append(server.memory_mb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         latencies, errors, elapsed = _load(server.url, wav, concurrency, args.soak)
+        stop.set()
+        sampler.join()
         end_mb = server.memory_mb()
         load_after = _loadavg()
     finally:
@@ -257,7 +268,8 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> N
           f"p99 {_percentile(latencies, 0.99) * 1e3:.1f} ms, {errors} errors, {len(latencies)} answered, "
           f"{clips / max(calls, 1):.1f} clips per model call")
     print(f"  server memory (RSS): {start_mb:.0f} MB after the warm-up, {end_mb:.0f} MB at the end "
-          f"({(end_mb - start_mb) / start_mb * 100:+.1f} %)", flush=True)
+          f"({(end_mb - start_mb) / start_mb * 100:+.1f} %); every {SOAK_SAMPLE_SECONDS:g} s: "
+          f"{', '.join(f'{m:.0f}' for m in samples)} MB", flush=True)
 
 
 def _worst_case_bodies() -> dict[str, tuple[bytes, str]]:

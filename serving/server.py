@@ -49,8 +49,10 @@ from serving.inference import (ANSWER_OUTPUTS, CUSTOM_ATTRIBUTES_HEADER, JSON_TY
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import ServingMetrics
 from serving.model_files import ModelFiles, locate_model
+from serving.page import PAGE_ROUTES
 from tfdata.contract import SAMPLE_RATE
-from tfdata.layout import SERVING_SIGNATURE, serving_inputs
+from tfdata.layout import (LOG_MEL_SIGNATURE, OUTPUT_LOG_MEL, OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, log_mel_inputs,
+                           serving_inputs)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -79,6 +81,12 @@ class ModelRunner:
         outputs = self._signature(**serving_inputs(self._tf.constant(batch, self._tf.float32),
                                                    self._tf.constant(lengths, self._tf.int32)))
         return {name: outputs[name].numpy() for name in ANSWER_OUTPUTS}
+
+    def log_mel(self, waveform: np.ndarray) -> tuple[np.ndarray, int]:
+        """The `log_mel` signature on one clip (float32 [samples]) → features [windows, frames, mels], windows."""
+        outputs = self._loaded.signatures[LOG_MEL_SIGNATURE](**log_mel_inputs(
+            self._tf.constant(waveform[None], self._tf.float32)))
+        return outputs[OUTPUT_LOG_MEL].numpy()[0], int(outputs[OUTPUT_WINDOW_COUNT].numpy()[0])
 
 
 # ---------------------------------------------------------------- the HTTP app
@@ -153,7 +161,8 @@ async def http_error(request: Request, exc: HTTPException) -> Response:
 
 ROUTES = [Route("/ping", ping, methods=["GET"]),
           Route("/invocations", invocations, methods=["POST"]),
-          Route("/metrics", metrics, methods=["GET"])]
+          Route("/metrics", metrics, methods=["GET"]),
+          *PAGE_ROUTES]  # GET / (the listening page), /static/*, GET /metadata, POST /log_mel
 
 
 async def _predict(request: Request, clips: list[int], size: list[int]) -> list[dict]:
@@ -220,6 +229,7 @@ def create_app(run: ModelCall, config: ServingConfig, *, max_batch: int = MAX_BA
     app.state.auth = BearerToken(auth_token) if auth_token is not None else None
     app.state.access_log = access_log
     app.state.parsing = asyncio.Semaphore(PARSE_WORKERS)
+    app.state.log_mel = getattr(run, "log_mel", None)  # POST /log_mel (serving.page); None: 501
     return app
 
 
@@ -376,8 +386,8 @@ def run(args) -> int:
         url = http_url(*sock.getsockname()[:2])
 
         def ready():
-            print(f"us8k serve: serving {args.model} at {url} (GET /ping, POST /invocations, GET /metrics; "
-                  f"threshold {model.config.threshold:g}, max batch {args.max_batch}, "
+            print(f"us8k serve: serving {args.model} at {url} (GET /ping, POST /invocations, GET /metrics, "
+                  f"listening page at {url}/; threshold {model.config.threshold:g}, max batch {args.max_batch}, "
                   f"batch timeout {args.batch_timeout_ms:g} ms, max {args.max_seconds:g} s per request, "
                   f"{'token required' if token else 'no token'})", flush=True)
 

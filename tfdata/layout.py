@@ -53,9 +53,23 @@ def serving_inputs(waveform, lengths) -> dict:
     return {INPUT_WAVEFORM: waveform, INPUT_LENGTHS: lengths}
 
 
+def log_mel_inputs(waveform) -> dict:
+    """The log_mel signature's inputs by name: `signature(**log_mel_inputs(waveform))`."""
+    return {INPUT_WAVEFORM: waveform}
+
+
 def windows_inputs(pcm16, clip_index, valid_samples) -> dict:
     """The windows signature's inputs by name: `signature(**windows_inputs(pcm16, clip_index, valid))`."""
     return {INPUT_PCM16: pcm16, INPUT_CLIP_INDEX: clip_index, INPUT_VALID_SAMPLES: valid_samples}
+
+
+# The local endpoint's listening page (`us8k serve`, serving.page): its routes beside /ping,
+# /invocations and /metrics, and the package folder its HTML/CSS/JS ship in (package data).
+PAGE_ROUTE = "/"  # GET: the page (index.html)
+PAGE_STATIC_ROUTE = "/static"  # GET /static/<file>: page.css, page.js
+PAGE_STATIC_DIR = "static"  # serving/static/
+METADATA_ROUTE = "/metadata"  # GET: class names, threshold, sample rate and limits, as JSON
+LOG_MEL_ROUTE = "/log_mel"  # POST: one clip (the bodies of /invocations) → the log_mel signature's features
 
 
 # The SageMaker TensorFlow Serving container's environment (read by its serve.py and tfs_utils.py),
