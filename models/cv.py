@@ -60,9 +60,11 @@ def plan(records_dir: str, folds=None) -> dict[int, int]:
     """{test fold: validation fold} for the requested test folds (default: every present fold)."""
     from models.train import available_folds
 
+    if not os.path.isdir(records_dir):
+        raise CVError(f"records directory not found: {records_dir}")
     present = available_folds(records_dir)
     if not present:
-        raise CVError(f"no TFRecord shards ({c.fold_shard_glob('K')}) under {records_dir}")
+        raise CVError(f"no TFRecord shards (foldK/*{c.RECORD_SUFFIX}) under {records_dir}")
     folds = present if folds is None else sorted(set(int(k) for k in folds))
     missing = [k for k in folds if k not in present]
     if missing:

@@ -117,3 +117,10 @@ def test_a_killed_run_continues_fold_by_fold(cv_run, capsys):
     with pytest.raises(SystemExit, match="^us8k cv: error: .*another configuration"):
         us8k.main(["cv", "--records", str(records_dir), "--output", str(output), "--models", "tiny",
                    "--epochs", "2", "--verbose", "0"])
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    for records_dir, message in [(tmp_path / "missing", "records directory not found"),
+                                 (tmp_path, "no TFRecord shards")]:
+        with pytest.raises(SystemExit, match=f"^us8k cv: error: {message}"):
+            us8k.main(["cv", "--records", str(records_dir), "--output", str(tmp_path / "cv")])
