@@ -5,9 +5,17 @@ BIN := $(VENV)/bin
 # GPU machines: make install TF='tensorflow[and-cuda]==2.21.0'
 TF ?=
 STAMP := $(VENV)/.installed
+# The listening page's browser tests (tests/test_page.py) drive Debian's Chromium through Playwright
+# (`playwright install` downloads browsers, which cannot work here): installed when missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test bench clean
-install: $(STAMP)
+install: $(STAMP) $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -35,6 +35,10 @@ TEST = [
     "httpx==0.28.1",
     "librosa==0.11.0",  # parity tests and the seed-path benchmark only
     "moto[s3,server]==5.2.5",
+    # tests/test_page.py: the listening page in Debian's /usr/bin/chromium (`make install` installs it;
+    # no `playwright install`), and axe-core 4.12.1 (its axe.min.js, injected into the page).
+    "playwright==1.65.2",
+    "axe-playwright-python==0.1.8",
 ]
 
 setup(
@@ -45,6 +49,7 @@ setup(
     packages=find_packages(include=["beam", "beam.*", "tfdata", "tfdata.*", "models", "models.*",
                                     "serving", "serving.*", "benchmarks", "benchmarks.*"]),
     py_modules=["us8k", "us8k_demo"],
+    package_data={"serving": ["static/*.html", "static/*.css", "static/*.js"]},  # `us8k serve`'s page
     install_requires=CORE,
     extras_require={"aws": AWS, "gcp": GCP, "test": TEST},
     entry_points={"console_scripts": ["us8k=us8k:main"]},

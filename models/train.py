@@ -5,8 +5,9 @@ patience, folds, pipeline and augmentation, strategy, precision, seed), built fr
 from a previous run's config.json (`--config RUN/config.json`) with the flags given beside it
 overriding its values. Folds: validation `--val-fold` (9), test `--test-fold` (10), training every
 other fold present. Normalisation statistics come from the training folds only (one pass,
-RUN/normalization.json) and live inside every model's frontend. Each model trains with Adam +
-sparse categorical cross-entropy. The run directory holds
+RUN/normalization.json) and live inside every model's frontend. Each model trains with Adam (AdamW
+with weight decay; constant, cosine or one-cycle rate) + categorical cross-entropy on one-hot or
+mixed labels (label smoothing); `--deterministic` makes two runs of a command give the same numbers. The run directory holds
 
     RUN/config.json                     the TrainConfig, records path + manifest hash, versions
     RUN/checkpoints/<name>/best.keras   best epoch by val_accuracy (what evaluation and export use)

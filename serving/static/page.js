@@ -289,6 +289,17 @@
       item.append(text);
       list.append(item);
     });
+    const legend = $("timeline-legend");
+    legend.replaceChildren();
+    for (const label of new Set(windows.map((window) => labelAt(window.probabilities || {}, threshold).label))) {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = colourOf(label);
+      swatch.setAttribute("aria-hidden", "true");
+      item.append(swatch, label);
+      legend.append(item);
+    }
     const segments = Array.isArray(prediction.segments) ? prediction.segments : [];
     const threshold0 = state.meta ? state.meta.threshold : threshold;
     $("segments-note").textContent = segments.length
@@ -297,7 +308,19 @@
       : "No event: no window reached the endpoint's threshold " + threshold0.toFixed(2) + ".";
     const events = $("segments");
     events.replaceChildren();
+    const track = $("segment-track");
+    track.replaceChildren();
     for (const segment of segments) {
+      const block = document.createElement("li");
+      block.style.left = (100 * segment.start_s / duration) + "%";
+      block.style.width = Math.max(0.5, 100 * (segment.end_s - segment.start_s) / duration) + "%";
+      block.style.background = colourOf(segment.label);
+      block.title = segment.label + ": " + segment.start_s.toFixed(1) + "–" + segment.end_s.toFixed(1) + " s";
+      const text = document.createElement("span");
+      text.className = "visually-hidden";
+      text.textContent = block.title;
+      block.append(text);
+      track.append(block);
       const item = document.createElement("li");
       const swatch = document.createElement("span");
       swatch.className = "swatch";
@@ -360,6 +383,11 @@
     let text = shown + (shown === 1 ? " window" : " windows") + " of " + answer.window_seconds +
       " s side by side (one every " + answer.hop_seconds + " s), " + frames + " frames × " + mels +
       " mel bands each, normalised as the model takes them; low frequencies at the bottom.";
+    const covered = answer.window_seconds + (answer.window_count - 1) * answer.hop_seconds;
+    if (!answer.capped && covered > answer.duration_s + 0.01) {
+      text += " The last window runs past the clip's " + answer.duration_s.toFixed(1) +
+        " s: the model sees silence there.";
+    }
     if (answer.capped) {
       text += " Only the first " + shown + " of the clip's " + answer.window_count +
         " windows are shown: the endpoint computes features for at most " +
