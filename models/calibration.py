@@ -140,16 +140,10 @@ def check_on(probabilities, labels, temperature: float, threshold: float) -> dic
 
 def reliability_png(panels: list[tuple[str, list[dict], list[dict]]]) -> bytes:
     """Reliability diagrams, one panel per (title, bins before, bins after): accuracy against confidence."""
-    import io
+    from models.figures import figure_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), dpi=80, squeeze=False)
-    try:
-        for ax, (title, before, after) in zip(axes[0], panels):
+    def draw(*axes):
+        for ax, (title, before, after) in zip(axes, panels):
             ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect")
             for bins, label, marker in ((before, "before", "o"), (after, "after T", "s")):
                 xs = [b["confidence"] for b in bins if b["count"]]
@@ -162,9 +156,5 @@ def reliability_png(panels: list[tuple[str, list[dict], list[dict]]]) -> bytes:
             ax.set_title(title)
             ax.legend(loc="upper left")
             ax.grid(alpha=0.3)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+
+    return figure_png((4.5 * len(panels), 4.2), draw, panels=len(panels))

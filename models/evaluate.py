@@ -15,13 +15,13 @@ Writes `report.json`, the PNGs and a short `summary.md`; prints the selected mod
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from models.figures import figure_png
 from tfdata import contract as c
 from tfdata.layout import SELECTION_FILE, SelectionError, checkpoint_path, read_selection
 
@@ -29,7 +29,6 @@ REPORT_DIR = "report"
 REPORT_FILE = "report.json"
 SUMMARY_FILE = "summary.md"
 BATCH_SIZE = 32
-FIGURE_DPI = 80
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
 
 
@@ -105,22 +104,6 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
 
 
 # ---------------------------------------------------------------------------- figures
-def _png(figsize: tuple[float, float], draw) -> bytes:
-    """A figure of `figsize` inches, drawn by `draw(ax)` on its one axes, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=figsize, dpi=FIGURE_DPI)
-    try:
-        draw(ax)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
 
 
 def confusion_png(matrix, title: str) -> bytes:
@@ -140,7 +123,7 @@ def confusion_png(matrix, title: str) -> bytes:
             if count:
                 ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black")
 
-    return _png((8, 7), draw)
+    return figure_png((8, 7), draw)
 
 
 def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
@@ -158,7 +141,7 @@ def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
         ax.legend(loc="lower left")
         ax.grid(alpha=0.3)
 
-    return _png((7, 4.5), draw)
+    return figure_png((7, 4.5), draw)
 
 
 # ---------------------------------------------------------------------------- the run

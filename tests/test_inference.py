@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import tf_serving_rest
 
 from serving import inference
 from serving.inference import (MAX_BODY_BYTES, RequestError, RequestOptions, ServingConfig, load_config,
@@ -30,13 +31,6 @@ Context = collections.namedtuple(
 def context(content_type, attributes=None):
     return Context("model", None, "predict", "http://localhost:8501/v1/models/model:predict", 9000, None,
                    attributes, content_type, "application/json", None)
-
-
-class TFServingResponse:
-    """What `requests.post(rest_uri, ...)` gives output_handler: status_code and content."""
-
-    def __init__(self, status_code, content):
-        self.status_code, self.content = status_code, content
 
 
 def tone(seconds, rate=SAMPLE_RATE, freq=440.0, channels=1):
@@ -237,25 +231,6 @@ def signature(tiny_export):
     return tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION))
 
 
-def tf_serving_predict(loaded, request_json):
-    """TF Serving's REST predict on the columnar ("inputs") format, as the container's TFS answers:
-    the signature the request names, {"b64": …} strings decoded."""
-    import tensorflow as tf
-
-    request = json.loads(request_json)
-    signature = loaded.signatures[request.get("signature_name", SERVING_SIGNATURE)]
-    specs = signature.structured_input_signature[1]
-    inputs = {}
-    for name, value in request["inputs"].items():
-        if specs[name].dtype == tf.string:
-            value = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in value]
-        inputs[name] = tf.constant(value, specs[name].dtype)
-    outputs = signature(**inputs)
-    as_json = {k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else v.numpy().tolist())
-               for k, v in outputs.items()}
-    return TFServingResponse(200, json.dumps({"outputs": as_json}).encode()), outputs
-
-
 def serving_default(loaded, clips):
     """probabilities [n, C] of `serving_default` on the clips, padded into one batch."""
     import tensorflow as tf
@@ -270,7 +245,7 @@ def test_handlers_as_the_container_calls_them(container, signature):
     request = body({"instances": [c.tolist() for c in clips]})
     ctx = context("application/json", "windows=true")
     tfs_json = inference.input_handler(io.BytesIO(request), ctx)
-    response, _ = tf_serving_predict(signature, tfs_json)
+    response = tf_serving_rest.predict(signature, tfs_json)
     direct = serving_default(signature, clips)
     answer, content_type = inference.output_handler(response, ctx)
     assert content_type == "application/json"
@@ -286,7 +261,7 @@ def test_handlers_as_the_container_calls_them(container, signature):
         assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[top])
     assert [len(p["windows"]) for p in predictions] == [1, 1, 3]  # 7 s → windows at 0, 2, 4 s
     # one clip alone gives the same answer as inside the padded batch
-    alone, _ = tf_serving_predict(signature, inference.input_handler(io.BytesIO(body({"instances": [clips[0].tolist()]})), ctx))
+    alone = tf_serving_rest.predict(signature, inference.input_handler(io.BytesIO(body({"instances": [clips[0].tolist()]})), ctx))
     (single,) = json.loads(inference.output_handler(alone, ctx)[0])["predictions"]
     for c in CLASS_NAMES:
         assert abs(single["probabilities"][c] - predictions[0]["probabilities"][c]) <= 1e-5
@@ -294,7 +269,7 @@ def test_handlers_as_the_container_calls_them(container, signature):
 
 def test_container_threshold_from_attributes_and_environment(container, signature, monkeypatch):
     wav = encode(tone(2.0, rate=44100), 44100)
-    response, _ = tf_serving_predict(signature, inference.input_handler(wav, context("audio/wav")))
+    response = tf_serving_rest.predict(signature, inference.input_handler(wav, context("audio/wav")))
     (base,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
     above = min(1.0, base["confidence"] + 1e-3)
     assert base["confidence"] < above
@@ -316,7 +291,7 @@ def test_container_errors(container):
         inference.input_handler(io.BytesIO(b"a,b"), context("text/csv"))
     with pytest.raises(RequestError, match="threshold"):
         inference.input_handler(io.BytesIO(b'{"instances": [[0.1]]}'), context("application/json", "threshold=2"))
-    tfs_error = TFServingResponse(400, b'{"error": "lengths must have one entry per waveform row"}')
+    tfs_error = tf_serving_rest.Response(400, b'{"error": "lengths must have one entry per waveform row"}')
     with pytest.raises(RequestError, match="TensorFlow Serving answered 400: .*lengths must have"):
         inference.output_handler(tfs_error, context("application/json"))
 

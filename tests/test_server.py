@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import tf_serving_rest
 
 from serving import inference
 from serving.server import start_server
@@ -263,7 +264,7 @@ def test_endpoint_savedmodel_and_container_handlers_agree(http, signature, tiny_
     Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
     ctx = Context(None, "application/json", "application/json")
     loaded = tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION))
-    tfs_answer = tf_serving_answer(loaded, inference.input_handler(io.BytesIO(request), ctx))
+    tfs_answer = tf_serving_rest.predict(loaded, inference.input_handler(io.BytesIO(request), ctx))
     container = json.loads(inference.output_handler(tfs_answer, ctx)[0])
     for row, from_endpoint, from_container in zip(rows, endpoint["predictions"], container["predictions"]):
         direct, _ = model_alone(signature, row)
@@ -371,25 +372,6 @@ def low_threshold_export(tmp_path_factory):
     return export_dir
 
 
-def tf_serving_answer(loaded, request_json):
-    """TF Serving's REST predict, as the container runs it: the signature the request names, its
-    columnar inputs ({"b64": …} strings decoded), outputs as JSON."""
-    import tensorflow as tf
-
-    request = json.loads(request_json)
-    signature = loaded.signatures[request.get("signature_name", SERVING_SIGNATURE)]
-    specs = signature.structured_input_signature[1]
-    inputs = {}
-    for name, value in request["inputs"].items():
-        if specs[name].dtype == tf.string:
-            value = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v for v in value]
-        inputs[name] = tf.constant(value, specs[name].dtype)
-    outputs = signature(**inputs)
-    body = {k: (v.numpy().astype(str).tolist() if v.dtype == tf.string else v.numpy().tolist()) for k, v in outputs.items()}
-    Response = collections.namedtuple("Response", "status_code content")
-    return Response(200, json.dumps({"outputs": body}).encode())
-
-
 def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_export, monkeypatch):
     """Order: ?threshold= > X-Amzn-SageMaker-Custom-Attributes > --threshold (US8K_THRESHOLD in the
     container) > the export's metadata.json > 0.6. The clip's confidence is below 0.6, so the default
@@ -428,7 +410,7 @@ def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_
 
     def container(attributes=None):
         ctx = Context(attributes, "audio/wav", "application/json")
-        response = tf_serving_answer(loaded, inference.input_handler(io.BytesIO(wav), ctx))
+        response = tf_serving_rest.predict(loaded, inference.input_handler(io.BytesIO(wav), ctx))
         return json.loads(inference.output_handler(response, ctx)[0])["predictions"][0]
 
     assert not container()["undetermined"]  # the export's 0.01
