@@ -14,10 +14,11 @@ the matching shape. Numbers only, nothing asserted; no TensorFlow and no model a
 """
 from __future__ import annotations
 
-import io
 import json
 import statistics
 import time
+
+from benchmarks.serving import wav_bytes
 
 SECONDS = 60.0
 REPEATS = 5
@@ -27,20 +28,6 @@ SEED = 0
 def add_arguments(parser) -> None:
     parser.add_argument("--seconds", type=float, default=SECONDS, help=f"clip length (default {SECONDS:g})")
     parser.add_argument("--repeats", type=int, default=REPEATS, help=f"timed runs per figure (default {REPEATS})")
-
-
-def _wav(seconds: float) -> bytes:
-    import numpy as np
-    import soundfile as sf
-
-    from tfdata.contract import SAMPLE_RATE
-
-    rng = np.random.default_rng(SEED)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, x.astype(np.float32), SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def float_json_body(waveforms) -> str:
@@ -87,7 +74,7 @@ def run(args) -> int:
 
     if args.seconds <= 0 or args.repeats < 1:
         raise SystemExit("us8k bench payload: error: --seconds must be positive and --repeats at least 1")
-    body = _wav(args.seconds)
+    body = wav_bytes(args.seconds)
     Context = collections.namedtuple("Context", "custom_attributes request_content_type")
     context = Context("windows=true", "audio/wav")
     print(f"us8k bench payload: a {args.seconds:g} s 16-bit 22050 Hz mono WAV ({len(body) / 1e6:.2f} MB), "

@@ -70,7 +70,8 @@ def add_arguments(parser) -> None:
                         help="latency and memory of the largest allowed requests, over HTTP and the container path")
 
 
-def _wav_bytes(seconds: float) -> bytes:
+def wav_bytes(seconds: float) -> bytes:
+    """A 440 Hz tone in light noise as 16-bit WAV at the contract's rate: the benchmarks' request."""
     import numpy as np
     import soundfile as sf
 
@@ -360,7 +361,7 @@ def _worst_case(export_dir: Path, args, work: Path) -> None:
     results = {}
     try:
         with httpx.Client(base_url=server.url, timeout=300) as http:
-            http.post("/invocations", content=_wav_bytes(CLIP_SECONDS), headers={"Content-Type": "audio/wav"})
+            http.post("/invocations", content=wav_bytes(CLIP_SECONDS), headers={"Content-Type": "audio/wav"})
             for name, (body, content_type) in bodies.items():
                 latencies, peak = [], 0.0
                 for _ in range(WORST_CASE_REPEATS):
@@ -397,7 +398,7 @@ def run(args) -> int:
         else:
             print(f"bench serving: exporting a random-weight {args.model} to {work / 'export'}", flush=True)
             export_dir = _export_random(args.model, work / "export")
-        wav = _wav_bytes(CLIP_SECONDS)
+        wav = wav_bytes(CLIP_SECONDS)
         if args.soak is not None:
             if not 0 < args.soak < float("inf"):
                 raise SystemExit("us8k bench serving: error: --soak must be a positive number of seconds")

@@ -11,7 +11,9 @@ else is changed: boto3 and our code run unmodified, over HTTP, against this serv
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+from typing import Any, Iterator
 
 from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
@@ -60,3 +62,29 @@ def start(ip_address: str = "127.0.0.1") -> tuple[Any, str]:
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"
+
+
+@contextlib.contextmanager
+def emulated_aws(region: str, bucket: str) -> Iterator[str]:
+    """A moto server (with UpdateEndpoint) as the AWS of this block: AWS_ENDPOINT_URL, test
+    credentials and `region` in the environment (restored after), `bucket` created; yields the URL."""
+    import boto3
+
+    server, url = start()
+    names = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+             "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION")
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ.update({"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
+                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": region})
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield url
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()

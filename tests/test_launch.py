@@ -27,17 +27,8 @@ IMAGE = f"763104351884.dkr.ecr.{REGION}.amazonaws.com/tensorflow-training:2.19.0
 
 @pytest.fixture(scope="module")
 def moto_url():
-    server, url = moto_sagemaker.start()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL", url)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", REGION)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
-            env.delenv(name, raising=False)
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    with moto_sagemaker.emulated_aws(REGION, BUCKET) as url:
         yield url
-    server.stop()
 
 
 def launch(*options):
