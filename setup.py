@@ -22,7 +22,6 @@ CORE = [
     "uvicorn==0.54.0",
     "prometheus_client==0.26.0",  # `us8k serve`: GET /metrics
     "psutil==7.2.2",
-    "threadpoolctl==3.8.0",  # ingestion caps BLAS at one thread per decoding worker
     "packaging==24.2",  # `us8k package`: wheel tags and Requires-Dist markers of the vendored wheels
 ]
 # Beam's S3 filesystem (boto3 ≥ 1.9, < 2: agrees with the boto3 pin) and SageMaker.

@@ -29,10 +29,11 @@ without credentials, and prints its steps; nothing under OUTPUT is touched.
 
 Locally the job runs on Beam's FnApiRunner, which downloads nothing (Beam 2.77's DirectRunner
 first tries to fetch the Prism binary), in `in_memory` mode with one worker per core: the runner
-then runs each stage's partitions in parallel threads with in-memory data channels (decoding,
-resampling and numpy release the GIL for much of their work; OpenBLAS is held to one thread).
+then runs each stage's partitions in parallel threads with in-memory data channels (libsndfile
+reading from an in-memory fd, soxr and numpy's ufuncs release the GIL for most of the work, and
+the workers import no TensorFlow: tfdata.example writes the Examples).
 On 2 cores it was faster than `multi_threading` (the same threads plus in-process gRPC) and
-`multi_processing` (each worker imports TensorFlow; with planned shards every 176 KB record also
+`multi_processing` (a process per worker to start and feed over gRPC; with planned shards every 176 KB record also
 crosses to the runner process and back); `us8k bench ingest --modes ...` compares them (figures:
 README).
 
@@ -73,7 +74,6 @@ from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,  # noqa: E402
                                                   TestOptions)
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from beam.transforms import (ERRORS_TAG, FAILED_COUNTER, METRICS_NAMESPACE, RECORDS_TAG,  # noqa: E402
                              WRITTEN_COUNTER, BadRow, ClipRow, DecodeClips, RowError, header_columns, read_row,
@@ -254,9 +254,8 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
     _clear_previous_output(plan.output_dir)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan)
-    with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread per worker thread; restored after
-        result = pipeline.run()
-        state = result.wait_until_finish()
+    result = pipeline.run()
+    state = result.wait_until_finish()
     if str(state) not in ("DONE", "PipelineState.DONE"):
         raise IngestError(f"Beam job ended in state {state}")
 

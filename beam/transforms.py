@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import os
 import posixpath
 
 import apache_beam as beam
@@ -132,21 +131,13 @@ class _DecodeClipFn(beam.DoFn):
     def __init__(self, data_dir: str):
         self._data_dir = data_dir
         self._serialize = None
-        self._driver_pid = os.getpid()
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, WRITTEN_COUNTER)
         self._failed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, FAILED_COUNTER)
         self._per_fold_class = {}
 
     def setup(self):
-        from threadpoolctl import threadpool_limits
+        from tfdata.example import serialize_clip  # no TensorFlow in the workers
 
-        from tfdata.records import serialize_clip  # TensorFlow's protobufs: imported once per worker
-
-        # The downmix is a BLAS matmul: OpenBLAS's own threads only contend with the worker threads
-        # (measured: 1 process decoding used 1.5 cores and ran slower than with one BLAS thread).
-        # In a worker process set it for good; in the driver's process run_ingest sets it for the run.
-        if os.getpid() != self._driver_pid:
-            threadpool_limits(limits=1, user_api="blas")
         self._serialize = serialize_clip
 
     def process(self, row: ClipRow | BadRow):

@@ -73,10 +73,10 @@ def test_missing_fold_is_a_clear_error(tmp_path):
 
 
 def test_one_pcm_scale_for_ingestion_handler_and_graph():
-    """records re-exports tfdata.pcm's conversion: the bytes ingestion stores are the handler's bytes."""
+    """records parses with tfdata.pcm's scale: the bytes ingestion stores are the handler's bytes."""
     from tfdata import pcm
 
-    assert records.PCM_SCALE is pcm.PCM_SCALE and records.waveform_to_pcm16 is pcm.waveform_to_pcm16
+    assert records.PCM_SCALE is pcm.PCM_SCALE
     rng = np.random.default_rng(2)
     clip = rng.uniform(-1.2, 1.2, c.CLIP_SAMPLES).astype(np.float32)
     stored = pcm.waveform_to_pcm16(clip)
@@ -95,3 +95,31 @@ def test_pcm_module_needs_no_tensorflow():
     code = ("import sys, tfdata.pcm, tfdata.windowing; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize("fsid, salience", [(99, 1), (0, 2), (2**40 + 3, 1), (-5, 1)])
+def test_example_without_tensorflow_is_tensorflows_message(fsid, salience):
+    """tfdata.example's hand-written wire format parses into the message tf.train.Example builds
+    (every feature, its kind and value; a negative int64 too), and tf.data reads it."""
+    from tfdata import example, pcm
+
+    rng = np.random.default_rng(fsid % 97)
+    clip = rng.uniform(-1, 1, c.CLIP_SAMPLES).astype(np.float32)
+    ours = example.serialize_clip(clip, 4321, label=7, fold=3, fsid=fsid, slice_file_name="café-7-0-1.wav",
+                                  salience=salience)
+
+    def int64(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
+    def raw(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    expected = tf.train.Example(features=tf.train.Features(feature={
+        c.KEY_AUDIO: raw(pcm.waveform_to_pcm16(clip)), c.KEY_NUM_SAMPLES: int64(4321), c.KEY_LABEL: int64(7),
+        c.KEY_CLASS: raw(c.CLASS_NAMES[7].encode()), c.KEY_FOLD: int64(3), c.KEY_FSID: int64(fsid),
+        c.KEY_FILE: raw("café-7-0-1.wav".encode()), c.KEY_SALIENCE: int64(salience)}))
+    assert tf.train.Example.FromString(ours) == expected
+    assert len(ours) == len(expected.SerializeToString())
+    parsed = records.parse_examples(tf.constant([ours]))
+    assert int(parsed[c.KEY_FSID][0]) == fsid and int(parsed[c.KEY_NUM_SAMPLES][0]) == 4321
+

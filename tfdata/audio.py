@@ -18,6 +18,7 @@ keeps plus HEAD_MARGIN_SECONDS for the resampler, and equals the full decode's f
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
@@ -196,14 +197,19 @@ def prepare_waveform(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_R
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
-    """(frames, channels) → (frames,) by averaging channels (a matmul: ~40× faster than mean)."""
+    """(frames, channels) → (frames,): the channels' mean, summed column by column in float32 ufuncs
+    (numpy runs them outside the GIL, so decoding threads overlap; `mean(axis=1)` over a short axis
+    is ~40× slower and a BLAS matmul held the threads to 1.28× on two cores)."""
     if samples.ndim == 1:
         return samples
     channels = samples.shape[1]
     if channels == 1:
         return samples[:, 0]
-    weights = np.full((channels,), 1.0 / channels, dtype=np.float32)
-    return samples @ weights
+    mono = np.add(samples[:, 0], samples[:, 1], dtype=np.float32)
+    for k in range(2, channels):
+        mono += samples[:, k]
+    mono *= np.float32(1.0 / channels)
+    return mono
 
 
 def resample(mono: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -234,8 +240,30 @@ def _read_bytes(source: Source) -> bytes:
         raise AudioDecodeError(f"cannot read file: {exc.strerror or exc}") from None
 
 
+@contextlib.contextmanager
+def _sound_file(data: bytes):
+    """libsndfile open on the bytes. On Linux through an anonymous in-memory file (memfd): libsndfile
+    then reads it with its own I/O, outside the GIL. From a Python file object (io.BytesIO) every
+    read is a Python callback holding the GIL, so decoding threads ran one at a time (measured: two
+    threads 0.86× one thread from BytesIO, 1.73× from an fd). The memfd costs one copy of the bytes."""
+    if not hasattr(os, "memfd_create"):
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            yield handle
+        return
+    fd = os.memfd_create("us8k-audio", os.MFD_CLOEXEC)
+    try:
+        view, written = memoryview(data), 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+        os.lseek(fd, 0, os.SEEK_SET)
+        with sf.SoundFile(fd, closefd=False) as handle:
+            yield handle
+    finally:
+        os.close(fd)
+
+
 def _decode_soundfile(data: bytes, **limits) -> np.ndarray:
-    with sf.SoundFile(io.BytesIO(data)) as handle:
+    with _sound_file(data) as handle:
         rate, channels = handle.samplerate, handle.channels
         declared = handle.frames if 0 <= handle.frames < _UNKNOWN_FRAMES else None
         check_source_rate(rate)  # before reading a sample

@@ -2,46 +2,19 @@
 
 The waveform is stored as little-endian int16 PCM bytes (CLIP_SAMPLES of them, `tfdata.pcm`'s
 conversion and scale, shared with the SageMaker handler and the graph) with the number of
-valid samples before zero padding. Serialising needs only the protobuf classes that ship with
-TensorFlow; parsing runs inside tf.data.
+valid samples before zero padding. Serialising is `tfdata.example` (no TensorFlow: ingestion's
+workers never import it); parsing runs inside tf.data.
 """
 from __future__ import annotations
 
 import glob
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from tfdata import contract as c
-from tfdata.pcm import PCM_SCALE, waveform_to_pcm16  # noqa: F401  (the one scale; re-exported here)
-
-
-def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, fold: int, fsid: int,
-                   slice_file_name: str, salience: int) -> bytes:
-    """One fixed-length clip and its metadata → a serialised tf.train.Example."""
-    if clip.shape != (c.CLIP_SAMPLES,):
-        raise ValueError(f"clip must have shape ({c.CLIP_SAMPLES},), got {clip.shape}")
-    if not 0 <= label < c.NUM_CLASSES:
-        raise ValueError(f"label {label} outside 0..{c.NUM_CLASSES - 1}")
-
-    def int64(v):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
-
-    def raw(v: bytes):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-
-    features = {
-        c.KEY_AUDIO: raw(waveform_to_pcm16(clip)),
-        c.KEY_NUM_SAMPLES: int64(num_samples),
-        c.KEY_LABEL: int64(label),
-        c.KEY_CLASS: raw(c.CLASS_NAMES[label].encode()),
-        c.KEY_FOLD: int64(fold),
-        c.KEY_FSID: int64(fsid),
-        c.KEY_FILE: raw(slice_file_name.encode()),
-        c.KEY_SALIENCE: int64(salience),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+from tfdata.example import serialize_clip  # noqa: F401  (re-exported: writing and reading in one place)
+from tfdata.pcm import PCM_SCALE
 
 
 FEATURE_SPEC = {
