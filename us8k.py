@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMANDS = {
     "synth": ("tfdata.synth", "write a synthetic dataset in UrbanSound8K's layout"),
     "ingest": ("beam.pipeline", "Beam job: audio + metadata CSV → per-fold TFRecord shards"),
+    "label": ("beam.label", "Beam job (RunInference): label a whole audio collection with an export"),
     "train": ("models.train", "train models on the records, select by validation accuracy"),
     "launch-training": ("models.launch", "the same training as a SageMaker training job (TensorFlow estimator)"),
     "evaluate": ("models.evaluate", "evaluate a run's models on the test fold"),

@@ -12,6 +12,7 @@ import time
 
 BENCHMARKS = {
     "ingest": ("benchmarks.ingest", "Beam job vs bare loop vs the seed's librosa path (clips/s)"),
+    "label": ("benchmarks.label", "labelling job (Beam RunInference) vs a bare loop over the same SavedModel (files/s)"),
     "frontend": ("benchmarks.frontend", "in-graph log-mel vs librosa on the same cores (examples/s)"),
     "pipeline": ("benchmarks.pipeline", "tf.data delivery vs one CNN training step; training peak memory"),
     "serving": ("benchmarks.serving", "endpoint requests/s and latency, batching on and off"),
@@ -23,6 +24,7 @@ BENCHMARKS = {
 # `bench all --quick`: each benchmark's flags for a small run (a benchmark not listed runs its defaults).
 QUICK = {
     "ingest": ["--clips", "40", "--skip-seed"],
+    "label": ["--files", "40", "--long", "1", "--model", "tiny"],
     "frontend": ["--batch", "8", "--iterations", "2", "--librosa-clips", "8", "--repeats", "1"],
     "pipeline": ["--records", "64", "--shards", "4", "--batches", "4", "--steps", "2", "--model", "tiny",
                  "--skip-memory"],

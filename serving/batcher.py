@@ -29,9 +29,9 @@ from typing import Callable
 import numpy as np
 
 from serving.inference import RequestError
-from tfdata.contract import CLIP_SAMPLES, WINDOW_HOP_SAMPLES
+from tfdata.contract import CLIP_SAMPLES
 from tfdata.layout import OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES
-from tfdata.windowing import average_windows, window_count
+from tfdata.windowing import average_windows, fill_windows, window_index
 
 MAX_BATCH = 32  # windows per model call (models/export.py's WINDOW_BATCH: one network call in the graph)
 BATCH_TIMEOUT_MS = 5.0  # how long the first request of a batch waits for others
@@ -54,9 +54,7 @@ class _Job:
     probabilities: np.ndarray | None = None  # [windows, classes]
 
     def __post_init__(self):
-        counts = [window_count(w.shape[0]) for w in self.waveforms]
-        self.clip_of = np.repeat(np.arange(len(counts)), counts)
-        self.start_of = np.concatenate([np.arange(c) * WINDOW_HOP_SAMPLES for c in counts])
+        self.clip_of, self.start_of = window_index([w.shape[0] for w in self.waveforms])
 
     @property
     def windows(self) -> int:
@@ -68,11 +66,8 @@ class _Job:
 
     def fill(self, out: np.ndarray, first: int) -> None:
         """Windows first..first+len(out) into `out` (zero past each clip's end)."""
-        out[:] = 0.0
-        for row, index in enumerate(range(first, first + out.shape[0])):
-            waveform, start = self.waveforms[self.clip_of[index]], int(self.start_of[index])
-            piece = waveform[start:start + CLIP_SAMPLES]
-            out[row, :piece.shape[0]] = piece
+        last = first + out.shape[0]
+        fill_windows(out, self.waveforms, self.clip_of[first:last], self.start_of[first:last])
 
     def outputs(self) -> dict[str, np.ndarray]:
         """The serving signature's answer outputs for this request's clips, from its windows."""

@@ -60,10 +60,10 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from tfdata.answers import prediction, segments, timeline
+from tfdata.answers import AnswerConfig, answer_config, answers_from_outputs, check_threshold
 from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError,
                           UnsupportedAudioError, decode_audio, prepare_waveform)
-from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, WINDOW_HOP_SAMPLES
+from tfdata.contract import SAMPLE_RATE, WINDOW_HOP_SAMPLES
 from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_VALID_SAMPLES,
                            OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV,
                            TFS_MAX_BATCH_SIZE_ENV, WINDOWS_SIGNATURE, windows_inputs)
@@ -76,7 +76,6 @@ MAX_SECONDS = 600.0  # audio in one request, all rows together (default of `us8k
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = MIN_SOURCE_RATE, MAX_SOURCE_RATE  # Hz, JSON "sample_rate" and audio files
 MAX_JSON_DEPTH = 8  # nesting of arrays/objects (a valid request nests 3 deep)
 MAX_JSON_TOKENS = 8 * MAX_INSTANCES + 32  # arrays + objects + strings (a valid request has ≤ 4 per instance)
-DECIMALS = 6  # probabilities in the answer
 # Most 4 s windows a request within these limits cuts into (a clip of n samples longer than 4 s has
 # fewer than n / hop windows, a shorter one has 1); `us8k deploy` sizes TF Serving's batches to it.
 MAX_REQUEST_WINDOWS = MAX_INSTANCES + int(MAX_SECONDS * SAMPLE_RATE) // WINDOW_HOP_SAMPLES
@@ -113,15 +112,13 @@ class RequestError(ValueError):
         return json.dumps({"error": self.message})
 
 
+# What the answers need from the exported model (class order, threshold, window hop): the answer
+# format's own config, shared with the batch labelling job (tfdata.answers).
+ServingConfig = AnswerConfig
+
+
 # NamedTuples, not dataclasses: the container imports this file with spec_from_file_location
 # without registering it in sys.modules, where dataclasses cannot resolve string annotations.
-class ServingConfig(NamedTuple):
-    """What the answers need from the exported model: class order, threshold, window hop."""
-    class_names: tuple[str, ...] = CLASS_NAMES
-    threshold: float = DEFAULT_THRESHOLD
-    window_hop_seconds: float = WINDOW_HOP_SAMPLES / SAMPLE_RATE
-
-
 class RequestOptions(NamedTuple):
     threshold: float | None = None  # None: the endpoint's threshold
     windows: bool = False  # add per-window results
@@ -132,19 +129,12 @@ class RequestOptions(NamedTuple):
 
 def load_config(metadata_path: str | os.PathLike | None = None,
                 threshold: float | None = None) -> ServingConfig:
-    """Read the export's metadata.json (if any); `threshold` overrides the model's own value."""
+    """Read the export's metadata.json (if any); `threshold` overrides the model's own value
+    (the rule: tfdata.answers.answer_config)."""
     metadata: dict[str, Any] = {}
     if metadata_path is not None and Path(metadata_path).is_file():
         metadata = json.loads(Path(metadata_path).read_text())
-    rate = int(metadata.get("sample_rate", SAMPLE_RATE))
-    if rate != SAMPLE_RATE:
-        raise ValueError(f"model expects {rate} Hz audio, this code prepares {SAMPLE_RATE} Hz")
-    class_names = tuple(metadata.get("class_names", CLASS_NAMES))
-    hop_samples = int(metadata.get("window_hop_samples", WINDOW_HOP_SAMPLES))
-    model_threshold = metadata.get("threshold")
-    chosen = threshold if threshold is not None else (
-        model_threshold if model_threshold is not None else DEFAULT_THRESHOLD)
-    return ServingConfig(class_names, _check_threshold(chosen, ValueError), hop_samples / SAMPLE_RATE)
+    return answer_config(metadata, threshold)
 
 
 # ---------------------------------------------------------------- requests (pure functions)
@@ -166,7 +156,7 @@ def parse_options(custom_attributes: str | None = None,
             threshold = float(values["threshold"])
         except ValueError:
             raise RequestError(400, f"threshold must be a number in [0, 1], got {values['threshold']!r}") from None
-        threshold = _check_threshold(threshold, lambda msg: RequestError(400, msg))
+        threshold = check_threshold(threshold, lambda msg: RequestError(400, msg))
     windows = values.get("windows", "false").lower()
     if windows not in ("true", "false", "1", "0", "yes", "no"):
         raise RequestError(400, f"windows must be true or false, got {values['windows']!r}")
@@ -223,20 +213,11 @@ def predictions_from_outputs(probabilities: np.ndarray, window_probabilities: np
                              options: RequestOptions = RequestOptions(),
                              durations: list[float] | None = None) -> list[dict]:
     """Model outputs ([n, C], [n, W, C], [n]) → one prediction dict per row; with `windows` each
-    also gets its per-window timeline ("windows") and event segments ("segments", tfdata.answers),
-    whose last end is capped at the row's duration in seconds when `durations` gives it."""
-    threshold = config.threshold if options.threshold is None else options.threshold
-    probabilities = np.round(np.asarray(probabilities, dtype=np.float64), DECIMALS)
-    predictions = [prediction(row, config.class_names, threshold) for row in probabilities.tolist()]
-    if options.windows:
-        window_probabilities = np.asarray(window_probabilities, dtype=np.float64)
-        for i, (answer, count) in enumerate(zip(predictions, np.asarray(window_count).tolist())):
-            rows = window_probabilities[i, :int(count)]
-            answer["windows"] = timeline(rows, config.class_names, threshold, config.window_hop_seconds)
-            answer["segments"] = [s.to_dict() for s in segments(
-                rows, config.class_names, threshold, config.window_hop_seconds,
-                duration_s=None if durations is None else durations[i])]
-    return predictions
+    also gets its per-window timeline ("windows") and event segments ("segments"), whose last end is
+    capped at the row's duration in seconds when `durations` gives it (tfdata.answers.answers_from_outputs,
+    which `us8k label` writes too)."""
+    return answers_from_outputs(probabilities, window_probabilities, window_count, config=config,
+                                threshold=options.threshold, windows=options.windows, durations=durations)
 
 
 def predictions_from_signature(outputs: Mapping[str, Any], *, config: ServingConfig,
@@ -468,9 +449,3 @@ def _shown(value: Any) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-
-
-def _check_threshold(value: float, error) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise error(f"threshold must be a number in [0, 1], got {value!r}")
-    return float(value)

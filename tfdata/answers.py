@@ -9,12 +9,18 @@ is in no segment. A segment spans its first window's start to its last window's 
 capped at the clip's duration when known), so two adjacent segments of different labels overlap by
 the windows' overlap (2 s); its confidence is the mean, over its windows, of its label's probability.
 
+The threshold rule lives here too (`answer_config`): the threshold asked for (an endpoint's
+`--threshold` or a request's, a labelling job's `--threshold`), else the exported model's calibrated
+one (metadata.json's "threshold"), else the contract's DEFAULT_THRESHOLD; and `answers_from_outputs`
+turns the serving signature's outputs into the answers the endpoint sends and `us8k label` writes.
+
 Pure Python and numpy: the serving handlers (`serving.inference`, shipped to the SageMaker container
-in `code/lib/tfdata/`) and a batch (Beam) job can both import it.
+in `code/lib/tfdata/`) and the batch labelling job (`beam.label`) both import it.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+import math
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -24,6 +30,59 @@ DECIMALS = 6  # probabilities and confidences in answers
 TIME_DECIMALS = 3  # seconds in answers
 WINDOW_SECONDS = CLIP_SAMPLES / SAMPLE_RATE  # 4.0
 HOP_SECONDS = WINDOW_HOP_SAMPLES / SAMPLE_RATE  # 2.0
+
+
+class AnswerConfig(NamedTuple):
+    """What answers need from the exported model: class order, threshold, window hop (seconds).
+    A NamedTuple: the SageMaker handler is imported without a sys.modules entry, where a dataclass
+    with string annotations cannot be built (serving.inference)."""
+    class_names: tuple[str, ...] = CLASS_NAMES
+    threshold: float = DEFAULT_THRESHOLD
+    window_hop_seconds: float = HOP_SECONDS
+
+
+def check_threshold(value: Any, error=ValueError) -> float:
+    """`value` as a float in [0, 1], else `error(message)` is raised."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise error(f"threshold must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def answer_config(metadata: Mapping[str, Any] | None = None, threshold: float | None = None) -> AnswerConfig:
+    """An export's metadata.json content (None: none) → AnswerConfig. The threshold is `threshold`
+    when given, else the model's own ("threshold"), else DEFAULT_THRESHOLD; ValueError when the model
+    expects another sample rate than the contract's or a threshold is outside [0, 1]."""
+    metadata = metadata or {}
+    rate = int(metadata.get("sample_rate", SAMPLE_RATE))
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"model expects {rate} Hz audio, this code prepares {SAMPLE_RATE} Hz")
+    class_names = tuple(metadata.get("class_names", CLASS_NAMES))
+    hop_samples = int(metadata.get("window_hop_samples", WINDOW_HOP_SAMPLES))
+    model_threshold = metadata.get("threshold")
+    chosen = threshold if threshold is not None else (
+        model_threshold if model_threshold is not None else DEFAULT_THRESHOLD)
+    return AnswerConfig(class_names, check_threshold(chosen), hop_samples / SAMPLE_RATE)
+
+
+def answers_from_outputs(probabilities, window_probabilities, window_count, *,
+                         config: AnswerConfig = AnswerConfig(), threshold: float | None = None,
+                         windows: bool = False, durations: Sequence[float] | None = None) -> list[dict]:
+    """The serving signature's outputs ([n, C] mean, [n, W, C] windows, [n] window counts) → one
+    answer per row (`prediction`, probabilities rounded to DECIMALS); `threshold` overrides the
+    config's. With `windows` each also gets its per-window timeline ("windows") and event segments
+    ("segments"), whose last end is capped at the row's duration in seconds when `durations` gives it."""
+    threshold = config.threshold if threshold is None else threshold
+    probabilities = np.round(np.asarray(probabilities, dtype=np.float64), DECIMALS)
+    found = [prediction(row, config.class_names, threshold) for row in probabilities.tolist()]
+    if windows:
+        window_probabilities = np.asarray(window_probabilities, dtype=np.float64)
+        for i, (answer, count) in enumerate(zip(found, np.asarray(window_count).tolist())):
+            rows = window_probabilities[i, :int(count)]
+            answer["windows"] = timeline(rows, config.class_names, threshold, config.window_hop_seconds)
+            answer["segments"] = [s.to_dict() for s in segments(
+                rows, config.class_names, threshold, config.window_hop_seconds,
+                duration_s=None if durations is None else durations[i])]
+    return found
 
 
 class Segment(NamedTuple):

@@ -6,7 +6,10 @@ SavedModel's `serving_default` cuts windows in the graph with the same arithmeti
 and `padded_length` take TensorFlow tensors too); the SageMaker handler cuts them here, so TF
 Serving receives fixed-shape rows it can batch across requests, and averages each clip's windows
 with `average_windows`; each window's count of real (not padding) samples travels with it, from
-which `clip_lengths` gives each clip's length back. numpy only: the handler ships it in `code/lib/tfdata/`.
+which `clip_lengths` gives each clip's length back. The local endpoint's batcher and the batch
+labelling job cut model calls of at most N windows out of several clips with `window_index` and
+`fill_windows` (the rows `frame` gives, a call's worth at a time, never a whole long clip framed).
+numpy only: the handler ships it in `code/lib/tfdata/`.
 """
 from __future__ import annotations
 
@@ -41,6 +44,25 @@ def frame(waveform: np.ndarray) -> np.ndarray:
     padded[:waveform.shape[0]] = waveform
     starts = np.arange(count) * WINDOW_HOP_SAMPLES
     return padded[starts[:, None] + np.arange(CLIP_SAMPLES)]
+
+
+def window_index(lengths) -> tuple[np.ndarray, np.ndarray]:
+    """Clips of `lengths` samples → for every window, clip after clip: its clip (int [N]) and its
+    first sample in that clip (int [N])."""
+    counts = [window_count(n) for n in lengths]
+    clip_of = np.repeat(np.arange(len(counts)), counts)
+    starts = [np.arange(c) * WINDOW_HOP_SAMPLES for c in counts]
+    start_of = np.concatenate(starts) if starts else np.zeros((0,), np.int64)
+    return clip_of, start_of
+
+
+def fill_windows(out: np.ndarray, waveforms, clip_of, start_of) -> None:
+    """Row i of `out` [len(clip_of), CLIP_SAMPLES] ← window (clip_of[i], start_of[i]) of `waveforms`,
+    zero past its clip's end: `frame`'s rows for any selection of windows."""
+    out[:] = 0.0
+    for row, (clip, start) in enumerate(zip(np.asarray(clip_of).tolist(), np.asarray(start_of).tolist())):
+        piece = waveforms[clip][start:start + CLIP_SAMPLES]
+        out[row, :piece.shape[0]] = piece
 
 
 def valid_samples(num_samples: int) -> np.ndarray:
