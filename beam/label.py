@@ -81,7 +81,6 @@ from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 from beam.label_model import (MAX_BATCH_WINDOWS, METRICS_NAMESPACE, WINDOWS_PER_CALL, Clip,  # noqa: E402
                               ModelNotFound, SavedModelHandler, resolve_model)
@@ -338,11 +337,6 @@ class _DecodeFn(beam.DoFn):
 
     def __init__(self, max_seconds: float):
         self._max_seconds = max_seconds
-        self._driver_pid = os.getpid()
-
-    def setup(self):
-        if os.getpid() != self._driver_pid:  # a worker process: one BLAS thread for good (as ingestion)
-            threadpool_limits(limits=1, user_api="blas")
 
     def process(self, item):
         path, data = item
@@ -468,9 +462,8 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
     _clear_previous_output(plan.output_dir)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, plan)
-    with threadpool_limits(limits=1, user_api="blas"):  # one BLAS thread per worker thread; restored after
-        result = pipeline.run()
-        state = result.wait_until_finish()
+    result = pipeline.run()
+    state = result.wait_until_finish()
     if str(state) not in ("DONE", "PipelineState.DONE"):
         raise LabelError(f"Beam job ended in state {state}")
 

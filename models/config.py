@@ -2,7 +2,8 @@
 
 `TrainConfig` holds every choice that decides what a run computes: which models, how long and how
 fast they train (optimiser, schedule, regularisation), the fold split, the input pipeline and its
-augmentation (waveform mixing, SpecAugment), the devices, the seed and determinism, and the target
+augmentation (waveform mixing, SpecAugment), the devices and numerics (strategy, mixed precision,
+XLA), the seed and determinism, and the target
 the "undetermined" threshold is calibrated for.
 `us8k train` builds one from its flags (or from a run's config.json plus the flags given beside
 `--config`), writes it to RUN/config.json and trains with it; `train_models(records, run, config)`
@@ -95,6 +96,7 @@ class TrainConfig:
     strategy: str = "auto"  # auto: mirrored over the GPUs if any, else default; or default, mirrored
     cpu_replicas: int | None = None  # split the CPU into N logical devices (mirrored without GPUs)
     mixed_precision: bool = False  # mixed_float16 policy (frontend and softmax stay float32)
+    xla: bool = False  # XLA-compile the training step (Model.compile(jit_compile=True); the custom loop's replica step)
     seed: int = 0  # weights, shuffle order and augmentation draws
     deterministic: bool = False  # TF op determinism + ordered tf.data: the same run twice, the same numbers
 

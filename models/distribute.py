@@ -10,7 +10,8 @@ for `distribution={"multi_worker_mirrored_strategy": {"enabled": True}}`:
 
 There "auto" and "mirrored" become MultiWorkerMirroredStrategy ("multi_worker"): synchronous
 data-parallel training over every worker's devices (each worker's GPUs, else its CPU), gradients
-all-reduced across workers.
+all-reduced across workers, trained by TensorFlow's custom training loop (`models.custom_loop`):
+Keras 3's Model.fit does not run under this strategy.
 
 Writing (TensorFlow's multi-worker guide): every worker runs the same callbacks and saves (a save
 may need the other workers' collective ops), but only the chief's files are the run's. The chief is
@@ -98,17 +99,23 @@ def worker_dir(run_dir: str, environ=None) -> str:
     return os.path.join(tempfile.gettempdir(), f"us8k-worker-{kind}-{index}-{digest}")
 
 
+_PREPARED: set[str] = set()  # worker directories this process has filled (prepare_dir copies once)
+
+
 def prepare_dir(run_dir: str, environ=None) -> str:
     """`worker_dir(run_dir)`, ready: on a non-chief worker a fresh copy of what `run_dir` holds
     (nothing on a new run; the restored checkpoints on a resumed one, so every worker resumes from
-    the same epoch as the chief). The chief's run directory is returned as it is."""
+    the same epoch as the chief), made once per process: a second call returns it as it is (the
+    job's entry point prepares it first, then `train_models` asks again). The chief's run
+    directory is returned as it is."""
     target = worker_dir(run_dir, environ)
-    if target == os.path.abspath(os.fspath(run_dir)):
+    if target == os.path.abspath(os.fspath(run_dir)) or (target in _PREPARED and os.path.isdir(target)):
         return target
     shutil.rmtree(target, ignore_errors=True)
     if os.path.isdir(run_dir):
         shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("*.tmp", "*.tmp.keras"))
     os.makedirs(target, exist_ok=True)
+    _PREPARED.add(target)
     return target
 
 
@@ -117,6 +124,7 @@ def remove_worker_dir(run_dir: str, environ=None) -> None:
     target = worker_dir(run_dir, environ)
     if target != os.path.abspath(os.fspath(run_dir)):
         shutil.rmtree(target, ignore_errors=True)
+        _PREPARED.discard(target)
 
 
 def make_strategy(name: str, environ=None):

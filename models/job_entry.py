@@ -193,14 +193,13 @@ def _run(args) -> int:
     run_dir = os.path.abspath(args.checkpoint_dir)
     print(f"{PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; records "
           f"{args.records}; run {run_dir if chief else distribute.worker_dir(run_dir) + ' (temporary)'}", flush=True)
-    if chief:
-        refresh_fingerprint(run_dir, args.records)
+    written = distribute.prepare_dir(run_dir)  # this process's run: the run itself on the chief, else a copy
+    refresh_fingerprint(written, args.records)  # (each instance downloads the channel: its own mtimes)
     try:
         selection = train_models(args.records, run_dir, config, evaluate=chief, verbose=verbose)
     except (ConfigError, TrainingError, EvaluationError, SelectionError) as error:
         raise JobError(str(error)) from None
 
-    written = distribute.worker_dir(run_dir)
     for name in selection["models"]:
         sha, total = weights_digest(os.path.join(written, CHECKPOINTS_DIR, name, LAST_CHECKPOINT))
         print(f"{PREFIX}: final weights {name} sha256 {sha} sum|w| {total:.9g}", flush=True)

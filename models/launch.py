@@ -19,9 +19,12 @@ What the job gets:
                   characters per value) and "verbose": 2 (one log line per epoch)
   distribution    --instance-count 1: none; the config's strategy ("auto") is MirroredStrategy over
                   the instance's GPUs. --instance-count > 1: {"multi_worker_mirrored_strategy":
-                  {"enabled": True}}: the container sets TF_CONFIG and the run would use
-                  MultiWorkerMirroredStrategy (models.distribute). Refused for now: Keras 3's
-                  Model.fit does not run under it (keras-team/keras#20585; tests/test_multiworker.py)
+                  {"enabled": True}}: the container sets TF_CONFIG and the run uses
+                  MultiWorkerMirroredStrategy (models.distribute) through TensorFlow's custom training
+                  loop (models.custom_loop: Keras 3's Model.fit does not run under it,
+                  keras-team/keras#20585); only the chief (algo-1) writes checkpoints, export and
+                  report (tests/test_multiworker.py runs two workers on loopback). The config's
+                  strategy "default" would make every instance train alone: refused there
   checkpoints     checkpoint_s3_uri = OUTPUT/NAME/checkpoints ↔ /opt/ml/checkpoints, which is the run
                   directory itself (config.json, checkpoints/, history/, selection.json …): a spot
                   job that is interrupted resumes from its last finished epoch
@@ -30,7 +33,8 @@ What the job gets:
   outputs         OUTPUT/NAME/output/model.tar.gz: the export (model/1/ + metadata.json);
                   OUTPUT/NAME/output/output.tar.gz: report/, selection.json, config.json …
   metrics         metric_definitions over the per-epoch Keras lines: accuracy, loss, val_accuracy,
-                  val_loss, and test_accuracy from the entry point's last line
+                  val_loss, input_stall (the epoch's wait on tf.data / step time), and test_accuracy
+                  from the entry point's last line
 `model_dir=False`: the estimator otherwise passes an s3:// model dir the script cannot write.
 `--status NAME` prints the job's status, its last status transitions, its final metrics and its
 artifacts (DescribeTrainingJob). Every AWS call goes through one boto3 session, so
@@ -71,6 +75,7 @@ METRIC_DEFINITIONS = [
     {"Name": "loss", "Regex": r" - loss: ([0-9.]+)"},
     {"Name": "val_accuracy", "Regex": r" - val_accuracy: ([0-9.]+)"},
     {"Name": "val_loss", "Regex": r" - val_loss: ([0-9.]+)"},
+    {"Name": "input_stall", "Regex": r" - input_stall: ([0-9.]+(?:e[-+][0-9]+)?)"},  # Keras prints < 1e-3 as 1.2e-04
     {"Name": "test_accuracy", "Regex": r"us8k job: test_accuracy: ([0-9.]+)"},
 ]
 SHIM = '''"""SageMaker entry point of `us8k launch-training`: models.job_entry, shipped beside it."""
@@ -257,9 +262,10 @@ def run(args: argparse.Namespace) -> int:
         if args.instance_count < 1:
             raise LaunchError(f"--instance-count must be ≥ 1, got {args.instance_count}")
         config = build_config(args)
-        if args.instance_count > 1:  # the job would fail in its first fit(): refuse it before it costs anything
-            raise LaunchError(f"--instance-count {args.instance_count}: Keras 3's Model.fit does not run under "
-                              "MultiWorkerMirroredStrategy (keras-team/keras#20585); use one multi-GPU instance")
+        if args.instance_count > 1 and config.strategy == "default":  # each instance would train alone
+            raise LaunchError(f"--instance-count {args.instance_count} with --strategy default: every instance "
+                              "would train its own model; use --strategy auto or mirrored "
+                              "(MultiWorkerMirroredStrategy across the instances)")
         name = args.job_name or default_job_name()
         if not NAME_PATTERN.match(name):
             raise LaunchError(f"invalid job name {name!r}: up to 63 letters, digits and hyphens")

@@ -1,7 +1,7 @@
 """`us8k train`: train the models on the records under a tf.distribute strategy, select by val accuracy.
 
 Every choice of the run is one `models.config.TrainConfig` (models, epochs, batch, learning rate,
-patience, folds, pipeline and augmentation, strategy, precision, seed), built from the flags, or
+patience, folds, pipeline and augmentation, strategy, precision, XLA, seed), built from the flags, or
 from a previous run's config.json (`--config RUN/config.json`) with the flags given beside it
 overriding its values. Folds: validation `--val-fold` (9), test `--test-fold` (10), training every
 other fold present. Normalisation statistics come from the training folds only (one pass,
@@ -12,10 +12,18 @@ mixed labels (label smoothing); `--deterministic` makes two runs of a command gi
     RUN/config.json                     the TrainConfig, records path + manifest hash, versions
     RUN/checkpoints/<name>/best.keras   best epoch by val_accuracy (what evaluation and export use)
     RUN/checkpoints/<name>/last.keras   last finished epoch, with optimiser state (resume)
-    RUN/checkpoints/<name>/state.json   epochs run, best epoch, early stop, seconds
+    RUN/checkpoints/<name>/state.json   epochs run, best epoch, early stop, seconds, input stall and
+                                        per-epoch timing (seconds, step seconds, wait on tf.data)
     RUN/history/<name>.csv              per-epoch metrics and learning rate (CSVLogger)
-    RUN/tensorboard/<name>/             scalars + the validation confusion matrix as an image
+    RUN/tensorboard/<name>/             scalars (with epoch_input_stall) + the validation confusion
+                                        matrix as an image
     RUN/selection.json                  every model's results (state.json's names), the selected one
+
+Training is Keras's `Model.fit` under the default strategy and MirroredStrategy; under
+MultiWorkerMirroredStrategy (a TF_CONFIG cluster, `models.distribute`) it is TensorFlow's custom
+training loop (`models.custom_loop`) with the same callbacks, since Keras 3's fit does not run there.
+Input stall (`InputStallMeter`): the fraction of the training steps' time spent waiting on tf.data,
+per epoch, in TensorBoard, state.json and selection.json.
 
 Re-running the same command resumes: finished models are skipped (unless --force), a partly
 trained one continues from its last epoch (config.json then holds the latest invocation's
@@ -192,6 +200,105 @@ def normalization_stats(records_dir: str, train_folds, run_dir: str, force: bool
     return mean, variance
 
 
+# ---------------------------------------------------------------------------- input stall
+class InputStallMeter:
+    """Input stall per epoch: the time training steps wait on tf.data / the steps' whole time.
+
+    A step's wait runs from the moment it asks for its batch until the input pipeline hands it
+    over; its time from that moment until the step has finished (forward and backward pass, the
+    update and, under a strategy, the all-reduce). Callbacks' own time is in neither. The epoch's
+    figure is Σ wait / Σ step time over its training steps (validation is not counted); the first
+    step's wait is also kept on its own (a new epoch's iterator first fills the shuffle buffer).
+    A step during which the train function was traced (the run's first step, a new batch shape)
+    is counted in "steps" (and "traced_steps") but left out of the figures: under fit the tracing
+    happens inside the same call before the batch is fetched, so its wait could not be told from
+    the tracing; in the loop its time would be mostly tracing.
+
+    Two feeds, one per training path:
+    - the custom loop (`models.custom_loop`) times `next(iterator)` and the step itself: `record`;
+    - under `Model.fit` the batch is fetched inside Keras's compiled train function, where no
+      callback can see it, and a callback can only time whole steps (on_train_batch_begin → end).
+      So `probe` appends to the training dataset, after its prefetch, a sequential map whose
+      `tf.py_function` notes the moment a batch leaves the pipeline: it runs in the consumer's own
+      `GetNext` call, right after the prefetch buffer delivered. The i-th step's wait is then
+      max(0, hand-over i − begin i): zero when the batch was ready before the step asked for it
+      (a strategy's per-device prefetch may take it early), the real wait otherwise. Costs one
+      Python call per batch (tens of µs against steps of tenths of a second). Keras traces its
+      train function on the first step and on the first batch of a new shape (reduce_retracing):
+      the probe notes each batch's shape, and a step whose shape this run had not seen is the
+      traced one. The loop asks its own tf.function (`tracing_count`).
+    """
+
+    def __init__(self):
+        self.epochs: list[dict] = []  # the figures of every epoch measured, in order
+        self.probed = False
+        self.start_epoch()
+
+    def start_epoch(self) -> None:
+        self._steps, self._begins, self._ends, self._handovers = [], [], [], []
+        if not hasattr(self, "_shapes"):
+            self._shapes = set()  # batch shapes this run's train function has been traced for (fit)
+
+    def record(self, wait: float, seconds: float, traced: bool = False) -> None:
+        """One step of the custom loop: its wait on the input, its whole time (seconds), and
+        whether its step function was traced during it."""
+        self._steps.append((max(0.0, wait), max(seconds, wait), traced))
+
+    def began(self) -> None:
+        self._begins.append(time.perf_counter())
+
+    def ended(self) -> None:
+        self._ends.append(time.perf_counter())
+
+    def _handover(self, shape):
+        self._handovers.append((time.perf_counter(), tuple(int(n) for n in shape.numpy())))
+        return 0.0
+
+    def probe(self, dataset):
+        """`dataset` with the hand-over probe after its last stage (see the class docstring)."""
+        import tensorflow as tf
+
+        self.probed = True
+
+        def note(*element):
+            stamp = tf.py_function(self._handover, [tf.shape(element[0])], tf.float64)
+            with tf.control_dependencies([stamp]):
+                return tuple(tf.identity(part) for part in element)
+
+        return dataset.map(note)  # sequential: runs in the consumer's GetNext, after the prefetch
+
+    def end_epoch(self, epoch: int) -> dict:
+        """The figures of the epoch that just ended (also appended to `self.epochs`); "input_stall"
+        is None when every step of the epoch traced."""
+        steps = list(self._steps)
+        for begin, end, (handover, shape) in zip(self._begins, self._ends, self._handovers):
+            steps.append((max(0.0, handover - begin), end - begin, shape not in self._shapes))
+            self._shapes.add(shape)
+        measured = [(w, t) for w, t, traced in steps if not traced]
+        wait = sum(w for w, _ in measured)
+        seconds = sum(t for _, t in measured)
+        figures = {"epoch": epoch + 1, "steps": len(steps), "traced_steps": len(steps) - len(measured),
+                   "step_seconds": round(seconds, 6), "input_wait_seconds": round(wait, 6),
+                   "first_step_wait_seconds": round(measured[0][0], 6) if measured else None,
+                   "input_stall": wait / seconds if seconds > 0 else None}
+        self.epochs.append(figures)
+        self.start_epoch()
+        return figures
+
+
+def tracing_count(function) -> int | None:
+    """How often a tf.function has been traced (its public experimental_get_tracing_count; None
+    for anything else)."""
+    count = getattr(function, "experimental_get_tracing_count", None)
+    return count() if callable(count) else None
+
+
+def overall_stall(timing: list[dict]) -> float | None:
+    """Σ wait / Σ step time over the epochs of a state.json's "timing" (None when there are none)."""
+    seconds = sum(t["step_seconds"] for t in timing)
+    return sum(t["input_wait_seconds"] for t in timing) / seconds if seconds > 0 else None
+
+
 # ---------------------------------------------------------------------------- callbacks
 def _keras_callbacks():
     import keras
@@ -215,13 +322,42 @@ def _keras_callbacks():
             if logs is not None:
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
-    class RunState(keras.callbacks.Callback):
-        """After each epoch: save last.keras (with optimiser state) and state.json, atomically."""
+    class InputStall(keras.callbacks.Callback):
+        """Each epoch's input stall (`InputStallMeter`) into its logs: TensorBoard writes it as
+        `epoch_input_stall`, the progress line shows it, RunState keeps the epoch's figures.
+        Under fit it also times the steps (the meter's hand-over probe is on the dataset)."""
 
-        def __init__(self, model_dir: str, state: dict):
+        def __init__(self, meter: InputStallMeter):
             super().__init__()
-            self.model_dir, self.state = model_dir, state
-            self.started = time.perf_counter()
+            self.meter = meter
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.meter.start_epoch()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.meter.probed:
+                self.meter.began()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.meter.probed:
+                self.meter.ended()
+
+        def on_epoch_end(self, epoch, logs=None):
+            figures = self.meter.end_epoch(epoch)
+            if logs is not None and figures["input_stall"] is not None:
+                logs["input_stall"] = figures["input_stall"]
+
+    class RunState(keras.callbacks.Callback):
+        """After each epoch: save last.keras (with optimiser state) and state.json, atomically.
+        state.json's "timing" gains the epoch's seconds and input-stall figures."""
+
+        def __init__(self, model_dir: str, state: dict, meter: InputStallMeter | None = None):
+            super().__init__()
+            self.model_dir, self.state, self.meter = model_dir, state, meter
+            self.started = self.epoch_started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
@@ -234,13 +370,18 @@ def _keras_callbacks():
             self.state["stopped_early"] = bool(self.model.stop_training)
             now = time.perf_counter()
             self.state["seconds"] = round(self.state["seconds"] + now - self.started, 2)
+            if self.meter is not None and self.meter.epochs and self.meter.epochs[-1]["epoch"] == epoch + 1:
+                timing = [t for t in self.state.get("timing", []) if t["epoch"] <= epoch]
+                self.state["timing"] = timing + [{**self.meter.epochs[-1],
+                                                  "seconds": round(now - self.epoch_started, 3)}]
+                self.state["input_stall"] = overall_stall(self.state["timing"])
             self.started = now
             last = os.path.join(self.model_dir, LAST_CHECKPOINT)
             self.model.save(f"{last}.tmp.keras")
             os.replace(f"{last}.tmp.keras", last)
             _write_json(os.path.join(self.model_dir, STATE_FILE), self.state)
 
-    return ResumableEarlyStopping, LearningRateLog, RunState
+    return ResumableEarlyStopping, LearningRateLog, InputStall, RunState
 
 
 def _truncate_history(path: str, epochs_run: int) -> None:
@@ -291,15 +432,19 @@ def resolve_verbose(verbose) -> int:
 
 # ---------------------------------------------------------------------------- one model
 def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_ds, val_ds, mean, variance,
-              force: bool, verbose: int, steps_per_epoch: int = 1) -> dict:
+              force: bool, verbose: int, steps_per_epoch: int = 1, strategy_name: str | None = None) -> dict:
     """Train (or resume, or skip) one model with `config`'s epochs, learning rate, patience and seed.
 
     Labels are one-hot (or mixed, with mixup / between-class); the loss is categorical
     cross-entropy with `config.label_smoothing`, the metric categorical accuracy under the name
-    "accuracy" (so `val_accuracy` selects and stops as before). Returns its state (state.json):
-    epochs_run, best_epoch, best_val_accuracy, stopped_early, params, seconds."""
+    "accuracy" (so `val_accuracy` selects and stops as before). `Model.fit` trains it, except
+    under MultiWorkerMirroredStrategy (`strategy_name` "multi_worker"), where Keras 3's fit does
+    not run and `models.custom_loop.fit` does the same with the same callbacks. Returns its state
+    (state.json): epochs_run, best_epoch, best_val_accuracy, stopped_early, params, seconds,
+    input_stall and the per-epoch timing."""
     import keras
 
+    from models import distribute
     from models.architectures import build_model
 
     model_dir = os.path.join(run_dir, CHECKPOINTS_DIR, name)
@@ -329,20 +474,22 @@ def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_d
             print(f"[{name}] resuming after epoch {state['epochs_run']} of {epochs}", flush=True)
             model = keras.models.load_model(last)
             # the loaded optimiser (its step count and moments) continues; loss and metric as configured
-            model.compile(optimizer=model.optimizer, loss=make_loss(config), metrics=make_metrics())
+            model.compile(optimizer=model.optimizer, loss=make_loss(config), metrics=make_metrics(),
+                          jit_compile=config.xla)
         else:
             state = {"model": name, "epochs_run": 0, "best_epoch": None, "best_val_accuracy": None,
-                     "stopped_early": False, "seconds": 0.0}
+                     "stopped_early": False, "seconds": 0.0, "input_stall": None, "timing": []}
             keras.utils.set_random_seed(config.seed)
             model = build_model(name, mean, variance, spec_augment=spec_augment_params(config))
             model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=make_loss(config),
-                          metrics=make_metrics())
+                          metrics=make_metrics(), jit_compile=config.xla)
             state["params"] = int(model.count_params())
             print(f"[{name}] {state['params']:,} parameters", flush=True)
     initial_epoch = state["epochs_run"]
     _truncate_history(history_path, initial_epoch)
 
-    ResumableEarlyStopping, LearningRateLog, RunState = _keras_callbacks()
+    ResumableEarlyStopping, LearningRateLog, InputStall, RunState = _keras_callbacks()
+    meter = InputStallMeter()
     callbacks = [
         keras.callbacks.ModelCheckpoint(os.path.join(model_dir, BEST_CHECKPOINT), monitor="val_accuracy",
                                         mode="max", save_best_only=True,
@@ -351,13 +498,22 @@ def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_d
                                resume_best=state["best_val_accuracy"],
                                resume_wait=initial_epoch - (state["best_epoch"] or initial_epoch)),
         LearningRateLog(),  # before CSVLogger, which writes the logs as they are when it runs
-        keras.callbacks.CSVLogger(history_path, append=True),  # before RunState: a crash between the
-        RunState(model_dir, state),  # two leaves an extra CSV row, which a resume drops
+        keras.callbacks.CSVLogger(history_path, append=True),  # before RunState: a crash between the two
+        InputStall(meter),  # leaves an extra CSV row, which a resume drops; after CSVLogger: same columns
+        RunState(model_dir, state, meter),
         keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False, update_freq="epoch", profile_batch=0),
     ]
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, shuffle=False,  # the dataset shuffles (and carries class weights)
-              verbose=verbose)
+    if strategy_name == distribute.MULTI_WORKER:  # Keras 3's fit does not run under MWMS (keras#20585)
+        from models import custom_loop
+
+        custom_loop.fit(model, strategy=strategy, train_ds=train_ds, val_ds=val_ds, epochs=epochs,
+                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=verbose,
+                        steps_per_epoch=steps_per_epoch, meter=meter, label_smoothing=config.label_smoothing,
+                        xla=config.xla)
+    else:
+        model.fit(meter.probe(train_ds), validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, shuffle=False,  # the dataset shuffles (and carries class weights)
+                  verbose=verbose)
 
     best = keras.models.load_model(os.path.join(model_dir, BEST_CHECKPOINT), compile=False)
     write_confusion_summary(log_dir, best, val_ds, step=state["epochs_run"], name=name)
@@ -510,6 +666,10 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
     global_batch = config.batch_size * replicas
     print(f"Strategy: {strategy_name} ({replicas} replica{'s' if replicas > 1 else ''}), "
           f"batch {config.batch_size} per replica = {global_batch} global", flush=True)
+    if config.xla and strategy_name == "mirrored" and replicas > 1:  # fit jit-compiles the all-reduce too
+        raise TrainingError(f"--xla with MirroredStrategy over {replicas} devices: Keras's fit compiles its whole "
+                            "train step with XLA, which then reads other replicas' variables across devices (an "
+                            "XLA known issue); train with --xla on one device, or under MultiWorkerMirroredStrategy")
     print(f"Folds: train {train_folds}, validation {config.val_fold}, test {config.test_fold}", flush=True)
 
     if config.deterministic:
@@ -540,12 +700,14 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         for name in names:
             states[name] = train_one(name, config, run_dir=run_dir, strategy=dist, train_ds=train_ds,
                                      val_ds=val_ds, mean=mean, variance=variance, force=force,
-                                     verbose=verbose, steps_per_epoch=steps_per_epoch)
+                                     verbose=verbose, steps_per_epoch=steps_per_epoch, strategy_name=strategy_name)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    result_keys = ("best_val_accuracy", "best_epoch", "epochs_run", "stopped_early", "params", "seconds")
-    summaries = {name: {**{k: s[k] for k in result_keys},  # state.json's names
+    result_keys = ("best_val_accuracy", "best_epoch", "epochs_run", "stopped_early", "params", "seconds",
+                   "input_stall", "timing")
+    summaries = {name: {**{k: s.get(k) for k in result_keys},  # state.json's names (a state written
+                        # before input stall was measured has no timing: null)
                         "checkpoint": f"{CHECKPOINTS_DIR}/{name}/{BEST_CHECKPOINT}"}
                  for name, s in states.items()}
     selected = max(names, key=lambda n: summaries[n]["best_val_accuracy"] or 0.0)  # ties: listed first
@@ -565,7 +727,9 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         "per_replica_batch_size": config.batch_size,
         "workers": workers,  # input pipelines (processes) of the run: > 1 under multi_worker
         "auto_shard_policy": distribute.shard_policy_of(train_ds),  # how the training input is split over workers
+        "training_loop": "custom" if strategy_name == distribute.MULTI_WORKER else "fit",  # models.custom_loop
         "mixed_precision": config.mixed_precision,
+        "xla": config.xla,
         "normalization": NORMALIZATION_FILE,
         "config": config.to_dict(),  # the run's configuration, as in config.json
     }
@@ -677,7 +841,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, split: bool = True)
                           "without GPUs uses every logical CPU device")
     cfg.add_argument("--cpu-replicas", type=int,
                      help="split the CPU into N logical devices first (exercises mirrored without GPUs)")
-    cfg.add_argument("--mixed-precision", action=switch, help="mixed_float16 policy (default off)")
+    cfg.add_argument("--mixed-precision", action=switch,
+                     help="mixed_float16 policy: hidden layers compute in float16, the frontend and the softmax "
+                          "in float32 (default off)")
+    cfg.add_argument("--xla", action=switch,
+                     help="XLA-compile the training step (jit_compile; default off; not with mirrored over "
+                          "several devices)")
     cfg.add_argument("--seed", type=int, help=f"default {default.seed}")
     cfg.add_argument("--deterministic", action=switch,
                      help="TF op determinism and seeded everything: the same command, the same numbers "

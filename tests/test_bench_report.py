@@ -11,7 +11,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
-    skip = "ingest,frontend,pipeline,serving,quality"
+    skip = "ingest,label,frontend,pipeline,serving,quality"
     assert us8k.main(["bench", "all", "--quick", "--skip", skip, "--output", str(tmp_path)]) == 0
     assert "us8k bench all: wrote" in capsys.readouterr().out
     data = json.loads((tmp_path / report.JSON_FILE).read_text())

@@ -147,6 +147,9 @@ def test_every_field_has_a_flag_and_defaults_match_the_pipeline():
     args = parser.parse_args(["train", "--output", "x"])
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     assert all(getattr(args, name) is None for name in fields)  # not given: --config's or the default
+    given = parser.parse_args(["train", "--output", "x", "--records", "r", "--xla", "--mixed-precision"])
+    config, _ = train.build_config(given)
+    assert config.xla is True and config.mixed_precision is True and TrainConfig().xla is False
     assert train.augment_params(TrainConfig()) == pipeline.DEFAULT_AUGMENT
     assert train.augment_params(TrainConfig(augment=False)) is False
     assert TrainConfig().shuffle_buffer == pipeline.SHUFFLE_BUFFER

@@ -60,6 +60,7 @@ def test_entry_point_exports_reports_and_checkpoints(job):
         assert (sm / "data" / name).is_file(), name
     selection = json.loads((sm / "data" / "selection.json").read_text())
     assert selection["per_replica_batch_size"] == 8 and selection["workers"] == 1
+    assert selection["training_loop"] == "fit" and selection["xla"] is False  # one process: Keras's Model.fit
     assert selection["config"]["models"] == ["tiny"]
     run_dir = sm / "checkpoints"  # the run directory is the checkpoint path (synced to checkpoint_s3_uri)
     assert (run_dir / "checkpoints" / "tiny" / "last.keras").is_file()
@@ -74,9 +75,11 @@ def test_metric_definitions_match_the_job_log(job):
         values = re.findall(definition["Regex"], job["log"])
         if values:
             found[definition["Name"]] = float(values[-1])
-    assert set(found) == {"accuracy", "loss", "val_accuracy", "val_loss", "test_accuracy"}, job["log"][-2000:]
+    assert set(found) == {"accuracy", "loss", "val_accuracy", "val_loss", "input_stall", "test_accuracy"}, \
+        job["log"][-2000:]
     selection = json.loads((job["sm"] / "data" / "selection.json").read_text())
     assert found["val_accuracy"] == pytest.approx(selection["models"]["tiny"]["best_val_accuracy"], abs=1e-4)
+    assert found["input_stall"] == pytest.approx(selection["models"]["tiny"]["input_stall"], rel=1e-3, abs=1e-4)
 
 
 def test_restarted_job_resumes_from_its_checkpoints(job):

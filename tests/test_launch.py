@@ -15,7 +15,6 @@ import pytest
 import moto_sagemaker
 import us8k
 from models.config import TrainConfig
-from models.launch import build_estimator, quiet_session, stage_source_dir
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -97,24 +96,22 @@ def test_status_reports_state_and_metrics(moto_url, capsys):
     assert f"model: s3://{BUCKET}/runs/us8k-t3/output/model.tar.gz" in out
 
 
-def test_multi_worker_distribution_is_encoded_as_hyperparameters(moto_url, tmp_path):
-    """The estimator for several instances (what the CLI refuses for now, see models.launch): the SDK
-    encodes the distribution as the hyperparameter the container reads to set TF_CONFIG."""
-    from serving.deploy import boto_session, sagemaker_session
-
-    estimator = build_estimator(
-        session=quiet_session(sagemaker_session(boto_session(), BUCKET)), source_dir=stage_source_dir(tmp_path / "src"), role=ROLE,
-        instance_type="ml.g5.12xlarge", instance_count=2, output=f"s3://{BUCKET}/runs", job_name="us8k-t4",
-        config=TrainConfig(), spot=False, max_run=3600, max_wait=None, volume_size=30)
-    estimator.fit({"records": f"s3://{BUCKET}/records"}, job_name="us8k-t4", wait=False, logs="None")
+def test_several_instances_run_multi_worker_mirrored_strategy(moto_url, capsys):
+    """--instance-count 2: the SDK encodes the distribution as the hyperparameter the container reads
+    to set TF_CONFIG on every instance (the job then trains through models.custom_loop)."""
+    assert launch("--job-name", "us8k-t4", "--instance-count", "2", "--models", "cnn") == 0
+    assert "2 × ml.g5.12xlarge" in capsys.readouterr().out
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName="us8k-t4")
     assert job["ResourceConfig"]["InstanceCount"] == 2
-    assert json.loads(job["HyperParameters"]["sagemaker_multi_worker_mirrored_strategy_enabled"]) is True
+    hps = job["HyperParameters"]
+    assert json.loads(hps["sagemaker_multi_worker_mirrored_strategy_enabled"]) is True
+    assert TrainConfig.from_dict(json.loads(hps["config"])) == TrainConfig(models=("cnn",))  # strategy "auto"
 
 
 def test_errors_are_one_line(moto_url):
-    with pytest.raises(SystemExit, match=r"^us8k launch-training: error: --instance-count 2: Keras 3"):
-        launch("--instance-count", "2")
+    with pytest.raises(SystemExit, match=r"^us8k launch-training: error: --instance-count 2 with --strategy "
+                                         r"default: every instance would train its own model"):
+        launch("--instance-count", "2", "--strategy", "default")
     with pytest.raises(SystemExit, match=r"^us8k launch-training: error: --records must be an s3://"):
         us8k.main(["launch-training", "--records", "/local/records", "--output", f"s3://{BUCKET}/runs",
                    "--role", ROLE])

@@ -2,32 +2,31 @@
 loopback, each with its own SM_* directories as on two instances, TF_CONFIG as the SageMaker
 container sets it for multi_worker_mirrored_strategy (workers only: worker 0 is the chief).
 
-Both must finish, their final weights must agree (synchronous all-reduce), and only the chief may
-leave outputs: the export, the report and the run directory (checkpoints). The other worker's
-model, output and checkpoint directories stay empty and its temporary run directory is gone.
-
-Keras 3's `Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585, open;
-measured here with Keras 3.15.1 / TF 2.21 and Keras 3.10 / TF 2.19): `fit` first reduces one
-distributed batch eagerly (`_maybe_symbolic_build` → `strategy.reduce`), which MWMS rejects
-("Attempt to convert a value (PerReplica…) to a Tensor"). The two-process tests are therefore
-strict xfails on that error: they run the real cluster every time, and fail loudly (XPASS) the
-day Keras fixes it, so the marks come off. The cluster logic itself (TF_CONFIG, chief, worker
-directories) is tested directly below.
+Both must finish, their final weights must agree bit for bit (synchronous all-reduce: every update
+is the same), and only the chief may leave outputs: the export, the report and the run directory
+(checkpoints, history, TensorBoard). The other worker's model, output and checkpoint directories
+stay empty and its temporary run directory is gone. Training there is TensorFlow's custom training
+loop (`models.custom_loop`; Keras 3's Model.fit does not run under MWMS, keras-team/keras#20585):
+the run records it, with the same history columns, state.json and TensorBoard scalars as fit gives.
+Then the job is restarted as a spot job would be (both instances get the chief's checkpoints back)
+with one more epoch: both workers resume from epoch 1 and still agree.
+The cluster logic itself (TF_CONFIG, chief, worker directories) is tested directly below.
 """
+import csv
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from models.launch import stage_source_dir
 
-pytestmark = pytest.mark.timeout(480)
-KERAS_MWMS = pytest.mark.xfail(strict=True, reason="Keras 3 Model.fit does not run under "
-                               "MultiWorkerMirroredStrategy (keras-team/keras#20585)")
+pytestmark = pytest.mark.timeout(600)
 
 CONFIG = {"models": ["tiny"], "epochs": 1, "batch_size": 4, "val_fold": 2, "test_fold": 3, "shuffle_buffer": 64}
 
@@ -42,12 +41,10 @@ def free_ports(count):
     return ports
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tone_records_writer):
-    base = tmp_path_factory.mktemp("mwms")
-    records = base / "records"
-    tone_records_writer(records, {1: 16, 4: 16, 2: 8, 3: 8})  # two training shards: one file per worker
-    source = stage_source_dir(base / "source")
+def run_cluster(base, records, source, config, restore_from=None):
+    """Two job processes (worker 0 the chief), each with its own SM_* directories under base/algo-N;
+    `restore_from` (a run directory) is copied into every instance's checkpoint directory first, as
+    SageMaker restores checkpoint_s3_uri on each instance of a restarted job."""
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes, hosts = [], []
     for index in range(2):
@@ -59,26 +56,70 @@ def cluster(tmp_path_factory, tone_records_writer):
                                          "environment": "cloud"}),
                    SM_CHANNEL_RECORDS=str(records), SM_MODEL_DIR=str(host / "model"),
                    SM_OUTPUT_DATA_DIR=str(host / "data"), US8K_CHECKPOINT_DIR=str(host / "checkpoints"),
-                   SM_HPS=json.dumps({"config": CONFIG, "verbose": 2}), TMPDIR=str(tmp), TF_CPP_MIN_LOG_LEVEL="2")
-        for name in ("model", "data", "checkpoints"):
+                   SM_HPS=json.dumps({"config": config, "verbose": 2}), TMPDIR=str(tmp), TF_CPP_MIN_LOG_LEVEL="2")
+        for name in ("model", "data"):
             (host / name).mkdir()  # SageMaker creates them on every instance
+        if restore_from is None:
+            (host / "checkpoints").mkdir()
+        else:
+            shutil.copytree(restore_from, host / "checkpoints")
         log = open(host / "log.txt", "w")
         processes.append((subprocess.Popen([os.environ.get("US8K_JOB_PYTHON", sys.executable), "job_entry.py"],
                                            cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         hosts.append(host)
+    started = time.monotonic()
     try:
-        codes = [p.wait(timeout=360) for p, _ in processes]
+        codes = [p.wait(timeout=400) for p, _ in processes]
     finally:
         for p, log in processes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
             log.close()
+    print(f"two-worker job, {config['epochs']} epoch(s): {time.monotonic() - started:.1f} s", file=sys.stderr)
     logs = [(h / "log.txt").read_text() for h in hosts]
     return {"hosts": hosts, "codes": codes, "logs": logs}
 
 
-@KERAS_MWMS
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, tone_records_writer):
+    base = tmp_path_factory.mktemp("mwms")
+    records = base / "records"
+    tone_records_writer(records, {1: 16, 4: 16, 2: 8, 3: 8})  # two training shards: one file per worker
+    source = stage_source_dir(base / "source")
+    return {"base": base, "records": records, "source": source}
+
+
+@pytest.fixture(scope="module")
+def cluster(job):
+    return run_cluster(job["base"] / "first", job["records"], job["source"], CONFIG)
+
+
+@pytest.fixture(scope="module")
+def restarted(job, cluster):
+    """The job restarted with epochs 2 (a spot interruption after epoch 1): every instance gets the
+    chief's checkpoints back and downloads the records again (new modification times)."""
+    assert cluster["codes"] == [0, 0], "the first run failed"
+    for path in job["records"].rglob("*.tfrecord"):
+        os.utime(path, (path.stat().st_atime + 100, path.stat().st_mtime + 100))
+    return run_cluster(job["base"] / "restart", job["records"], job["source"], {**CONFIG, "epochs": 2},
+                       restore_from=cluster["hosts"][0] / "checkpoints")
+
+
+def digests_of(logs):
+    return [re.findall(r"final weights tiny sha256 (\w+) sum\|w\| (\S+)", log) for log in logs]
+
+
+def event_tags(log_dir):
+    import tensorflow as tf
+
+    tags = set()
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
 def test_both_workers_finish(cluster):
     assert cluster["codes"] == [0, 0], "\n\n".join(log[-3000:] for log in cluster["logs"])
     assert "task worker 0 of 2 worker(s) (chief)" in cluster["logs"][0]
@@ -87,16 +128,14 @@ def test_both_workers_finish(cluster):
         assert "Strategy: multi_worker (2 replicas), batch 4 per replica = 8 global" in log
 
 
-@KERAS_MWMS
 def test_final_weights_agree(cluster):
-    digests = [re.findall(r"final weights tiny sha256 (\w+) sum\|w\| (\S+)", log) for log in cluster["logs"]]
+    digests = digests_of(cluster["logs"])
     assert all(len(d) == 1 for d in digests), digests
     (sha0, sum0), (sha1, sum1) = digests[0][0], digests[1][0]
     assert float(sum0) == pytest.approx(float(sum1), rel=1e-6)
     assert sha0 == sha1  # the same bytes: every update is the same all-reduced gradient
 
 
-@KERAS_MWMS
 def test_only_the_chief_writes(cluster):
     chief, worker = cluster["hosts"]
     assert (chief / "model" / "model" / "1" / "saved_model.pb").is_file()
@@ -108,22 +147,53 @@ def test_only_the_chief_writes(cluster):
     assert "worker 1 done; its temporary run directory is removed" in cluster["logs"][1]
 
 
-@KERAS_MWMS
 def test_selection_records_batch_and_sharding(cluster):
     selection = json.loads((cluster["hosts"][0] / "data" / "selection.json").read_text())
     assert selection["strategy"] == "multi_worker"
     assert selection["workers"] == 2 and selection["replicas"] == 2
     assert selection["per_replica_batch_size"] == 4 and selection["global_batch_size"] == 8
     assert selection["auto_shard_policy"] == "DATA"  # augmentation on: FILE sharding cannot split Dataset.random
+    assert selection["training_loop"] == "custom"  # models.custom_loop, not Model.fit
 
 
-def test_the_keras_failure_is_the_known_one(cluster):
-    """Pins why the tests above xfail: both workers stop in fit's eager reduce of a PerReplica batch."""
-    if cluster["codes"] == [0, 0]:
-        pytest.fail("both workers finished: Keras runs MWMS now; remove the xfail marks above")
-    for log in cluster["logs"]:
-        assert "Strategy: multi_worker (2 replicas), batch 4 per replica = 8 global" in log
-        assert "Attempt to convert a value (PerReplica" in log
+def test_the_custom_loop_writes_what_fit_writes(cluster):
+    chief = cluster["hosts"][0]
+    run = chief / "checkpoints"
+    with open(run / "history" / "tiny.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]  # fit's
+    assert [r["epoch"] for r in rows] == ["0"] and float(rows[0]["learning_rate"]) == pytest.approx(1e-3)
+    state = json.loads((run / "checkpoints" / "tiny" / "state.json").read_text())
+    assert state["epochs_run"] == 1 and state["best_epoch"] == 1
+    assert state["best_val_accuracy"] == pytest.approx(float(rows[0]["val_accuracy"]))
+    [timing] = state["timing"]
+    assert timing["steps"] == 4  # 32 training clips / 8 global: every worker steps 4 times
+    assert 0.0 <= state["input_stall"] <= 1.0 and timing["input_wait_seconds"] <= timing["step_seconds"]
+    assert (run / "checkpoints" / "tiny" / "best.keras").is_file()
+    assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_input_stall",
+            "confusion_matrix"} <= event_tags(run / "tensorboard" / "tiny")
+    selection = json.loads((chief / "data" / "selection.json").read_text())
+    assert selection["models"]["tiny"]["input_stall"] == pytest.approx(state["input_stall"])
+    epoch_lines = [line for line in cluster["logs"][0].splitlines() if " - val_accuracy: " in line]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("4/4 - ")  # Keras's own progress line
+
+
+def test_a_restarted_job_resumes_on_every_worker(restarted):
+    assert restarted["codes"] == [0, 0], "\n\n".join(log[-3000:] for log in restarted["logs"])
+    for log in restarted["logs"]:
+        assert "[tiny] resuming after epoch 1 of 2" in log
+    assert "downloaded again" in restarted["logs"][1]  # the worker's copy of the run is brought up to date too
+    (sha0, _), (sha1, _) = (d[0] for d in digests_of(restarted["logs"]))
+    assert sha0 == sha1
+    chief, worker = restarted["hosts"]
+    state = json.loads((chief / "checkpoints" / "checkpoints" / "tiny" / "state.json").read_text())
+    assert state["epochs_run"] == 2 and [t["epoch"] for t in state["timing"]] == [1, 2]
+    with open(chief / "checkpoints" / "history" / "tiny.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+    assert (chief / "model" / "model" / "1" / "saved_model.pb").is_file()
+    assert list((worker / "model").iterdir()) == [] and list((worker / "tmp").iterdir()) == []
+    restored = json.loads((worker / "checkpoints" / "checkpoints" / "tiny" / "state.json").read_text())
+    assert restored["epochs_run"] == 1  # the worker's instance copy is untouched: it trained in its temporary copy
 
 
 # ------------------------------------------------------------------- the cluster logic, directly

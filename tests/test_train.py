@@ -59,6 +59,7 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
     assert selection["selected"] == max(models, key=lambda m: selection["models"][m]["best_val_accuracy"])
     assert (selection["val_fold"], selection["test_fold"], selection["train_folds"]) == (2, 3, [1])
     assert selection["replicas"] == 1 and selection["strategy"] == "default"
+    assert selection["training_loop"] == "fit" and selection["xla"] is False
     assert selection["train_examples"] == 10
     assert "| Model | Val Accuracy |" in out and f"| **{selection['selected']}** |" in out
     assert "Test accuracy" in out
@@ -73,7 +74,14 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
         assert [r["epoch"] for r in rows] == ["0"] and {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(rows[0])
         assert float(rows[0]["val_accuracy"]) == pytest.approx(entry["best_val_accuracy"])
         tags = event_tags(run_dir / "tensorboard" / name)
-        assert {"epoch_loss", "epoch_accuracy", "confusion_matrix"} <= tags
+        assert {"epoch_loss", "epoch_accuracy", "epoch_input_stall", "confusion_matrix"} <= tags
+        state = read_json(run_dir / "checkpoints" / name / "state.json")
+        [timing] = state["timing"]  # one epoch: its seconds, steps and wait on tf.data
+        assert timing["epoch"] == 1 and timing["steps"] == 2 and timing["seconds"] >= timing["step_seconds"] > 0
+        assert timing["traced_steps"] == 1  # the first step traces the train function: left out of the figure
+        assert 0.0 <= timing["input_wait_seconds"] <= timing["step_seconds"]
+        assert entry["input_stall"] == pytest.approx(timing["input_stall"], rel=1e-4)
+        assert 0.0 <= entry["input_stall"] <= 1.0
         for f in (f"confusion_{name}.png", f"threshold_{name}.png"):
             assert (run_dir / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = read_json(run_dir / "report" / "report.json")
@@ -212,6 +220,7 @@ def test_clear_errors(tone_records, tmp_path):
         (["--models", "tiny,resnet"], "unknown model(s) resnet"),
         (["--train-folds", "1,5"], "training fold(s) [5]"),
         (["--epochs", "0"], "epochs"),
+        (["--xla", "--strategy", "mirrored"], "--xla with MirroredStrategy over 2 devices"),
     ]
     for extra, message in cases:
         argv = ["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT, "--models", "tiny",
@@ -289,3 +298,21 @@ def test_schedule_label_smoothing_and_weight_decay_are_applied(tone_records, tmp
     cycle = train.learning_rate(TrainConfig(lr_schedule="one_cycle", epochs=10, learning_rate=0.01), 10)
     values = [float(cycle(step)) for step in (0, 30, 99)]
     assert values[0] == pytest.approx(0.01 / 25) and values[1] == pytest.approx(0.01, rel=1e-3) and values[2] < 1e-4
+
+
+@pytest.mark.timeout(300)
+def test_xla_compiles_the_training_step(tone_records, tmp_path):
+    """--xla is part of the configuration, and TensorFlow really compiles a cluster with XLA (its
+    one-time INFO line, printed only with TF_CPP_MIN_LOG_LEVEL=0)."""
+    records_dir = tone_records({1: 8, 2: 4, 3: 4})
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    done = subprocess.run([sys.executable, "-m", "us8k", "train", "--records", str(records_dir), "--output",
+                           str(run_dir), *SPLIT, "--models", "tiny", "--epochs", "1", "--batch-size", "4", "--xla",
+                           "--skip-evaluate", "--verbose", "2"], capture_output=True, text=True, env=env, timeout=280)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "Compiled cluster using XLA" in done.stderr
+    assert read_json(run_dir / "config.json")["config"]["xla"] is True
+    assert read_json(run_dir / "selection.json")["xla"] is True
+    model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
+    assert model.predict(np.zeros((1, c.CLIP_SAMPLES), np.float32), verbose=0).shape == (1, c.NUM_CLASSES)

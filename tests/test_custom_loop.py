@@ -1,0 +1,257 @@
+"""models.custom_loop: TensorFlow's custom training loop (the multi-worker path), in this process.
+
+The loop uses no API that only MultiWorkerMirroredStrategy has, so here it runs under
+MirroredStrategy over the two logical CPU devices (tests/conftest.py) — two replicas, the same
+distributed-dataset splitting, replica contexts and all-reduces; tests/test_multiworker.py runs it
+under MWMS in two processes. Checked: one SGD update equals the single-device gradient of the global
+batch's weighted mean loss (each replica's BatchNormalization over its own share), also when one
+replica's share of a short batch is empty; mixed precision trains; `train_one` through the loop and
+through Model.fit on the same data and seed writes the same history, state, checkpoints and
+TensorBoard tags and resumes; and the input stall it reports is near 1 when the pipeline is slow and
+near 0 when the step is.
+"""
+import csv
+import glob
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import custom_loop, distribute, train
+from models.config import TrainConfig
+from tfdata import pipeline
+
+pytestmark = pytest.mark.timeout(300)
+
+LEARNING_RATE = 0.5
+SMOOTHING = 0.1
+
+
+def mirrored():
+    name, strategy = distribute.make_strategy("mirrored")
+    assert name == "mirrored" and strategy.num_replicas_in_sync == 2
+    return strategy
+
+
+def small_model():
+    """Dense → BatchNormalization → ReLU → softmax: BN makes each replica's share matter."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Activation("relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax", dtype="float32")(x))
+
+
+def batch_of(n, seed=1):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+    w = rng.uniform(0.5, 2.0, n).astype(np.float32)
+    return x, y, w
+
+
+def loop_step(strategy, x, y, w):
+    """One update of the loop on one global batch; returns (model, reduced sums)."""
+    with strategy.scope():
+        model = small_model()
+        model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+    train_step, _ = custom_loop.make_step_functions(model, strategy, label_smoothing=SMOOTHING)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(len(x))
+    sums = [train_step(batch).numpy() for batch in strategy.experimental_distribute_dataset(dataset)]
+    assert len(sums) == 1
+    return model, sums[0]
+
+
+def reference_step(shares, n):
+    """Single device: the gradient of Σ_shares Σ w·loss / n, each share through BN on its own."""
+    model = small_model()
+    with tf.GradientTape() as tape:
+        total = 0.0
+        for x, y, w in shares:
+            loss = keras.losses.categorical_crossentropy(y, model(x, training=True), label_smoothing=SMOOTHING)
+            total += tf.reduce_sum(loss * w)
+        mean = total / n
+    grads = tape.gradient(mean, model.trainable_variables)
+    for variable, grad in zip(model.trainable_variables, grads):
+        variable.assign(variable - LEARNING_RATE * grad)
+    return model, float(total)
+
+
+def test_one_update_is_the_global_batch_mean():
+    x, y, w = batch_of(4)
+    model, sums = loop_step(mirrored(), x, y, w)
+    reference, total = reference_step([(x[:2], y[:2], w[:2]), (x[2:], y[2:], w[2:])], 4)  # replica 0, 1
+    for got, want in zip(model.trainable_weights, reference.trainable_weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want), atol=2e-6)
+    assert sums[0] == pytest.approx(total, rel=1e-5)  # Σ w·loss before the update
+    assert sums[2] == pytest.approx(w.sum(), rel=1e-6) and sums[3] == 4  # Σ w, examples
+    moved = [np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b)).max()
+             for a, b in zip(model.trainable_weights, small_model().trainable_weights)]
+    assert max(moved) > 1e-3  # the step did update the weights
+
+
+def test_an_empty_share_skips_the_forward_pass_but_not_the_update():
+    x, y, w = batch_of(1)  # a short last batch: replica 0 gets the clip, replica 1 nothing
+    model, sums = loop_step(mirrored(), x, y, w)
+    reference, total = reference_step([(x, y, w)], 1)
+    for got, want in zip(model.weights, reference.weights):  # moving statistics included: finite, replica 0's
+        got, want = keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want)
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, want, atol=2e-6)
+    assert sums[3] == 1 and sums[0] == pytest.approx(total, rel=1e-5)
+
+
+def test_mixed_precision_trains_through_the_loop():
+    strategy = mirrored()
+    previous = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = small_model()
+            model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # compile wraps it
+    assert model.layers[1].compute_dtype == "float16"
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    train_step, val_step = custom_loop.make_step_functions(model, strategy)
+    x, y, w = batch_of(16)
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y, w)).batch(8))
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_weights]
+    losses = [train_step(batch).numpy()[0] / 8 for _ in range(3) for batch in dataset]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    after = [keras.ops.convert_to_numpy(v) for v in model.trainable_weights]
+    assert all(a.dtype == np.float32 and np.isfinite(a).all() for a in after)
+    assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-4
+
+
+# ---------------------------------------------------------------------------- train_one: loop vs fit
+def history(run_dir):
+    with open(os.path.join(run_dir, "history", "tiny.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def event_tags(log_dir):
+    tags = set()
+    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def train_tiny(records, run_dir, loop, epochs, capsys):
+    config = TrainConfig(models=("tiny",), epochs=epochs, batch_size=4, val_fold=2, test_fold=3, augment=False,
+                         shuffle_buffer=64, patience=10)
+    strategy = mirrored()
+    os.makedirs(run_dir, exist_ok=True)
+    mean, variance = train.normalization_stats(str(records), [1], str(run_dir))
+    # in file order, unshuffled: Model.fit under a strategy opens one iterator before its first epoch
+    # (its symbolic build), which would give it the next shuffle order of every epoch
+    datasets = [pipeline.make_dataset(str(records), [fold], batch_size=8, training=False, one_hot=True,
+                                      num_examples=count) for fold, count in ((1, 16), (2, 8))]
+    state = train.train_one("tiny", config, run_dir=str(run_dir), strategy=strategy, train_ds=datasets[0],
+                            val_ds=datasets[1], mean=mean, variance=variance, force=False, verbose=2,
+                            steps_per_epoch=2, strategy_name=distribute.MULTI_WORKER if loop else "mirrored")
+    return state, capsys.readouterr().out
+
+
+def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tone_records, tmp_path, capsys):
+    records = tone_records({1: 16, 2: 8, 3: 8})
+    fit_state, fit_out = train_tiny(records, tmp_path / "fit", loop=False, epochs=2, capsys=capsys)
+    loop_state, loop_out = train_tiny(records, tmp_path / "loop", loop=True, epochs=2, capsys=capsys)
+
+    fit_rows, loop_rows = history(tmp_path / "fit"), history(tmp_path / "loop")
+    assert list(loop_rows[0]) == list(fit_rows[0]) == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy",
+                                                       "val_loss"]
+    for mine, theirs in zip(loop_rows, fit_rows):  # the same training: same data order, seed, updates
+        assert mine["epoch"] == theirs["epoch"] and mine["learning_rate"] == theirs["learning_rate"]
+        for key in ("loss", "val_loss"):
+            assert float(mine[key]) == pytest.approx(float(theirs[key]), rel=1e-3), (key, mine, theirs)
+        for key in ("accuracy", "val_accuracy"):
+            assert float(mine[key]) == pytest.approx(float(theirs[key]), abs=1e-6), (key, mine, theirs)
+    assert set(loop_state) == set(fit_state)
+    assert [t["steps"] for t in loop_state["timing"]] == [t["steps"] for t in fit_state["timing"]] == [2, 2]
+    for state in (fit_state, loop_state):
+        assert 0.0 <= state["input_stall"] <= 1.0
+    loop_tags, fit_tags = (event_tags(tmp_path / run / "tensorboard" / "tiny") for run in ("loop", "fit"))
+    assert loop_tags == fit_tags and "epoch_input_stall" in loop_tags
+    loop_lines = [line for line in loop_out.splitlines() if " - val_accuracy: " in line]
+    fit_lines = [line for line in fit_out.splitlines() if " - val_accuracy: " in line]
+    assert len(loop_lines) == len(fit_lines) == 2
+    names = [[part.split(":")[0] for part in line.split(" - ") if ":" in part]
+             for line in (loop_lines[0], fit_lines[0])]
+    assert names[0] == names[1]  # Keras's own progress line, the same figures in the same order
+    for name in ("best.keras", "last.keras"):
+        keras.models.load_model(tmp_path / "loop" / "checkpoints" / "tiny" / name)
+
+    resumed, out = train_tiny(records, tmp_path / "loop", loop=True, epochs=3, capsys=capsys)
+    assert "[tiny] resuming after epoch 2 of 3" in out
+    assert resumed["epochs_run"] == 3 and [t["epoch"] for t in resumed["timing"]] == [1, 2, 3]
+    assert [r["epoch"] for r in history(tmp_path / "loop")] == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------------------- input stall, both ways
+PAUSE = 0.1  # seconds: a slow input pipeline, or a slow step
+
+
+def pause(x):
+    stamp = tf.py_function(lambda: time.sleep(PAUSE) or 0.0, [], tf.float32)
+    stamp.set_shape([])
+    return x + 0.0 * tf.stop_gradient(stamp)
+
+
+class SlowStep(keras.layers.Layer):
+    """Identity that takes PAUSE seconds: a step that is slower than its input."""
+
+    def call(self, x):
+        return pause(x)
+
+
+def stall_model(slow_step):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = SlowStep()(inputs) if slow_step else inputs
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def stall_data(slow_input):
+    x, y, _ = batch_of(40)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    if slow_input:
+        dataset = dataset.map(lambda a, b: (pause(a), b))
+    return dataset.prefetch(2)
+
+
+@pytest.mark.parametrize("path", ["custom_loop", "fit"])
+@pytest.mark.parametrize("slow_input", [True, False])
+def test_input_stall_is_the_wait_on_the_pipeline(path, slow_input):
+    """A pipeline slower than the step: stall near 1; a step slower than its pipeline: near 0 —
+    through the loop's own timing and through Model.fit's probe + callback."""
+    model = stall_model(slow_step=not slow_input)
+    meter = train.InputStallMeter()
+    _, _, InputStall, _ = train._keras_callbacks()
+    if path == "fit":
+        model.fit(meter.probe(stall_data(slow_input)), validation_data=stall_data(False), epochs=2,
+                  callbacks=[InputStall(meter)], shuffle=False, verbose=0)
+    else:
+        custom_loop.fit(model, strategy=tf.distribute.get_strategy(), train_ds=stall_data(slow_input),
+                        val_ds=stall_data(False), epochs=2, initial_epoch=0, callbacks=[InputStall(meter)],
+                        verbose=0, steps_per_epoch=5, meter=meter)
+    assert len(meter.epochs) == 2
+    second = meter.epochs[-1]  # the first epoch also traces the step functions
+    print(f"{path}, slow {'input' if slow_input else 'step'}: stall {second['input_stall']:.3f}", file=sys.stderr)
+    assert second["steps"] == 5
+    if slow_input:
+        assert second["input_stall"] > 0.8 and second["input_wait_seconds"] > 4 * PAUSE
+    else:
+        assert second["input_stall"] < 0.1 and second["step_seconds"] > 4 * PAUSE
