@@ -82,6 +82,8 @@ from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.metrics.metric import MetricsFilter  # noqa: E402
 from apache_beam.ml.inference.base import PredictionResult, RunInference  # noqa: E402
 
+from beam import jobio  # noqa: E402
+from beam.transforms import read_audio_bytes  # noqa: E402
 from beam.label_model import (MAX_BATCH_WINDOWS, METRICS_NAMESPACE, WINDOWS_PER_CALL, Clip,  # noqa: E402
                               ModelNotFound, SavedModelHandler, resolve_model)
 from tfdata import contract as c  # noqa: E402
@@ -275,36 +277,6 @@ class MatchInput(beam.PTransform):
         return refs | "Distribute" >> beam.Reshuffle()
 
 
-READ_BLOCK_BYTES = 1 << 20  # a file of unknown size is read in blocks of this, up to the limit
-
-
-def read_bounded(path: str, max_bytes: int, size: int | None = None) -> bytes:
-    """The file's bytes through Beam's FileSystems, at most `max_bytes` (else AudioDecodeError, having
-    read no more than max_bytes + 1: in blocks unless `size`, known from matching, says it fits);
-    "file not found" when it is missing."""
-    try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            if size is not None and size <= max_bytes:
-                data = handle.read()
-            else:
-                buffer = bytearray()
-                while len(buffer) <= max_bytes:
-                    block = handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - len(buffer)))
-                    if not block:
-                        break
-                    buffer += block
-                data = bytes(buffer)
-    except FileNotFoundError:
-        raise AudioDecodeError("file not found") from None
-    except Exception as exc:  # Beam wraps filesystem errors in BeamIOError / IOError
-        if not FileSystems.exists(path):
-            raise AudioDecodeError("file not found") from None
-        raise AudioDecodeError(f"cannot read file: {exc}") from None
-    if len(data) > max_bytes:
-        raise AudioDecodeError(f"file is larger than the limit of {max_bytes / 2**20:g} MB (--max-file-mb)")
-    return data
-
-
 class _ReadFn(beam.DoFn):
     """FileRef → (path, bytes) | errors."""
 
@@ -321,7 +293,7 @@ class _ReadFn(beam.DoFn):
                                   f"{self._max_bytes / 2**20:g} MB (--max-file-mb)"))
             return
         try:
-            data = read_bounded(ref.path, self._max_bytes, ref.size)
+            data = read_audio_bytes(ref.path, self._max_bytes, ref.size)
         except AudioDecodeError as exc:
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, error_entry(ref.path, "read", str(exc)))
             return
@@ -460,16 +432,12 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
         return _dry_run(plan, options, progress)
 
     _clear_previous_output(plan.output_dir)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, plan)
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    if str(state) not in ("DONE", "PipelineState.DONE"):
-        raise LabelError(f"Beam job ended in state {state}")
+    result = jobio.run_pipeline(options, build_pipeline, plan, LabelError)
 
     metrics = _metrics(result)
     counters = metrics["counters"]
-    errors = _sort_errors(plan.output_dir)
+    errors = jobio.sort_jsonl(FileSystems.join(plan.output_dir, ERRORS_FILE),
+                              key=lambda e: (e.get("path") or "", e.get("row") or ""))
     lines = _count_lines(FileSystems.join(plan.output_dir, PREDICTIONS_FILE))
     matched, predicted, failed = counters.get(MATCHED, 0), counters.get(PREDICTED, 0), counters.get(FAILED, 0)
     if matched == 0:
@@ -482,7 +450,7 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
         raise LabelError(f"counters disagree: {predicted} predicted / {failed} failed counted, {lines} lines in "
                          f"{PREDICTIONS_FILE}, {len(errors)} in {ERRORS_FILE}")
     summary = _summary(plan, runner, location, config, metrics, errors, time.perf_counter() - started)
-    _write_text(FileSystems.join(plan.output_dir, SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
+    jobio.write_text(FileSystems.join(plan.output_dir, SUMMARY_FILE), json.dumps(summary, indent=2) + "\n")
 
     seconds = summary["elapsed_seconds"]
     progress(f"us8k label: {lines} files predicted + {len(errors)} failed == {matched} files matched "
@@ -551,38 +519,18 @@ def _clear_previous_output(output_dir: str) -> None:
 def _metrics(result) -> dict:
     """Our namespace's counters (committed where the runner has them, else attempted) and the
     windows-per-call distribution."""
-    counters: dict[str, int] = {}
     calls = {"calls": 0, "windows": 0, "largest": 0}
     query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + int(value or 0)
     for distribution in query["distributions"]:
         if distribution.key.metric.name != WINDOWS_PER_CALL:
             continue
-        value = distribution.committed if distribution.committed is not None else distribution.attempted
+        value = jobio.committed(distribution)
         if value is None or not value.count:
             continue
         calls["calls"] += int(value.count)
         calls["windows"] += int(value.sum)
         calls["largest"] = max(calls["largest"], int(value.max))
-    return {"counters": counters, "model_calls": calls}
-
-
-def _read_text(path: str) -> str:
-    if not FileSystems.exists(path):
-        return ""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return handle.read().decode()
-
-
-def _sort_errors(output_dir: str) -> list[dict]:
-    """Read errors.jsonl, rewrite it sorted by path (deterministic output), return its entries."""
-    path = FileSystems.join(output_dir, ERRORS_FILE)
-    errors = [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
-    errors.sort(key=lambda e: (e.get("path") or "", e.get("row") or ""))
-    _write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
-    return errors
+    return {"counters": jobio.counters(result, METRICS_NAMESPACE), "model_calls": calls}
 
 
 def _count_lines(path: str) -> int:
@@ -626,12 +574,6 @@ def _summary(plan: LabelPlan, runner: dict, location, config, metrics: dict, err
     }
 
 
-def _write_text(path: str, text: str) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(text.encode())
-
-
-# ------------------------------------------------------------------------------------ CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="INPUT",
                         help="a directory (its audio files, at any depth), a glob, or a CSV listing the files "

@@ -78,6 +78,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 from beam.transforms import (ERRORS_TAG, FAILED_COUNTER, METRICS_NAMESPACE, RECORDS_TAG,  # noqa: E402
                              WRITTEN_COUNTER, BadRow, ClipRow, DecodeClips, RowError, header_columns, read_row,
                              written_counter_name)
+from beam import jobio  # noqa: E402
 from beam.sinks import WriteCappedTFRecords  # noqa: E402
 from tfdata import audio  # noqa: E402
 from tfdata import contract as c  # noqa: E402
@@ -252,15 +253,10 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
     if dry_run_requested(options):
         return _dry_run(plan, options, progress)
     _clear_previous_output(plan.output_dir)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, plan)
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    if str(state) not in ("DONE", "PipelineState.DONE"):
-        raise IngestError(f"Beam job ended in state {state}")
+    result = jobio.run_pipeline(options, build_pipeline, plan, IngestError)
 
-    counters = _counters(result)
-    errors = _sort_errors(plan.output_dir)
+    counters = jobio.counters(result, METRICS_NAMESPACE)
+    errors = jobio.sort_jsonl(FileSystems.join(plan.output_dir, c.ERRORS_FILE), key=lambda e: e["line"])
     shard_files = _shard_files(plan)
     manifest = _manifest(plan, runner, counters, errors, shard_files, time.perf_counter() - started)
     written, failed, rows = manifest["examples"], manifest["errors"], manifest["csv"]["rows"]
@@ -270,7 +266,7 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
         raise IngestError(f"counters disagree: {counters.get(WRITTEN_COUNTER, 0)} written / "
                           f"{counters.get(FAILED_COUNTER, 0)} failed counted, {written} per fold and class, "
                           f"{failed} lines in {c.ERRORS_FILE}")
-    _write_text(FileSystems.join(plan.output_dir, c.MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
+    jobio.write_text(FileSystems.join(plan.output_dir, c.MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
 
     seconds = manifest["elapsed_seconds"]
     progress(f"us8k ingest: {written} clips written + {failed} failed == {rows} rows in the CSV "
@@ -365,30 +361,6 @@ def _shard_files(plan: IngestPlan) -> dict[int, dict[str, int]]:
     return found
 
 
-def _counters(result) -> dict[str, int]:
-    """Our namespace's counters: committed values where the runner has them, else attempted."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    totals: dict[str, int] = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
-    for counter in query["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
-    return totals
-
-
-def _sort_errors(output_dir: str) -> list[dict]:
-    """Read errors.jsonl, rewrite it sorted by CSV line (deterministic output), return its entries."""
-    path = FileSystems.join(output_dir, c.ERRORS_FILE)
-    text = ""
-    if FileSystems.exists(path):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            text = handle.read().decode()
-    errors = sorted((json.loads(line) for line in text.splitlines() if line.strip()), key=lambda e: e["line"])
-    _write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors))
-    return errors
-
-
 def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: list[dict],
               shard_files: dict[int, dict[str, int]], seconds: float) -> dict:
     folds = {}
@@ -429,11 +401,6 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
         "counters": {WRITTEN_COUNTER: counters.get(WRITTEN_COUNTER, 0), FAILED_COUNTER: counters.get(FAILED_COUNTER, 0)},
         "elapsed_seconds": round(seconds, 3),
     }
-
-
-def _write_text(path: str, text: str) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(text.encode())
 
 
 def _print_plan(plan: IngestPlan, runner: dict, progress) -> None:

@@ -112,17 +112,34 @@ def read_row(line: int, text: str, columns: dict[str, int]) -> ClipRow | BadRow:
         return BadRow(line=line, text=text, reason=str(exc))
 
 
-def read_audio_bytes(path: str) -> bytes:
-    """The file's bytes, from any filesystem Beam knows (local, gs://…); AudioDecodeError if unreadable."""
+READ_BLOCK_BYTES = 1 << 20  # a file of unknown size is read in blocks of this, up to the limit
+
+
+def read_audio_bytes(path: str, max_bytes: int | None = None, size: int | None = None) -> bytes:
+    """The file's bytes through Beam's FileSystems (local, gs://, s3://); "file not found" when it is
+    missing. With `max_bytes`, more than that is an AudioDecodeError, having read no more than
+    max_bytes + 1: in blocks unless `size`, known from matching, says it fits."""
     try:
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            return handle.read()
+            if max_bytes is None or (size is not None and size <= max_bytes):
+                data = handle.read()
+            else:
+                buffer = bytearray()
+                while len(buffer) <= max_bytes:
+                    block = handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - len(buffer)))
+                    if not block:
+                        break
+                    buffer += block
+                data = bytes(buffer)
     except FileNotFoundError:
         raise AudioDecodeError("file not found") from None
     except Exception as exc:  # Beam wraps filesystem errors in BeamIOError / IOError
         if not FileSystems.exists(path):
             raise AudioDecodeError("file not found") from None
         raise AudioDecodeError(f"cannot read file: {exc}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise AudioDecodeError(f"file is larger than the limit of {max_bytes / 2**20:g} MB (--max-file-mb)")
+    return data
 
 
 class _DecodeClipFn(beam.DoFn):

@@ -10,8 +10,6 @@ through Model.fit on the same data and seed writes the same history, state, chec
 TensorBoard tags and resumes; and the input stall it reports is near 1 when the pipeline is slow and
 near 0 when the step is.
 """
-import csv
-import glob
 import json
 import os
 import sys
@@ -25,6 +23,7 @@ import tensorflow as tf
 from models import custom_loop, distribute, train
 from models.config import TrainConfig
 from tfdata import pipeline
+from run_files import event_tags, history_rows
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -134,19 +133,6 @@ def test_mixed_precision_trains_through_the_loop():
 
 
 # ---------------------------------------------------------------------------- train_one: loop vs fit
-def history(run_dir):
-    with open(os.path.join(run_dir, "history", "tiny.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def event_tags(log_dir):
-    tags = set()
-    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
-
-
 def train_tiny(records, run_dir, loop, epochs, capsys):
     config = TrainConfig(models=("tiny",), epochs=epochs, batch_size=4, val_fold=2, test_fold=3, augment=False,
                          shuffle_buffer=64, patience=10)
@@ -168,7 +154,7 @@ def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tone_reco
     fit_state, fit_out = train_tiny(records, tmp_path / "fit", loop=False, epochs=2, capsys=capsys)
     loop_state, loop_out = train_tiny(records, tmp_path / "loop", loop=True, epochs=2, capsys=capsys)
 
-    fit_rows, loop_rows = history(tmp_path / "fit"), history(tmp_path / "loop")
+    fit_rows, loop_rows = history_rows(tmp_path / "fit", "tiny"), history_rows(tmp_path / "loop", "tiny")
     assert list(loop_rows[0]) == list(fit_rows[0]) == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy",
                                                        "val_loss"]
     for mine, theirs in zip(loop_rows, fit_rows):  # the same training: same data order, seed, updates
@@ -195,7 +181,7 @@ def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tone_reco
     resumed, out = train_tiny(records, tmp_path / "loop", loop=True, epochs=3, capsys=capsys)
     assert "[tiny] resuming after epoch 2 of 3" in out
     assert resumed["epochs_run"] == 3 and [t["epoch"] for t in resumed["timing"]] == [1, 2, 3]
-    assert [r["epoch"] for r in history(tmp_path / "loop")] == ["0", "1", "2"]
+    assert [r["epoch"] for r in history_rows(tmp_path / "loop", "tiny")] == ["0", "1", "2"]
 
 
 # ---------------------------------------------------------------------------- input stall, both ways

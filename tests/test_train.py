@@ -1,6 +1,4 @@
 """models.train (`us8k train`): end to end on small tone records — outputs, resume, two replicas, stats."""
-import csv
-import glob
 import json
 import os
 import signal
@@ -17,6 +15,7 @@ import us8k
 from models import train
 from models.config import TrainConfig
 from tfdata import contract as c
+from run_files import event_tags, history_rows
 
 SPLIT = ["--val-fold", "2", "--test-fold", "3"]
 
@@ -31,20 +30,6 @@ def read_json(path):
         return json.load(f)
 
 
-def history_rows(run_dir, name):
-    with open(os.path.join(run_dir, "history", f"{name}.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def event_tags(log_dir):
-    tags = set()
-    for path in glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"), recursive=True):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            tags.update(v.tag for v in event.summary.value)
-    return tags
-
-
-@pytest.mark.timeout(420)
 def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_path, capsys):
     records_dir = tone_records({1: 10, 2: 10, 3: 10})
     run_dir = tmp_path / "run"
