@@ -30,7 +30,7 @@ QUICK = {
                  "--skip-memory"],
     "serving": ["--model", "tiny", "--seconds", "1", "--concurrency", "1,4"],
     "payload": ["--seconds", "8", "--repeats", "2"],
-    "quality": ["--protocol", "split", "--arms", "seed", "--seeds", "0", "--epochs", "1",
+    "quality": ["--protocol", "split", "--arms", "seed,strong", "--seeds", "0", "--epochs", "1",
                 "--clips-per-class-per-fold", "1"],  # + --work OUTPUT/bench_quality
 }
 

@@ -68,10 +68,10 @@ def run(args: argparse.Namespace) -> int:
 
         results = []
 
-        def side(label, name, *extra):
+        def side(key, label, name, *extra):
             out = os.path.join(scratch, f"out-{len(results)}")
             figures = _run_side(name, data_dir, out, *map(str, extra))
-            figures["label"] = label
+            figures.update(key=key, label=label)
             results.append(figures)
             shards = f", {figures['shards']} shards ≤ {figures['largest_shard_mb']:.1f} MB" if "shards" in figures else ""
             peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
@@ -81,21 +81,21 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(out, ignore_errors=True)
             return figures
 
-        beams = [side(f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)",
+        beams = [side("default", f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)",
                       "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner")]
-        beams.append(side("    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers, 0, "runner"))
-        beams.append(side("    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB,
+        beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers, 0, "runner"))
+        beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB,
                           "planned"))
         for mode in modes:
-            side(f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB, "runner")
-        bare_1 = side("(b) bare loop, 1 process", "bare", 1)
-        bare_w = side(f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
+            side(mode, f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB, "runner")
+        bare_1 = side("bare_1", "(b) bare loop, 1 process", "bare", 1)
+        bare_w = side("bare_w", f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
             if workers > 1 else bare_1
         if workers > 1:
             steady = dict(bare_w, seconds=bare_w["steady_seconds"])
             print(f"    {'  the same, after start-up (' + format(bare_w['startup_seconds'], '.1f') + ' s)':<50} "
                   f"{steady['rows'] / steady['seconds']:7.1f} clips/s", flush=True)
-        seed = None if args.skip_seed else side("(c) seed path: librosa load + mel + np.save, 1 process", "seed")
+        seed = None if args.skip_seed else side("seed", "(c) seed path: librosa load + mel + np.save, 1 process", "seed")
 
         def rate(figures):
             return figures["rows"] / figures["seconds"]
@@ -111,7 +111,43 @@ def run(args: argparse.Namespace) -> int:
             print(line, flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+    return _report(results, workers=workers, rows=rows)
+
+
+def _report(results: list[dict], *, workers: int, rows: int) -> dict:
+    """The sides' figures for `us8k bench all`: {"baselines", "figures", "params"} (benchmarks.report).
+    The default job against every baseline (its targets: the bare loop with as many workers, the
+    seed's path), the other jobs against the bare loop."""
+    def entry(side, what, seconds_key="seconds"):
+        return {"value": side["rows"] / side[seconds_key], "unit": "clips/s", "what": what, "load": side["load"],
+                "peak_rss_mib": side.get("peak_rss_mib")}
+
+    by_key = {r["key"]: r for r in results}
+    bare_w = by_key.get("bare_w", by_key["bare_1"])
+    baselines = {"bare_w": entry(bare_w, f"bare loop, {workers} process{'es' if workers > 1 else ''}"
+                                 + (" (incl. their start-up)" if workers > 1 else ""))}
+    if workers > 1:
+        baselines["bare_w_steady"] = entry(bare_w, f"bare loop, {workers} processes, after their start-up",
+                                           "steady_seconds")
+        baselines["bare_1"] = entry(by_key["bare_1"], "bare loop, 1 process")
+    if "seed" in by_key:
+        baselines["seed"] = entry(by_key["seed"], "seed path (librosa load + mel + np.save, 1 process)")
+    figures = {}
+    for key, side in by_key.items():
+        if key in ("bare_1", "bare_w", "seed"):
+            continue
+        what = {"default": f"Beam job ×{workers}, default", "no_cap": "Beam job, no shard cap (--shard-mb 0)",
+                "planned": "Beam job, --planned-shards"}.get(key, f"Beam job, FnApiRunner {key}")
+        for base in baselines if key == "default" else ["bare_w"]:  # the other jobs: against the bare loop only
+            target = ({"op": ">=", "ratio": TARGET_BEAM_OVER_BARE} if base == "bare_w" else
+                      {"op": ">=", "ratio": TARGET_BEAM_OVER_SEED} if base == "seed" else None)
+            figures[f"{key}_vs_{base}"] = {**entry(side, what), "baseline": base,
+                                           **({"target": target} if key == "default" and target else {})}
+    default = by_key["default"]
+    return {"baselines": baselines, "figures": figures,
+            "params": {"clips": rows, "workers": workers, "failed": default["failed"], "shards": default.get("shards"),
+                       "largest_shard_mb": round(default.get("largest_shard_mb", 0.0), 1),
+                       "job_peak_rss_mib": round(default.get("peak_rss_mib") or 0.0)}}
 
 
 def _generate(out_dir: str, clips: int) -> str:

@@ -4,8 +4,9 @@ On a synthetic set (`us8k synth --difficulty hard`, so the seed CNN is far from 
 `us8k ingest`, it trains two arms with the same commands a user types:
 
     seed     us8k train --models cnn        (the seed's recipe: Adam 1e-3, roll/placement/gain only)
-    strong   us8k train --models deep_cnn   + background mixing, mixup, SpecAugment, cosine schedule,
-                                              label smoothing, weight decay (STRONG_FLAGS)
+    strong   us8k train --models deep_cnn   + background mixing, mixup, SpecAugment, cosine schedule with
+                                              a 2-epoch warm-up, label smoothing, weight decay, patience 15
+                                              (STRONG_FLAGS: the README's real-data recipe)
 
 `--protocol cost` times each augmentation per batch against a training step. `--protocol split`: folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and
 macro-F1 as mean ± std (sample std) over the seeds. `--protocol cv`: `us8k cv` over the folds
@@ -33,7 +34,8 @@ BATCH_SIZE = 32
 SEEDS = "0,1,2"
 SEED_FLAGS = ("--models", "cnn")
 STRONG_FLAGS = ("--models", "deep_cnn", "--augment-background", "--augment-mix", "mixup", "--spec-augment",
-                "--lr-schedule", "cosine", "--label-smoothing", "0.1", "--weight-decay", "0.0001")
+                "--lr-schedule", "cosine", "--warmup-epochs", "2", "--label-smoothing", "0.1", "--weight-decay", "0.0001",
+                "--patience", "15")
 ARMS = {"seed": SEED_FLAGS, "strong": STRONG_FLAGS}
 
 
@@ -224,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
               f"{cost['load_average']:.1f}):\n\n| What | s per batch |\n|---|---|")
         for name, seconds in cost["seconds_per_batch"].items():
             print(f"| {name} | {seconds:.4f} |")
-        return 0
+        return _cost_report(cost)
     if args.protocol in ("split", "both"):
         result["split"] = run_split(work, args, arms)
         path.write_text(json.dumps(result, indent=2))
@@ -235,7 +237,45 @@ def run(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(result, indent=2))
     print(table(result), flush=True)
     print(f"Results: {path}", flush=True)
-    return 0
+    return _report(result, arms)
+
+
+def _report(result: dict, arms) -> dict:
+    """For `us8k bench all` (benchmarks.report): each arm's mean test accuracy and macro-F1 against the
+    seed arm's of the same protocol; the strong arm's target is to beat it (ratio ≥ 1)."""
+    stored = {"split": {"accuracy": "test_accuracy", "macro_f1": "test_macro_f1"},  # quality.json's keys
+              "cv": {"accuracy": "accuracy", "macro_f1": "macro_f1"}}
+    baselines, figures = {}, {}
+    for protocol in ("split", "cv"):
+        if protocol not in result:
+            continue
+        for metric, key in stored[protocol].items():
+            base_key = f"{protocol}_seed_{metric}"
+            for arm in arms:
+                r = result[protocol]["arms"].get(arm)
+                if r is None:
+                    continue
+                entry = {"value": r[f"{key}_mean"], "std": r[f"{key}_std"], "unit": "",
+                         "what": f"{protocol}: {arm} arm, test {metric.replace('_', '-')} mean"}
+                if arm == "seed":
+                    baselines[base_key] = entry
+                else:
+                    figures[f"{protocol}_{arm}_{metric}"] = {**entry, "baseline": base_key,
+                                                             "target": {"op": ">=", "ratio": 1.0}}
+    params = {p: {"clips_per_class_per_fold": result[p]["clips_per_class_per_fold"], "epochs": result[p]["epochs"]}
+              for p in ("split", "cv") if p in result}
+    return {"baselines": baselines, "figures": figures, "params": params}
+
+
+def _cost_report(cost: dict) -> dict:
+    """For `us8k bench all`: each augmentation's seconds per batch against one seed-CNN training step."""
+    per_batch = cost["seconds_per_batch"]
+    return {"baselines": {"cnn_step": {"value": per_batch["cnn training step"], "unit": "s/batch",
+                                       "what": "cnn training step"}},
+            "figures": {name: {"value": seconds, "unit": "s/batch", "baseline": "cnn_step", "what": name,
+                               "lower_is_better": True}
+                        for name, seconds in per_batch.items() if name != "cnn training step"},
+            "params": {"batch_size": cost["batch_size"], "repeats": cost["repeats"]}}
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ exit status, and the report says so; nothing is parsed from its output):
 
     {"baselines": {KEY: {"value": v, "unit": "clips/s", "what": "…"}},
      "figures":   {KEY: {"value": v, "unit": "clips/s", "baseline": BASELINE_KEY, "what": "…",
-                         "lower_is_better": False}},
+                         "lower_is_better": False, "target": {"op": ">=", "ratio": 0.8}}},
      "params":    {…sizes and settings…}}
 
 Every figure is reported as the ratio value / baseline value, both measured in the same run (so a
-loaded machine moves both). The report also holds the machine (CPU model, cores, memory), the
+loaded machine moves both); a figure with a target (op ">=" or "<=" on the ratio) is marked met or
+missed. The report also holds the machine (CPU model, cores, memory), the
 package versions, the date and the load average before and after the whole run.
 """
 from __future__ import annotations
@@ -65,8 +66,17 @@ def with_ratios(result) -> dict:
     for key, figure in result.get("figures", {}).items():
         base = baselines.get(figure.get("baseline"), {}).get("value")
         ratio = figure["value"] / base if base else None
-        figures[key] = {**figure, "ratio": ratio}
+        figures[key] = {**figure, "ratio": ratio, "met": target_met(figure.get("target"), ratio)}
     return {**result, "figures": figures}
+
+
+def target_met(target, ratio) -> bool | None:
+    """Whether `ratio` meets `target` ({"op": ">=" | "<=", "ratio": x}); None: no target or no ratio."""
+    if not target or ratio is None:
+        return None
+    if target["op"] not in (">=", "<="):
+        raise ValueError(f"unknown target op {target['op']!r}")
+    return ratio >= target["ratio"] if target["op"] == ">=" else ratio <= target["ratio"]
 
 
 def build(results: dict, *, quick: bool, load_before, load_after, started: str, seconds: float) -> dict:
@@ -87,6 +97,12 @@ def markdown(report: dict) -> str:
              + f"; {report['seconds']:.0f} s in all", "",
              "Every ratio is the figure over its baseline, both measured in this run "
              "(for a figure where lower is better, a ratio below 1 is the improvement).", ""]
+    verdicts = [(name, f.get("what", key), f["met"]) for name, r in report["benchmarks"].items()
+                for key, f in (r.get("figures") or {}).items() if f.get("met") is not None]
+    if verdicts:
+        missed = [f"{name}: {what}" for name, what, met in verdicts if not met]
+        lines += [f"Targets: {len(verdicts) - len(missed)} of {len(verdicts)} met"
+                  + (f"; missed: {'; '.join(missed)}." if missed else "."), ""]
     for name, result in report["benchmarks"].items():
         lines.append(f"## {name}")
         if result.get("error"):
@@ -95,20 +111,32 @@ def markdown(report: dict) -> str:
         if result.get("figures") is None:
             lines += [f"No figures: {result.get('note')}.", ""]
             continue
-        lines += ["| figure | value | baseline | baseline value | ratio |", "|---|---|---|---|---|"]
+        lines += ["| figure | value | baseline | baseline value | ratio | target |", "|---|---|---|---|---|---|"]
         baselines = result.get("baselines", {})
         for key, f in result["figures"].items():
             base = baselines.get(f.get("baseline"), {})
             ratio = f"{f['ratio']:.2f}×" if f.get("ratio") is not None else "–"
             better = " (lower is better)" if f.get("lower_is_better") else ""
-            lines.append(f"| {f.get('what', key)}{better} | {f['value']:,.1f} {f.get('unit', '')} | "
-                         f"{base.get('what', f.get('baseline'))} | {base.get('value', float('nan')):,.1f} "
-                         f"{base.get('unit', '')} | {ratio} |")
+            target = f.get("target")
+            verdict = "–" if not target else (f"{target['op'].replace('>=', '≥').replace('<=', '≤')} "
+                                              f"{target['ratio']:g}×: "
+                                              + {True: "**met**", False: "**missed**", None: "no ratio"}[f.get("met")])
+            lines.append(f"| {f.get('what', key)}{better} | {_number(f['value'], f.get('unit'))} | "
+                         f"{base.get('what', f.get('baseline'))} | {_number(base.get('value'), base.get('unit'))} | "
+                         f"{ratio} | {verdict} |")
         if result.get("params"):
             lines.append("")
             lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in result["params"].items()))
         lines.append("")
     return "\n".join(lines)
+
+
+def _number(value, unit=None) -> str:
+    """1,234.5 for figures above 10, three significant digits below (accuracies, seconds per batch)."""
+    if value is None:
+        return "–"
+    text = f"{value:,.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return f"{text} {unit}" if unit else text
 
 
 def write(report: dict, output_dir) -> tuple[Path, Path]:

@@ -241,7 +241,7 @@ def _loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
 
 
-def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> None:
+def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> dict:
     server = _Server(export_dir, args.max_batch, args.batch_timeout_ms, work / "server-soak.log")
     try:
         load_before = _loadavg()
@@ -271,6 +271,12 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> N
     print(f"  server memory (RSS): {start_mb:.0f} MB after the warm-up, {end_mb:.0f} MB at the end "
           f"({(end_mb - start_mb) / start_mb * 100:+.1f} %); every {SOAK_SAMPLE_SECONDS:g} s: "
           f"{', '.join(f'{m:.0f}' for m in samples)} MB", flush=True)
+    return {"baselines": {"rss_start": {"value": start_mb, "unit": "MB", "what": "server RSS after the warm-up"}},
+            "figures": {"rss_end": {"value": end_mb, "unit": "MB", "baseline": "rss_start", "lower_is_better": True,
+                                    "what": f"server RSS after {args.soak:g} s at concurrency {concurrency}",
+                                    "samples_mb": samples}},
+            "params": {"soak_seconds": args.soak, "concurrency": concurrency, "answered": len(latencies),
+                       "errors": errors, "rps": len(latencies) / elapsed}}
 
 
 def _worst_case_bodies() -> dict[str, tuple[bytes, str]]:
@@ -389,6 +395,36 @@ def _worst_case(export_dir: Path, args, work: Path) -> None:
               f"{f'{t_in:.2f} + {t_model:.2f} + {t_out:.2f} = {t_in + t_model + t_out:.2f}':>32}", flush=True)
 
 
+TARGET_THROUGHPUT = 0.7  # endpoint at the top concurrency, batching on / the bare model's batch limit
+TARGET_LATENCY = 1.5  # endpoint p50 at concurrency 1 / bare decode + forward
+
+
+def _report(results: dict, *, limit: float, limit_before: float, limit_after: float, single: float, args,
+            description: str) -> dict:
+    """The runs' figures for `us8k bench all`: {"baselines", "figures", "params"} (benchmarks.report)."""
+    top = max(c for _, c in results)
+    baselines = {"limit": {"value": limit, "unit": "clips/s",
+                           "what": f"bare model, batch {args.max_batch} (higher of before/after the runs)"},
+                 "single": {"value": single * 1e3, "unit": "ms", "what": "bare decode + 1-clip forward, p50"}}
+    figures = {}
+    for (max_batch, concurrency), (rate, p50, p99, errors, per_call) in results.items():
+        batching = "on" if max_batch > 1 else "off"
+        extra = {"p99_ms": p99 * 1e3, "errors": errors, "clips_per_call": per_call}
+        figures[f"rps_batching_{batching}_c{concurrency}"] = {
+            "value": rate, "unit": "req/s", "baseline": "limit", **extra,
+            "what": f"endpoint, batching {batching}, {concurrency} client{'s' if concurrency > 1 else ''}",
+            **({"target": {"op": ">=", "ratio": TARGET_THROUGHPUT}} if max_batch > 1 and concurrency == top else {})}
+        if concurrency == 1:
+            figures[f"p50_batching_{batching}_c1"] = {
+                "value": p50 * 1e3, "unit": "ms", "baseline": "single", "lower_is_better": True, **extra,
+                "what": f"endpoint p50, one WAV, batching {batching}, 1 client",
+                "target": {"op": "<=", "ratio": TARGET_LATENCY}}
+    return {"baselines": baselines, "figures": figures,
+            "params": {"model": description, "seconds": args.seconds, "max_batch": args.max_batch,
+                       "batch_timeout_ms": args.batch_timeout_ms, "limit_before": round(limit_before, 1),
+                       "limit_after": round(limit_after, 1)}}
+
+
 def run(args) -> int:
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     work = Path(tempfile.mkdtemp(prefix="us8k-bench-serving-"))
@@ -402,8 +438,7 @@ def run(args) -> int:
         if args.soak is not None:
             if not 0 < args.soak < float("inf"):
                 raise SystemExit("us8k bench serving: error: --soak must be a positive number of seconds")
-            _soak(export_dir, wav, args, max(levels), work)
-            return 0
+            return _soak(export_dir, wav, args, max(levels), work)
         if args.worst_case:
             _worst_case(export_dir, args, work)
             return 0
@@ -427,7 +462,8 @@ def run(args) -> int:
                 finally:
                     clips, calls = server.stop()
                 rate = len(latencies) / elapsed
-                results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5))
+                results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
+                                                     errors, clips / max(calls, 1))
                 print(f"  {label:<16}{concurrency:>8}{rate:>9.1f}{_percentile(latencies, 0.5) * 1e3:>9.1f}"
                       f"{_percentile(latencies, 0.99) * 1e3:>9.1f}{clips / max(calls, 1):>12.1f}{errors:>8}", flush=True)
         limit_after = bare.limit()
@@ -437,14 +473,15 @@ def run(args) -> int:
         top = max(levels)
         if (args.max_batch, top) in results:
             ratio = results[(args.max_batch, top)][0] / limit
-            print(f"  endpoint@{top} with batching / limit: {ratio:.2f}×  (target ≥ 0.7×)")
+            print(f"  endpoint@{top} with batching / limit: {ratio:.2f}×  (target ≥ {TARGET_THROUGHPUT}×)")
         if (1, 1) in results:
             print(f"  p50 one WAV, 1 client, batching off / bare decode + forward: "
-                  f"{results[(1, 1)][1] / single:.2f}×  (target ≤ 1.5×)")
+                  f"{results[(1, 1)][1] / single:.2f}×  (target ≤ {TARGET_LATENCY}×)")
         if (args.max_batch, 1) in results:
             print(f"  p50 one WAV, 1 client, batching on  / bare decode + forward: "
-                  f"{results[(args.max_batch, 1)][1] / single:.2f}×  (target ≤ 1.5×)")
-        return 0
+                  f"{results[(args.max_batch, 1)][1] / single:.2f}×  (target ≤ {TARGET_LATENCY}×)")
+        return _report(results, limit=limit, limit_before=limit_before, limit_after=limit_after, single=single,
+                       args=args, description=bare.description)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,32 +1,84 @@
-"""`us8k bench all`'s report: a real (quick) run of the payload benchmark through the CLI, and the
-report's ratios, machine and load figures. The other benchmarks are skipped here (minutes each)."""
+"""`us8k bench all`'s report: a real (quick) run of the ingest, serving and payload benchmarks
+through the CLI, and the report's ratios, targets, machine and load figures. The benchmarks that
+train or time TensorFlow for minutes (frontend, pipeline, label, quality) are skipped here; the
+quality benchmark's figures are checked on a quality.json of the shape its runs write."""
 import json
 
 import pytest
 
 import us8k
-from benchmarks import report
+from benchmarks import quality, report
 
 pytestmark = pytest.mark.timeout(180)
 
 
+def _check_ratios(result: dict, name: str) -> None:
+    assert result["figures"], f"{name} returned no figures"
+    for key, figure in result["figures"].items():
+        base = result["baselines"][figure["baseline"]]["value"]
+        assert base > 0 and figure["value"] > 0, (name, key)
+        assert figure["ratio"] == pytest.approx(figure["value"] / base), (name, key)
+        assert figure["met"] == report.target_met(figure.get("target"), figure["ratio"]), (name, key)
+
+
+@pytest.mark.timeout(420)
 def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
-    skip = "ingest,label,frontend,pipeline,serving,quality"
+    skip = "label,frontend,pipeline,quality"
     assert us8k.main(["bench", "all", "--quick", "--skip", skip, "--output", str(tmp_path)]) == 0
     assert "us8k bench all: wrote" in capsys.readouterr().out
     data = json.loads((tmp_path / report.JSON_FILE).read_text())
     assert data["quick"] is True and data["skipped"] == skip.split(",")
-    assert set(data["benchmarks"]) == {"payload"}
+    assert set(data["benchmarks"]) == {"ingest", "serving", "payload"}
     assert data["machine"]["cores"] >= 1 and data["machine"]["memory_gib"] > 0
     assert len(data["load_average_before"]) == 3 and len(data["load_average_after"]) == 3
     assert "numpy" in data["versions"]
-    payload = data["benchmarks"]["payload"]
-    for key, figure in payload["figures"].items():
-        base = payload["baselines"][figure["baseline"]]["value"]
-        assert figure["ratio"] == pytest.approx(figure["value"] / base), key
+    for name, result in data["benchmarks"].items():
+        _check_ratios(result, name)
+    payload, ingest, serving = (data["benchmarks"][n] for n in ("payload", "ingest", "serving"))
     assert payload["figures"]["pcm_bytes"]["ratio"] < 1  # the PCM body is smaller than JSON floats
+    # the ingest job wrote every quick clip; its targets are against the bare loop (seed skipped here)
+    assert ingest["params"]["clips"] == 100 and ingest["params"]["failed"] == 0
+    assert ingest["figures"]["default_vs_bare_w"]["target"] == {"op": ">=", "ratio": 0.8}
+    assert "seed" not in ingest["baselines"]
+    # serving: every run answered without errors; the top concurrency with batching carries the target
+    assert all(f["errors"] == 0 for f in serving["figures"].values())
+    assert serving["figures"]["rps_batching_on_c4"]["target"]["op"] == ">="
+    assert serving["figures"]["p50_batching_off_c1"]["lower_is_better"] is True
     md = (tmp_path / report.MARKDOWN_FILE).read_text()
     assert md.startswith("# us8k bench all") and "## payload" in md and "| PCM windows body" in md
+    assert "## ingest" in md and "## serving" in md and "| target |" in md and "Targets: " in md
+    verdicts = [f["met"] for r in data["benchmarks"].values() for f in r["figures"].values() if f["met"] is not None]
+    assert f"Targets: {sum(verdicts)} of {len(verdicts)} met" in md
+
+
+def test_targets_are_met_by_their_side():
+    assert report.target_met({"op": ">=", "ratio": 0.8}, 0.8) is True
+    assert report.target_met({"op": ">=", "ratio": 0.8}, 0.79) is False
+    assert report.target_met({"op": "<=", "ratio": 1.5}, 1.2) is True
+    assert report.target_met({"op": "<=", "ratio": 1.5}, 1.6) is False
+    assert report.target_met(None, 2.0) is None and report.target_met({"op": ">=", "ratio": 1}, None) is None
+    with pytest.raises(ValueError, match="unknown target op"):
+        report.target_met({"op": ">", "ratio": 1}, 2.0)
+
+
+def test_quality_figures_are_the_strong_arm_against_the_seed_arm():
+    runs = [{"test_accuracy": a} for a in (0.5, 0.6)]
+    result = {"split": {"clips_per_class_per_fold": 16, "epochs": 30, "arms": {
+        "seed": {"runs": runs, "test_accuracy_mean": 0.55, "test_accuracy_std": 0.07,
+                 "test_macro_f1_mean": 0.5, "test_macro_f1_std": 0.05},
+        "strong": {"runs": runs, "test_accuracy_mean": 0.6, "test_accuracy_std": 0.1,
+                   "test_macro_f1_mean": 0.45, "test_macro_f1_std": 0.1}}},
+        "cv": {"clips_per_class_per_fold": 3, "epochs": 8, "arms": {
+            "seed": {"accuracy_mean": 0.3, "accuracy_std": 0.1, "macro_f1_mean": 0.2, "macro_f1_std": 0.1},
+            "strong": {"accuracy_mean": 0.2, "accuracy_std": 0.1, "macro_f1_mean": 0.1, "macro_f1_std": 0.1}}}}
+    built = report.with_ratios(quality._report(result, ["seed", "strong"]))
+    figures = built["figures"]
+    assert set(figures) == {"split_strong_accuracy", "split_strong_macro_f1", "cv_strong_accuracy", "cv_strong_macro_f1"}
+    assert figures["split_strong_accuracy"]["ratio"] == pytest.approx(0.6 / 0.55)
+    assert figures["split_strong_accuracy"]["met"] is True and figures["split_strong_macro_f1"]["met"] is False
+    assert figures["cv_strong_accuracy"]["met"] is False
+    assert built["params"] == {"split": {"clips_per_class_per_fold": 16, "epochs": 30},
+                               "cv": {"clips_per_class_per_fold": 3, "epochs": 8}}
 
 
 def test_a_benchmark_without_figures_is_reported_as_such():
