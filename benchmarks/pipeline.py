@@ -4,7 +4,8 @@
    training mode (shuffle, batched parse, augmentation), iterating batches with no model.
 2. Model: examples/s one training step of build_model(MODEL) consumes on this CPU (a compiled
    `train_on_batch` on one fixed batch, after warm-up) and `fit` fed by the pipeline; the same step
-   XLA-compiled (`us8k train --xla`) and under the mixed_float16 policy (`--mixed-precision`).
+   XLA-compiled (`us8k train --xla`) and, with --mixed-precision, under the mixed_float16 policy
+   (off by default: on a CPU that step is very slow, see --help).
 3. The ratio pipeline / step (target ≥ 10×: the input side is then not what limits training).
 4. Peak memory (max RSS) of a short `us8k train` run on demo-sized data, in a subprocess.
 Figures only; the machine is shared, so re-run before relying on one.
@@ -147,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=MODEL, help="architecture whose training step is timed")
     parser.add_argument("--steps", type=int, default=TRAIN_STEPS, help="training steps timed")
     parser.add_argument("--skip-memory", action="store_true", help="skip the training-memory subprocess")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="also time the step under mixed_float16 (slow on a CPU: float16 convolutions have no "
+                             "fast CPU kernels; the cnn's 10 steps took over 8 minutes here)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
         ratio = rates["training (shuffle + augment)"] / stock
         print(f"Ratio pipeline / training step: {ratio:,.1f}x (target >= {TARGET_PIPELINE_OVER_STEP:g}x)", flush=True)
         variants = {}
-        for key, flag, kwargs in (("step_xla", "--xla", {"xla": True}),
-                                  ("step_mixed_precision", "--mixed-precision", {"mixed_precision": True})):
+        timed = [("step_xla", "--xla", {"xla": True})]
+        if args.mixed_precision:
+            timed.append(("step_mixed_precision", "--mixed-precision", {"mixed_precision": True}))
+        for key, flag, kwargs in timed:
             variants[key] = (flag, step_rate(args.model, args.batch_size, args.steps, **kwargs)[0])
             print(f"Model {args.model}, {flag}: train step {variants[key][1]:8,.1f} examples/s "
                   f"({variants[key][1] / stock:.2f}x stock)", flush=True)

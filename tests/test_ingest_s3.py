@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import boto3
 import pytest
 import tensorflow as tf
 
@@ -20,44 +19,25 @@ from tfdata import contract as c
 from tfdata import records
 from tfdata.synth import generate_dataset
 
+from moto_s3 import CLEAN_AWS_ENV, REGION, s3_server, upload_tree
+
 pytestmark = pytest.mark.timeout(240)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "us8k-ingest"
-REGION = "us-east-1"
 FOLDS = (1, 2)
 CORRUPT = 1
 SHARD_RECORDS = 4  # a fold's 10 clips → at least 3 shards
-CLEAN_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on loopback with the synthetic dataset uploaded; yields (url, client, local root)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as env:
-        for name in CLEAN_AWS_ENV:
-            env.delenv(name, raising=False)
-        env.setenv("AWS_CONFIG_FILE", os.devnull)
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        client = boto3.client("s3", endpoint_url=url, region_name=REGION,
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        client.create_bucket(Bucket=BUCKET)
+    with s3_server(BUCKET) as (url, client):
         root = str(tmp_path_factory.mktemp("us8k"))
         generate_dataset(root, clips_per_class_per_fold=1, folds=FOLDS, corrupt=CORRUPT, progress=None)
-        for directory, _, files in os.walk(root):
-            for name in files:
-                path = os.path.join(directory, name)
-                client.upload_file(path, BUCKET, "UrbanSound8K/" + os.path.relpath(path, root))
+        upload_tree(client, BUCKET, root, "UrbanSound8K")
         yield url, client, root
-    server.stop()
 
 
 def keys(client, prefix):

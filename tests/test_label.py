@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tarfile
 
-import boto3
 import httpx
 import numpy as np
 import pytest
@@ -28,6 +27,8 @@ from beam import label_model
 from tfdata import contract as c
 from tfdata.synth import SynthConfig, generate_dataset, render_clip
 from tfdata.windowing import window_count
+
+from moto_s3 import s3_server, upload_tree
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,8 +46,7 @@ NO_CREDENTIALS = {"GOOGLE_APPLICATION_CREDENTIALS": os.devnull, "CLOUDSDK_CONFIG
                   "NO_GCE_CHECK": "true"}
 EXPECTED_STEPS = ["MatchFiles", "ReadFiles", "Decode", "RunInference", "Format", "WritePredictions",
                   "InferenceErrors", "AllErrors", "ErrorsToJson", "WriteErrors"]
-CLEAN_AWS_ENV = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+BUCKET = "us8k-label"
 
 
 def read_jsonl(path):
@@ -251,38 +251,16 @@ def test_cli_errors_are_one_line(tiny_export, tmp_path):
 
 # ------------------------------------------------------------------------------------ s3://
 @pytest.fixture
-def s3(tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as env:
-        for name in CLEAN_AWS_ENV:
-            env.delenv(name, raising=False)
-        env.setenv("AWS_CONFIG_FILE", os.devnull)
-        env.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        client = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        client.create_bucket(Bucket="us8k-label")
-        yield url, client
-    server.stop()
-
-
-def upload_tree(client, local_dir, prefix):
-    for directory, _, names in os.walk(local_dir):
-        for name in names:
-            path = os.path.join(directory, name)
-            client.upload_file(path, "us8k-label", prefix + "/" + os.path.relpath(path, local_dir).replace(os.sep, "/"))
+def s3():
+    with s3_server(BUCKET) as server:
+        yield server
 
 
 def test_s3_input_model_and_output(s3, collection, tiny_export, labelled):
     url, client = s3
     fold1 = collection / c.AUDIO_DIR / "fold1"
-    upload_tree(client, fold1, "recordings")
-    upload_tree(client, tiny_export, "export")  # model/1/ + metadata.json: loaded from a local copy
+    upload_tree(client, BUCKET, fold1, "recordings")
+    upload_tree(client, BUCKET, tiny_export, "export")  # model/1/ + metadata.json: loaded from a local copy
     options = [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
                "--s3_region_name=us-east-1", "--direct_num_workers=2"]
     summary = label.run_label("s3://us8k-label/recordings", "s3://us8k-label/export", "s3://us8k-label/labels",
