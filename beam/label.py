@@ -63,7 +63,7 @@ import time
 from typing import NamedTuple
 
 # beam.pipeline first: it filters Beam's import-time notices before apache_beam is imported.
-from beam.pipeline import describe_job, describe_runner, dry_run_requested, pipeline_options
+from beam.pipeline import describe_runner, dry_run_job, dry_run_requested, pipeline_options
 
 
 def _not_resource_module_notice(record: logging.LogRecord) -> bool:
@@ -429,7 +429,8 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
             raise LabelError(str(exc)) from None
     _print_plan(plan, runner, location, None if location is None else config.threshold, progress)
     if dry_run:
-        return _dry_run(plan, options, progress)
+        return dry_run_job("us8k label", build_pipeline, plan, options,
+                           f"nothing read from {plan.input} or {plan.model}, nothing written to {plan.output_dir}", progress)
 
     _clear_previous_output(plan.output_dir)
     result = jobio.run_pipeline(options, build_pipeline, plan, LabelError)
@@ -466,18 +467,6 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
     progress(f"  predictions: {FileSystems.join(plan.output_dir, PREDICTIONS_FILE)}; "
              f"summary: {FileSystems.join(plan.output_dir, SUMMARY_FILE)}")
     return summary
-
-
-def _dry_run(plan: LabelPlan, options, progress) -> dict:
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, plan)
-    job = describe_job(pipeline.run())
-    progress(f"us8k label: dry run: job {job['job_name'] or '(local)'} built and not submitted; "
-             f"nothing read from {plan.input} or {plan.model}, nothing written to {plan.output_dir}")
-    progress(f"  steps: {', '.join(job['steps'])}")
-    for name, path in sorted(job["staged"].items()):
-        progress(f"  staged: {name} ← {path}")
-    return {"dry_run": True, **job}
 
 
 def _print_plan(plan: LabelPlan, runner: dict, location, threshold, progress) -> None:

@@ -251,7 +251,7 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
     _print_plan(plan, runner, progress)
 
     if dry_run_requested(options):
-        return _dry_run(plan, options, progress)
+        return dry_run_job("us8k ingest", build_pipeline, plan, options, f"nothing written to {plan.output_dir}", progress)
     _clear_previous_output(plan.output_dir)
     result = jobio.run_pipeline(options, build_pipeline, plan, IngestError)
 
@@ -312,12 +312,14 @@ def describe_job(result) -> dict:
     return {"job_name": job.proto.name, "steps": steps, "staged": staged}
 
 
-def _dry_run(plan: IngestPlan, options: PipelineOptions, progress) -> dict:
+def dry_run_job(command: str, build, plan, options: PipelineOptions, untouched: str, progress) -> dict:
+    """Beam's --dry_run: build the job with `build(pipeline, plan)`, run it through the runner's dry
+    run (nothing submitted), print and return `describe_job`'s summary. `untouched` says what was
+    neither read nor written, for the progress line."""
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, plan)
+    build(pipeline, plan)
     job = describe_job(pipeline.run())
-    progress(f"us8k ingest: dry run: job {job['job_name'] or '(local)'} built and not submitted; "
-             f"nothing written to {plan.output_dir}")
+    progress(f"{command}: dry run: job {job['job_name'] or '(local)'} built and not submitted; {untouched}")
     progress(f"  steps: {', '.join(job['steps'])}")
     for name, path in sorted(job["staged"].items()):
         progress(f"  staged: {name} ← {path}")

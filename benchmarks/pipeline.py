@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -127,16 +126,18 @@ def training_peak_rss(records_dir: str, run_dir: str, model_name: str, epochs: i
     command = [sys.executable, "-m", "us8k", "train", "--records", records_dir, "--output", run_dir,
                "--models", model_name, "--epochs", str(epochs), "--val-fold", "2", "--test-fold", "3",
                "--verbose", "0", "--skip-evaluate"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"us8k bench: error: training subprocess failed: {result.stderr.strip()[-500:]}")
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, max over children
-    if peak_kib <= before:
-        print("  (an earlier child process had a larger peak; this figure is an upper bound)")
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        # wait4: this child's own rusage (RUSAGE_CHILDREN would be the max over every earlier child too)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - start
+        if child.returncode != 0:
+            stderr.seek(0)
+            raise SystemExit(f"us8k bench: error: training subprocess failed: {stderr.read().strip()[-500:]}")
+    peak_kib = usage.ru_maxrss  # Linux: KiB
     return peak_kib / 1024, seconds
 
 
