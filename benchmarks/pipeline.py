@@ -144,8 +144,8 @@ def us8k_peak_rss(args: list[str]) -> tuple[float | None, float]:
     if result.returncode != 0:
         raise SystemExit(f"us8k bench: error: `us8k {args[0]}` subprocess failed: {result.stderr.strip()[-500:]}")
     reported = [line.split()[1] for line in result.stderr.splitlines() if line.startswith("VmHWM_MiB ")]
-    peak = reported[-1] if reported else "None"
-    return (None if peak == "None" else float(peak)), seconds
+    peak = float(reported[-1]) if reported and reported[-1] != "None" else None
+    return peak, seconds
 
 
 def training_peak_rss(records_dir: str, run_dir: str, model_name: str, epochs: int) -> tuple[float | None, float]:
