@@ -123,7 +123,7 @@ def fit_rate(model, records_dir: str, folds, batch_size: int) -> float:
 
 # Runs `us8k ARGS` in this child and prints the child's own VmHWM last. Neither RUSAGE_CHILDREN nor
 # wait4's rusage would do: Linux carries the spawning process's high-water RSS into the child's
-# ru_maxrss at exec (the parent here holds TensorFlow and a model: 2.7 GB read against 1.7 GB alone).
+# ru_maxrss at exec (the parent here holds TensorFlow and a model: 2.7 GB read against 1.6 GB alone).
 _PEAK_WRAPPER = """
 import runpy, sys
 sys.argv = ["us8k", *sys.argv[1:]]
