@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 # GPU machines: make install TF='tensorflow[and-cuda]==2.21.0'
 TF ?=
 STAMP := $(VENV)/.installed
+# SageMaker's training toolkits (tests/sagemaker_container.py runs them), beside the environment:
+# installed without their dependency pins (numpy<1.24), which do not matter at run time.
+TOOLKIT := $(VENV)/sagemaker-toolkit
 # The listening page's browser tests (tests/test_page.py) drive Debian's Chromium through Playwright
 # (`playwright install` downloads browsers, which cannot work here): installed when missing.
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test bench clean
-install: $(STAMP) $(CHROMIUM)
+install: $(STAMP) $(TOOLKIT)/.installed $(CHROMIUM)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
@@ -21,6 +24,11 @@ $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	US8K_TF_PACKAGE='$(TF)' $(BIN)/pip install -q -c constraints.txt -e '.[aws,gcp,test]'
 	touch $(STAMP)
+
+$(TOOLKIT)/.installed: tests/sagemaker_toolkit.txt $(STAMP)
+	rm -rf $(TOOLKIT)
+	$(BIN)/pip install -q --no-deps --target $(TOOLKIT) -r tests/sagemaker_toolkit.txt
+	touch $@
 
 demo: install
 	$(BIN)/python -m us8k demo --workdir demo_run

@@ -4,11 +4,18 @@ Runs in the SageMaker TensorFlow training container (TF 2.19, CPython 3.12) on t
 TensorFlow, Keras and numpy: the job's source_dir holds only tfdata/, models/ and a `job_entry.py`
 that calls `main()` here, and no requirements.txt, so nothing is installed over them.
 
-Inputs, as the container sets them (each also a flag, for a local run):
+Inputs, as SageMaker's training toolkit (sagemaker-training, started by the image's
+sagemaker-tensorflow-training) delivers them (each also a flag, for a local run):
   SM_CHANNEL_RECORDS   the "records" channel: fold1..fold10 TFRecord shards (+ manifest.json)
-  SM_HPS               the hyperparameters as JSON: "config" is the TrainConfig (every field, the
-                       object `TrainConfig.to_dict()` gives), "verbose" Keras's verbosity (2: one
-                       line per epoch, which the job's metric definitions parse)
+  SM_HPS               the hyperparameters, decoded, as one JSON object: "config" is the TrainConfig
+                       (`us8k launch-training` sends it as one JSON text, `TrainConfig.to_dict()`),
+                       "verbose" Keras's verbosity (2: one line per epoch, which the job's metric
+                       definitions parse). The toolkit also passes every hyperparameter as a
+                       command-line argument, but renders an object as `k=v,k=v` (values keep their
+                       own commas) and runs the command through /bin/sh with its arguments joined by
+                       spaces, unquoted (sagemaker_training.process), which strips a JSON text's
+                       quotes: neither survives. So SM_HPS is read whenever it is set, and
+                       --config/--verbose only without it (a local run)
   SM_MODEL_DIR         /opt/ml/model: the export (model/1/ + metadata.json) → model.tar.gz
   SM_OUTPUT_DATA_DIR   /opt/ml/output/data: the report, selection, config, calibration, history
                        → output.tar.gz
@@ -16,6 +23,10 @@ Inputs, as the container sets them (each also a flag, for a local run):
                        directory itself, synced to checkpoint_s3_uri while the job runs. A spot job
                        that is interrupted restarts with it restored, and `us8k train`'s resume
                        continues from RUN/checkpoints/<model>/last.keras.
+  --tensorboard-dir    /opt/us8k/tensorboard (TensorBoardOutputConfig's LocalPath): the chief's
+                       TensorBoard logs, synced to OUTPUT/NAME/tensorboard while the job runs.
+                       CreateTrainingJob refuses a LocalPath under /opt/ml, /tmp or
+                       /usr/local/nvidia (reported by the SDK's users; no emulator checks it)
   TF_CONFIG            the cluster under multi_worker_mirrored_strategy (models.distribute): only
                        the chief writes the run, the export and the report; every other worker
                        trains in a temporary directory, prints its final weights' digest and
@@ -40,7 +51,10 @@ if __package__ in (None, ""):  # run as a script (python models/job_entry.py): t
     sys.path.insert(0, _here if os.path.isdir(os.path.join(_here, "models")) else os.path.dirname(_here))
 
 CHANNEL = "records"  # the training job's input channel: SM_CHANNEL_RECORDS
-CHECKPOINT_DIR = "/opt/ml/checkpoints"
+CHECKPOINT_DIR = "/opt/ml/checkpoints"  # the estimator's checkpoint_local_path
+TENSORBOARD_DIR = "/opt/us8k/tensorboard"  # TensorBoardOutputConfig's LocalPath (not under a reserved path)
+RESERVED_LOCAL_PATHS = ("/opt/ml", "/tmp", "/usr/local/nvidia")  # CreateTrainingJob refuses a TensorBoard
+                                                                   # LocalPath starting with one of these
 CONFIG_HYPERPARAMETER = "config"
 VERBOSE_HYPERPARAMETER = "verbose"
 OUTPUT_FILES = ("config.json", "selection.json", "calibration.json", "normalization.json")
@@ -86,16 +100,30 @@ def config_from(value):
         raise JobError(f"hyperparameter {CONFIG_HYPERPARAMETER}: {error}") from None
 
 
+def settings(args, environ=None) -> tuple:
+    """(TrainConfig, Keras verbosity, where they came from): SM_HPS when the toolkit set it, else
+    --config/--verbose."""
+    environ = os.environ if environ is None else environ
+    if "SM_HPS" in environ:
+        hps = hyperparameters(environ)
+        config, verbose, source = hps.get(CONFIG_HYPERPARAMETER), hps.get(VERBOSE_HYPERPARAMETER), "SM_HPS"
+    else:
+        config, verbose, source = args.config, args.verbose, "the command line"
+    verbose = 2 if verbose is None else _decoded(verbose)
+    return config_from(config), verbose, source
+
+
 def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
-    """When RUN/normalization.json names these shards with other mtimes only (the channel was
-    downloaded again for a restarted job), rewrite its fingerprint; True if it did."""
+    """When RUN/normalization.json names the same shards (relative names and sizes, same manifest) with
+    other modification times or at another path (the channel was downloaded again for a restarted
+    job, on this instance: every instance has its own copy), rewrite its fingerprint; True if it did."""
     from models.config import manifest_sha256
     from models.train import NORMALIZATION_FILE, _read_json, _write_json, records_fingerprint
     from tfdata.layout import CONFIG_FILE
 
     path = os.path.join(run_dir, NORMALIZATION_FILE)
     saved = _read_json(path)
-    if not saved or os.path.abspath(saved.get("records", "")) != os.path.abspath(records_dir):
+    if not saved:
         return False
     recorded = (_read_json(os.path.join(run_dir, CONFIG_FILE)) or {}).get("records_manifest_sha256")
     if recorded and recorded != manifest_sha256(records_dir):
@@ -104,9 +132,11 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
         current = records_fingerprint(records_dir, saved["train_folds"])
     except (FileNotFoundError, KeyError):
         return False
-    if [s[:2] for s in saved.get("shards", [])] != [s[:2] for s in current] or saved["shards"] == current:
+    records_dir = os.path.abspath(records_dir)
+    if [s[:2] for s in saved.get("shards", [])] != [s[:2] for s in current] or (
+            saved["shards"] == current and saved.get("records") == records_dir):
         return False
-    _write_json(path, {**saved, "shards": current})
+    _write_json(path, {**saved, "records": records_dir, "shards": current})
     print(f"{PREFIX}: the records were downloaded again (same shards, new mtimes): resuming the run", flush=True)
     return True
 
@@ -160,9 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where the report goes (default: $SM_OUTPUT_DATA_DIR)")
     parser.add_argument("--checkpoint-dir", default=env("US8K_CHECKPOINT_DIR", CHECKPOINT_DIR),
                         help=f"the run directory, synced to checkpoint_s3_uri (default {CHECKPOINT_DIR})")
+    parser.add_argument("--tensorboard-dir", default=env("US8K_TENSORBOARD_DIR", TENSORBOARD_DIR),
+                        help=f"the chief's TensorBoard logs, synced by SageMaker (default {TENSORBOARD_DIR})")
     parser.add_argument(f"--{CONFIG_HYPERPARAMETER}", default=None,
-                        help="the TrainConfig as JSON (default: SM_HPS's \"config\", else the defaults)")
-    parser.add_argument(f"--{VERBOSE_HYPERPARAMETER}", default=None, help="Keras verbosity (default 2)")
+                        help="the TrainConfig as JSON, read when SM_HPS is not set (else SM_HPS's \"config\"; "
+                             "neither: the defaults)")
+    parser.add_argument(f"--{VERBOSE_HYPERPARAMETER}", default=None,
+                        help="Keras verbosity, read when SM_HPS is not set (default 2)")
     return parser
 
 
@@ -181,22 +215,22 @@ def _run(args) -> int:
     from models.train import (BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT, SelectionError, TrainingError,
                               train_models)
 
-    hps = hyperparameters()
     if not args.records:
         raise JobError("no records: set SM_CHANNEL_RECORDS (the job's \"records\" channel) or pass --records")
-    config = config_from(args.config if args.config is not None else hps.get(CONFIG_HYPERPARAMETER))
-    verbose = _decoded(args.verbose if args.verbose is not None else hps.get(VERBOSE_HYPERPARAMETER, 2))
+    config, verbose, source = settings(args)
     try:
         chief, (kind, index), workers = distribute.is_chief(), distribute.task(), distribute.num_workers()
     except distribute.ClusterError as error:
         raise JobError(str(error)) from None
     run_dir = os.path.abspath(args.checkpoint_dir)
-    print(f"{PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; records "
+    print(f"{PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; code "
+          f"{os.path.dirname(os.path.abspath(__file__))}; config from {source}; records "
           f"{args.records}; run {run_dir if chief else distribute.worker_dir(run_dir) + ' (temporary)'}", flush=True)
     written = distribute.prepare_dir(run_dir)  # this process's run: the run itself on the chief, else a copy
     refresh_fingerprint(written, args.records)  # (each instance downloads the channel: its own mtimes)
     try:
-        selection = train_models(args.records, run_dir, config, evaluate=chief, verbose=verbose)
+        selection = train_models(args.records, run_dir, config, evaluate=chief, verbose=verbose,
+                                 tensorboard_dir=args.tensorboard_dir)
     except (ConfigError, TrainingError, EvaluationError, SelectionError) as error:
         raise JobError(str(error)) from None
 

@@ -14,9 +14,11 @@ What the job gets:
   records         the channel "records" (SM_CHANNEL_RECORDS) from --records, --input-mode File
                   (default: copied to the instance first) or FastFile (read through a mount);
                   TensorFlow here has no s3:// filesystem, so it reads local files either way
-  hyperparameters "config": the whole TrainConfig as one JSON object (`TrainConfig.to_dict()`;
-                  the SDK sends it JSON-encoded, one string of ≈ 1 kB, under SageMaker's 2500
-                  characters per value) and "verbose": 2 (one log line per epoch)
+  hyperparameters "config": the whole TrainConfig as one JSON text (`TrainConfig.to_dict()`, ≈ 1 kB)
+                  and "verbose": 2 (one log line per epoch). The SDK JSON-encodes every value
+                  (SageMaker takes at most 2500 characters per value); in the container the
+                  toolkit decodes them into SM_HPS, which the entry point reads (the command-line
+                  arguments the toolkit also passes do not survive its /bin/sh: job_entry.py)
   distribution    --instance-count 1: none; the config's strategy ("auto") is MirroredStrategy over
                   the instance's GPUs. --instance-count > 1: {"multi_worker_mirrored_strategy":
                   {"enabled": True}}: the container sets TF_CONFIG and the run uses
@@ -28,8 +30,9 @@ What the job gets:
   checkpoints     checkpoint_s3_uri = OUTPUT/NAME/checkpoints ↔ /opt/ml/checkpoints, which is the run
                   directory itself (config.json, checkpoints/, history/, selection.json …): a spot
                   job that is interrupted resumes from its last finished epoch
-  TensorBoard     OUTPUT/NAME/tensorboard ← /opt/ml/checkpoints/tensorboard (the run's own logs;
-                  the debugger hook and profiler are off)
+  TensorBoard     OUTPUT/NAME/tensorboard ← /opt/us8k/tensorboard, where the chief writes its
+                  TensorBoard logs (CreateTrainingJob refuses a LocalPath under /opt/ml, /tmp or
+                  /usr/local/nvidia, as the SDK's users report; the debugger hook and profiler are off)
   outputs         OUTPUT/NAME/output/model.tar.gz: the export (model/1/ + metadata.json);
                   OUTPUT/NAME/output/output.tar.gz: report/, selection.json, config.json …
   metrics         metric_definitions over the per-epoch Keras lines: accuracy, loss, val_accuracy,
@@ -56,13 +59,12 @@ from pathlib import Path
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 from models.config import ConfigError, TrainConfig, read_run_config  # noqa: E402
+from models.job_entry import CHECKPOINT_DIR, RESERVED_LOCAL_PATHS, TENSORBOARD_DIR  # noqa: E402
 
 FRAMEWORK_VERSION = "2.19.0"  # newest TensorFlow training image the sagemaker 2.x SDK knows
 PY_VERSION = "py312"
 CHANNEL = "records"
 INPUT_MODES = ("File", "FastFile")
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
-TENSORBOARD_LOCAL_PATH = f"{CHECKPOINT_LOCAL_PATH}/tensorboard"  # the run's own TensorBoard directory
 ENTRY_POINT = "job_entry.py"
 SOURCE_PACKAGES = ("tfdata", "models")
 DEFAULT_JOB_PREFIX = "us8k-train"
@@ -110,13 +112,22 @@ def stage_source_dir(target: str | Path) -> Path:
 
 
 def job_hyperparameters(config: TrainConfig, verbose: int = 2) -> dict:
-    """The job's hyperparameters: the whole TrainConfig under "config", and "verbose"."""
-    hps = {"config": config.to_dict(), "verbose": verbose}
+    """The job's hyperparameters: the whole TrainConfig as one JSON text under "config", and "verbose"."""
+    hps = {"config": json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":")), "verbose": verbose}
     for name, value in hps.items():
-        if len(json.dumps(value)) > HYPERPARAMETER_LIMIT:
-            raise LaunchError(f"hyperparameter {name} is {len(json.dumps(value))} characters as JSON; "
+        sent = json.dumps(value)  # what the SDK sends for the value
+        if len(sent) > HYPERPARAMETER_LIMIT:
+            raise LaunchError(f"hyperparameter {name} is {len(sent)} characters as sent; "
                               f"SageMaker takes at most {HYPERPARAMETER_LIMIT}")
     return hps
+
+
+def check_local_path(path: str) -> str:
+    """A TensorBoard LocalPath CreateTrainingJob accepts (none under its reserved paths)."""
+    if any(path.startswith(p) for p in RESERVED_LOCAL_PATHS):  # the check as reported: a plain prefix
+        raise LaunchError(f"TensorBoard local path {path} is under a path SageMaker reserves "
+                          f"({', '.join(RESERVED_LOCAL_PATHS)})")
+    return path
 
 
 def distribution(instance_count: int) -> dict | None:
@@ -149,9 +160,10 @@ def build_estimator(*, session, source_dir: Path, role: str, instance_type: str,
         instance_count=instance_count, framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
         hyperparameters=job_hyperparameters(config), distribution=distribution(instance_count),
         model_dir=False, output_path=output, code_location=output,  # the SDK adds NAME/source/sourcedir.tar.gz
-        checkpoint_s3_uri=f"{output}/{job_name}/checkpoints", checkpoint_local_path=CHECKPOINT_LOCAL_PATH,
+        checkpoint_s3_uri=f"{output}/{job_name}/checkpoints", checkpoint_local_path=CHECKPOINT_DIR,
         tensorboard_output_config=TensorBoardOutputConfig(
-            s3_output_path=f"{output}/{job_name}/tensorboard", container_local_output_path=TENSORBOARD_LOCAL_PATH),
+            s3_output_path=f"{output}/{job_name}/tensorboard",
+            container_local_output_path=check_local_path(TENSORBOARD_DIR)),
         debugger_hook_config=False, disable_profiler=True, metric_definitions=METRIC_DEFINITIONS,
         use_spot_instances=spot, max_run=max_run, max_wait=(max_wait or max_run) if spot else None,
         volume_size=volume_size, sagemaker_session=session, base_job_name=DEFAULT_JOB_PREFIX,

@@ -432,7 +432,8 @@ def resolve_verbose(verbose) -> int:
 
 # ---------------------------------------------------------------------------- one model
 def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_ds, val_ds, mean, variance,
-              force: bool, verbose: int, steps_per_epoch: int = 1, strategy_name: str | None = None) -> dict:
+              force: bool, verbose: int, steps_per_epoch: int = 1, strategy_name: str | None = None,
+              tensorboard_dir: str | None = None) -> dict:
     """Train (or resume, or skip) one model with `config`'s epochs, learning rate, patience and seed.
 
     Labels are one-hot (or mixed, with mixup / between-class); the loss is categorical
@@ -449,7 +450,7 @@ def train_one(name: str, config: TrainConfig, *, run_dir: str, strategy, train_d
 
     model_dir = os.path.join(run_dir, CHECKPOINTS_DIR, name)
     history_path = os.path.join(run_dir, HISTORY_DIR, f"{name}.csv")
-    log_dir = os.path.join(run_dir, TENSORBOARD_DIR, name)
+    log_dir = os.path.join(tensorboard_dir or os.path.join(run_dir, TENSORBOARD_DIR), name)
     if force:
         for path in (model_dir, log_dir):
             shutil.rmtree(path, ignore_errors=True)
@@ -635,12 +636,14 @@ def write_run_config(config: TrainConfig, records_dir: str, run_dir: str) -> dic
 
 
 def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, force: bool = False,
-                 evaluate: bool = True, verbose="auto") -> dict:
+                 evaluate: bool = True, verbose="auto", tensorboard_dir: str | None = None) -> dict:
     """Train `config.models` on the records, write RUN/config.json and RUN/selection.json (+ evaluate).
 
     `config` (default `TrainConfig()`) is everything the run computes; the other arguments are
     where (records_dir, run_dir) and how it runs: `force` retrains finished models, `evaluate`
-    evaluates on the test fold afterwards, `verbose` is Keras's ("auto", 0, 1, 2). Returns the
+    evaluates on the test fold afterwards, `verbose` is Keras's ("auto", 0, 1, 2), `tensorboard_dir`
+    takes the chief's TensorBoard logs instead of RUN/tensorboard (the SageMaker job's synced path; the
+    other workers keep theirs in their temporary run directory). Returns the
     selection dict (as written), plus "report" (the evaluation) when `evaluate`."""
     import keras
 
@@ -659,6 +662,7 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
     chief = distribute.is_chief()
     run_dir = distribute.prepare_dir(run_dir)  # a worker other than the chief writes to a temporary copy
     os.makedirs(run_dir, exist_ok=True)
+    tensorboard_dir = os.path.abspath(tensorboard_dir) if tensorboard_dir and chief else None
 
     strategy_name, dist = make_strategy(config.strategy)
     workers = distribute.num_workers() if strategy_name == distribute.MULTI_WORKER else 1
@@ -700,7 +704,8 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         for name in names:
             states[name] = train_one(name, config, run_dir=run_dir, strategy=dist, train_ds=train_ds,
                                      val_ds=val_ds, mean=mean, variance=variance, force=force,
-                                     verbose=verbose, steps_per_epoch=steps_per_epoch, strategy_name=strategy_name)
+                                     verbose=verbose, steps_per_epoch=steps_per_epoch, strategy_name=strategy_name,
+                                     tensorboard_dir=tensorboard_dir)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 

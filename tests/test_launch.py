@@ -47,7 +47,7 @@ def test_launch_creates_the_training_job(moto_url, capsys):
     assert channel["ChannelName"] == "records" and channel["InputMode"] == "FastFile"
     assert channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/records"
     hps = job["HyperParameters"]
-    config = TrainConfig.from_dict(json.loads(hps["config"]))  # one hyperparameter: the TrainConfig as JSON
+    config = TrainConfig.from_dict(json.loads(json.loads(hps["config"])))  # the TrainConfig as one JSON text
     assert config == TrainConfig(models=("cnn", "crnn"), epochs=40)
     assert json.loads(hps["verbose"]) == 2
     assert json.loads(hps["sagemaker_program"]) == "job_entry.py"
@@ -56,7 +56,7 @@ def test_launch_creates_the_training_job(moto_url, capsys):
     assert job["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/runs/us8k-t1/checkpoints",
                                        "LocalPath": "/opt/ml/checkpoints"}
     assert job["TensorBoardOutputConfig"] == {"S3OutputPath": f"s3://{BUCKET}/runs/us8k-t1/tensorboard",
-                                              "LocalPath": "/opt/ml/checkpoints/tensorboard"}
+                                              "LocalPath": "/opt/us8k/tensorboard"}  # not under /opt/ml
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{BUCKET}/runs"
     assert job["EnableManagedSpotTraining"] is True
     assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
@@ -80,7 +80,7 @@ def test_launch_from_a_run_config(moto_url, tmp_path):
                                                             "spec_augment": True}}))
     assert launch("--job-name", "us8k-t2", "--config", str(run / "config.json"), "--epochs", "9") == 0
     hps = boto3.client("sagemaker").describe_training_job(TrainingJobName="us8k-t2")["HyperParameters"]
-    assert TrainConfig.from_dict(json.loads(hps["config"])) == TrainConfig(models=("deep_cnn",), epochs=9,
+    assert TrainConfig.from_dict(json.loads(json.loads(hps["config"]))) == TrainConfig(models=("deep_cnn",), epochs=9,
                                                                            spec_augment=True)
 
 
@@ -105,7 +105,7 @@ def test_several_instances_run_multi_worker_mirrored_strategy(moto_url, capsys):
     assert job["ResourceConfig"]["InstanceCount"] == 2
     hps = job["HyperParameters"]
     assert json.loads(hps["sagemaker_multi_worker_mirrored_strategy_enabled"]) is True
-    assert TrainConfig.from_dict(json.loads(hps["config"])) == TrainConfig(models=("cnn",))  # strategy "auto"
+    assert TrainConfig.from_dict(json.loads(json.loads(hps["config"]))) == TrainConfig(models=("cnn",))  # "auto"
 
 
 def test_errors_are_one_line(moto_url):
@@ -119,3 +119,31 @@ def test_errors_are_one_line(moto_url):
         us8k.main(["launch-training", "--epochs", "3"])
     with pytest.raises(SystemExit, match=r"^us8k launch-training: error: describing training job 'nope' failed"):
         us8k.main(["launch-training", "--status", "nope"])
+    with pytest.raises(SystemExit, match=r"^us8k launch-training: error: --instance-count must be ≥ 1, got 0$"):
+        launch("--instance-count", "0")
+    with pytest.raises(SystemExit, match=r"^us8k launch-training: error: invalid job name 'no_underscores'"):
+        launch("--job-name", "no_underscores")
+    with pytest.raises(SystemExit, match=r"^us8k launch-training: error: invalid job name '-x'"):
+        launch("--job-name=-x")
+
+
+def test_hyperparameters_stay_under_sagemakers_limit_as_sent():
+    """SageMaker takes at most 2,500 characters per hyperparameter value, counted as the SDK sends it
+    (JSON-encoded: a JSON text's quotes come back escaped)."""
+    from models.launch import HYPERPARAMETER_LIMIT, LaunchError, job_hyperparameters
+
+    config = TrainConfig(models=("cnn", "crnn"))
+    sent = json.dumps(job_hyperparameters(config)["config"])
+    assert len(sent) <= HYPERPARAMETER_LIMIT
+    long = TrainConfig(models=("cnn",) * 400)  # one long value: ≈ 3,200 characters as sent
+    with pytest.raises(LaunchError, match=r"hyperparameter config is \d+ characters as sent; SageMaker takes at most 2500"):
+        job_hyperparameters(long)
+
+
+def test_tensorboard_local_path_outside_the_reserved_paths():
+    from models.launch import LaunchError, check_local_path
+
+    assert check_local_path("/opt/us8k/tensorboard") == "/opt/us8k/tensorboard"
+    for refused in ("/opt/ml/checkpoints/tensorboard", "/opt/ml", "/tmp/tb", "/usr/local/nvidia/x", "/opt/mlx"):
+        with pytest.raises(LaunchError, match="SageMaker reserves"):
+            check_local_path(refused)

@@ -1,15 +1,17 @@
-"""The job's entry point under MultiWorkerMirroredStrategy: two real TensorFlow worker processes on
-loopback, each with its own SM_* directories as on two instances, TF_CONFIG as the SageMaker
-container sets it for multi_worker_mirrored_strategy (workers only: worker 0 is the chief).
+"""The job under MultiWorkerMirroredStrategy as SageMaker starts it on two instances: `us8k
+launch-training --instance-count 2` creates the job on the AWS emulator, and on each "instance" (its
+own SAGEMAKER_BASE_DIR tree) SageMaker's training toolkits start the entry point
+(tests/sagemaker_container.py): the toolkit builds TF_CONFIG itself (workers only: worker 0 is the
+chief); the test changes only its ports, since both instances share this machine's loopback.
 
 Both must finish, their final weights must agree bit for bit (synchronous all-reduce: every update
-is the same), and only the chief may leave outputs: the export, the report and the run directory
-(checkpoints, history, TensorBoard). The other worker's model, output and checkpoint directories
-stay empty and its temporary run directory is gone. Training there is TensorFlow's custom training
-loop (`models.custom_loop`; Keras 3's Model.fit does not run under MWMS, keras-team/keras#20585):
-the run records it, with the same history columns, state.json and TensorBoard scalars as fit gives.
-Then the job is restarted as a spot job would be (both instances get the chief's checkpoints back)
-with one more epoch: both workers resume from epoch 1 and still agree.
+is the same), and only the chief may leave outputs: the export, the report, the run directory
+(checkpoints, history) and the TensorBoard logs. The other worker's model, output, checkpoint and
+TensorBoard directories stay empty and its temporary run directory is gone. Training there is
+TensorFlow's custom training loop (`models.custom_loop`; Keras 3's Model.fit does not run under MWMS,
+keras-team/keras#20585): the run records it, with the same history columns, state.json and
+TensorBoard scalars as fit gives. Then the job is restarted as a spot job would be (both instances get
+the chief's checkpoints back) with one more epoch: both workers resume from epoch 1 and still agree.
 The cluster logic itself (TF_CONFIG, chief, worker directories) is tested directly below.
 """
 import csv
@@ -18,17 +20,23 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import time
 
+import boto3
 import pytest
 
-from models.launch import stage_source_dir
+import moto_sagemaker
+import sagemaker_container
+import us8k
 
 pytestmark = pytest.mark.timeout(600)
 
-CONFIG = {"models": ["tiny"], "epochs": 1, "batch_size": 4, "val_fold": 2, "test_fold": 3, "shuffle_buffer": 64}
+REGION = "us-east-1"
+BUCKET = "us8k-mwms"
+ROLE = "arn:aws:iam::123456789012:role/us8k-sagemaker"
+HOSTS = ("localhost", "127.0.0.1")  # two names that resolve here, as algo-1 and algo-2 do on SageMaker
+TRAINING = ["--models", "tiny", "--batch-size", "4", "--val-fold", "2", "--test-fold", "3", "--shuffle-buffer", "64"]
 
 
 def free_ports(count):
@@ -41,43 +49,42 @@ def free_ports(count):
     return ports
 
 
-def run_cluster(base, records, source, config, restore_from=None):
-    """Two job processes (worker 0 the chief), each with its own SM_* directories under base/algo-N;
-    `restore_from` (a run directory) is copied into every instance's checkpoint directory first, as
-    SageMaker restores checkpoint_s3_uri on each instance of a restarted job."""
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+def launch(name, epochs):
+    assert us8k.main(["launch-training", "--records", f"s3://{BUCKET}/records", "--output", f"s3://{BUCKET}/runs",
+                      "--role", ROLE, "--instance-type", "ml.m5.xlarge", "--instance-count", "2", "--job-name",
+                      name, "--epochs", str(epochs), *TRAINING]) == 0
+    return boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+
+
+def run_cluster(base, described, s3, restore_from=None):
+    """The toolkit on two instance trees base/algo-1, base/algo-2; `restore_from` (a run directory) is
+    copied into every instance's checkpoint directory first, as SageMaker restores checkpoint_s3_uri on
+    each instance of a restarted job."""
+    ports = free_ports(2)
     processes, hosts = [], []
-    for index in range(2):
-        host = base / f"algo-{index + 1}"
-        tmp = host / "tmp"
-        tmp.mkdir(parents=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PYTHONPATH"))}
-        env.update(TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index},
-                                         "environment": "cloud"}),
-                   SM_CHANNEL_RECORDS=str(records), SM_MODEL_DIR=str(host / "model"),
-                   SM_OUTPUT_DATA_DIR=str(host / "data"), US8K_CHECKPOINT_DIR=str(host / "checkpoints"),
-                   SM_HPS=json.dumps({"config": config, "verbose": 2}), TMPDIR=str(tmp), TF_CPP_MIN_LOG_LEVEL="2")
-        for name in ("model", "data"):
-            (host / name).mkdir()  # SageMaker creates them on every instance
+    for index, host_name in enumerate(HOSTS):
+        host = sagemaker_container.container_tree(base / f"algo-{index + 1}", described, s3, hosts=HOSTS,
+                                                  current_host=host_name)
+        (host / "tmp").mkdir()
         if restore_from is None:
-            (host / "checkpoints").mkdir()
+            (host / "checkpoints").mkdir()  # SageMaker creates it on every instance
         else:
             shutil.copytree(restore_from, host / "checkpoints")
-        log = open(host / "log.txt", "w")
-        processes.append((subprocess.Popen([os.environ.get("US8K_JOB_PYTHON", sys.executable), "job_entry.py"],
-                                           cwd=source, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        processes.append(sagemaker_container.run_toolkit(
+            host, described["TrainingJobName"], checkpoints=host / "checkpoints",
+            tensorboard=host / "tensorboard-local", ports=ports, extra_env={"TMPDIR": str(host / "tmp")},
+            wait=False))
         hosts.append(host)
     started = time.monotonic()
     try:
-        codes = [p.wait(timeout=400) for p, _ in processes]
+        codes = [p.wait(timeout=400) for p in processes]
     finally:
-        for p, log in processes:
+        for p in processes:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-            log.close()
-    print(f"two-worker job, {config['epochs']} epoch(s): {time.monotonic() - started:.1f} s", file=sys.stderr)
-    logs = [(h / "log.txt").read_text() for h in hosts]
+    print(f"two-worker job: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    logs = [(h / "toolkit.log").read_text() for h in hosts]
     return {"hosts": hosts, "codes": codes, "logs": logs}
 
 
@@ -86,24 +93,39 @@ def job(tmp_path_factory, tone_records_writer):
     base = tmp_path_factory.mktemp("mwms")
     records = base / "records"
     tone_records_writer(records, {1: 16, 4: 16, 2: 8, 3: 8})  # two training shards: one file per worker
-    source = stage_source_dir(base / "source")
-    return {"base": base, "records": records, "source": source}
+    with moto_sagemaker.emulated_aws(REGION, BUCKET):
+        s3 = boto3.client("s3")
+        for path in sorted(records.rglob("*.tfrecord")):
+            s3.upload_file(str(path), BUCKET, f"records/{path.relative_to(records)}")
+        yield {"base": base, "s3": s3, "first": launch("us8k-mwms-1", 1), "second": launch("us8k-mwms-2", 2)}
 
 
 @pytest.fixture(scope="module")
 def cluster(job):
-    return run_cluster(job["base"] / "first", job["records"], job["source"], CONFIG)
+    return run_cluster(job["base"] / "instances", job["first"], job["s3"])
 
 
 @pytest.fixture(scope="module")
 def restarted(job, cluster):
-    """The job restarted with epochs 2 (a spot interruption after epoch 1): every instance gets the
-    chief's checkpoints back and downloads the records again (new modification times)."""
+    """The job restarted with epochs 2 (a spot interruption after epoch 1) on new instances: the same
+    paths, nothing of the first run's trees but the chief's checkpoints, restored on every instance,
+    and the records downloaded again (new files). Deviation: a restarted job keeps its
+    hyperparameters; a second job with 2 epochs stands in for one interrupted after epoch 1."""
     assert cluster["codes"] == [0, 0], "the first run failed"
-    for path in job["records"].rglob("*.tfrecord"):
-        os.utime(path, (path.stat().st_atime + 100, path.stat().st_mtime + 100))
-    return run_cluster(job["base"] / "restart", job["records"], job["source"], {**CONFIG, "epochs": 2},
-                       restore_from=cluster["hosts"][0] / "checkpoints")
+    saved = job["base"] / "checkpoint-s3-uri"  # what SageMaker synced to checkpoint_s3_uri
+    shutil.copytree(cluster["hosts"][0] / "checkpoints", saved)
+    for host in cluster["hosts"]:
+        shutil.rmtree(host)
+    return run_cluster(job["base"] / "instances", job["second"], job["s3"], restore_from=saved)
+
+
+def test_the_toolkit_built_the_cluster(cluster):
+    """TF_CONFIG as the toolkit builds it for multi_worker_mirrored_strategy, ports aside."""
+    for index, log in enumerate(cluster["logs"]):
+        config = json.loads(re.search(r"^TF_CONFIG=(\{.*\})$", log, re.M).group(1))
+        assert [a.rsplit(":", 1)[0] for a in config["cluster"]["worker"]] == list(HOSTS)
+        assert config["task"] == {"index": index, "type": "worker"} and config["environment"] == "cloud"
+        assert "Running distributed training job with multi_worker_mirrored_strategy setup" in log
 
 
 def digests_of(logs):
@@ -139,16 +161,18 @@ def test_final_weights_agree(cluster):
 def test_only_the_chief_writes(cluster):
     chief, worker = cluster["hosts"]
     assert (chief / "model" / "model" / "1" / "saved_model.pb").is_file()
-    assert (chief / "data" / "report" / "report.json").is_file()
+    assert (chief / "output" / "data" / "report" / "report.json").is_file()
     assert (chief / "checkpoints" / "checkpoints" / "tiny" / "last.keras").is_file()
-    for name in ("model", "data", "checkpoints"):
+    assert list((chief / "tensorboard-local" / "tiny").rglob("events.out.tfevents.*"))
+    for name in ("model", "output/data", "checkpoints"):
         assert list((worker / name).iterdir()) == [], name
+    assert not (worker / "tensorboard-local").exists()
     assert list((worker / "tmp").iterdir()) == []  # its temporary run directory was removed
     assert "worker 1 done; its temporary run directory is removed" in cluster["logs"][1]
 
 
 def test_selection_records_batch_and_sharding(cluster):
-    selection = json.loads((cluster["hosts"][0] / "data" / "selection.json").read_text())
+    selection = json.loads((cluster["hosts"][0] / "output" / "data" / "selection.json").read_text())
     assert selection["strategy"] == "multi_worker"
     assert selection["workers"] == 2 and selection["replicas"] == 2
     assert selection["per_replica_batch_size"] == 4 and selection["global_batch_size"] == 8
@@ -171,8 +195,8 @@ def test_the_custom_loop_writes_what_fit_writes(cluster):
     assert 0.0 <= state["input_stall"] <= 1.0 and timing["input_wait_seconds"] <= timing["step_seconds"]
     assert (run / "checkpoints" / "tiny" / "best.keras").is_file()
     assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_input_stall",
-            "confusion_matrix"} <= event_tags(run / "tensorboard" / "tiny")
-    selection = json.loads((chief / "data" / "selection.json").read_text())
+            "confusion_matrix"} <= event_tags(chief / "tensorboard-local" / "tiny")
+    selection = json.loads((chief / "output" / "data" / "selection.json").read_text())
     assert selection["models"]["tiny"]["input_stall"] == pytest.approx(state["input_stall"])
     epoch_lines = [line for line in cluster["logs"][0].splitlines() if " - val_accuracy: " in line]
     assert len(epoch_lines) == 1 and epoch_lines[0].startswith("4/4 - ")  # Keras's own progress line
