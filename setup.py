@@ -23,8 +23,11 @@ CORE = [
     "prometheus_client==0.26.0",  # `us8k serve`: GET /metrics
     "psutil==7.2.2",
     "packaging==24.2",  # `us8k package`: wheel tags and Requires-Dist markers of the vendored wheels
+    # Beam's S3 filesystem on the workers too: Beam's worker boot installs the staged sdist without
+    # extras, and its SDK container has apache-beam[gcp] but not boto3 (Beam's `aws` extra: boto3 ≥ 1.9, < 2).
+    "boto3==1.44.8",
 ]
-# Beam's S3 filesystem (boto3 ≥ 1.9, < 2: agrees with the boto3 pin) and SageMaker.
+# Beam's S3 filesystem locally (boto3 is also in CORE, for the Dataflow workers) and SageMaker.
 AWS = ["apache-beam[aws]==2.77.0", "boto3==1.44.8", "sagemaker==2.257.7"]
 # Beam's GCS filesystem and DataflowRunner (≈ 70 more packages, ≈ 320 MB; `make install` includes it).
 GCP = ["apache-beam[gcp]==2.77.0"]

@@ -33,7 +33,9 @@ path): predictions.jsonl (one JSON object per labelled file), errors.jsonl (one 
 summary.json (counts per class, undetermined, failed by step, the model's metadata, the settings,
 the runner, model calls), written last: an OUT without it is incomplete. The driver checks that
 predicted + failed == files matched (Beam counters and the lines of both files) and fails loudly
-otherwise. Re-running into the same OUT first removes those three files and Beam's temporary files.
+otherwise. Re-running into the same OUT replaces those three files; the earlier ones (and Beam's
+temporary files an interrupted run left) are removed only once the runner has the job, as for
+`us8k ingest` (beam.jobio.run_pipeline); anything else in OUT is left alone.
 
 Runners: as `us8k ingest` (beam.pipeline.pipeline_options): locally the FnApiRunner in-process, in
 `in_memory` mode with one worker thread per core (nothing downloaded), or any Beam runner, e.g.
@@ -42,28 +44,27 @@ Runners: as `us8k ingest` (beam.pipeline.pipeline_options): locally the FnApiRun
         --runner DataflowRunner --project PROJECT --region REGION \\
         --temp_location gs://BUCKET/tmp --setup_file ./setup.py
 
-`--dry_run=true` builds the job (with DataflowRunner: the job and its staged sdist, offline) without
-running it, reads nothing but a CSV INPUT's header line and writes nothing. Progress: the driver's
-lines on stdout, and while the job runs a line per worker process every PROGRESS_SECONDS (logger
-"us8k.label"; on Dataflow in the worker logs).
+`--dry_run=true` (true/1/yes; false/0/no: not a dry run; anything else refused, beam.jobio.beam_args)
+builds the job (with DataflowRunner: the job and its staged sdist, offline; other runners ignore
+Beam's --dry_run, so the pipeline is only built) without running it, reads nothing but a CSV INPUT's
+header line and writes nothing. Progress: the driver's lines on stdout, and while the job runs a
+line per worker process every PROGRESS_SECONDS (logger "us8k.label"; on Dataflow in the worker logs).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import dataclasses
-import glob
 import json
 import logging
 import os
-import shutil
 import sys
 import threading
 import time
 from typing import NamedTuple
 
 # beam.pipeline first: it filters Beam's import-time notices before apache_beam is imported.
-from beam.pipeline import describe_runner, dry_run_job, dry_run_requested, pipeline_options
+from beam.pipeline import describe_runner, pipeline_options
 
 
 def _not_resource_module_notice(record: logging.LogRecord) -> bool:
@@ -412,11 +413,11 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
     """Plan, run the Beam job, check that every file is accounted for, write and return the summary.
 
     With Beam's --dry_run: build the job, read nothing but a CSV's header, write nothing; returns
-    `describe_job`'s summary instead."""
+    jobio.describe_job's summary instead."""
     started = time.perf_counter()
-    options = pipeline_options(pipeline_args)
+    options = pipeline_options(pipeline_args, LabelError)
     FileSystems.set_options(options)  # the driver's own reads and writes see the S3 options too
-    dry_run = dry_run_requested(options)
+    dry_run = jobio.dry_run_requested(options)
     plan = plan_label(input_path, model, output_dir, threshold=threshold, windows=windows, max_seconds=max_seconds,
                       max_file_mb=max_file_mb, max_batch_windows=max_batch_windows, check=not dry_run)
     runner = describe_runner(options)
@@ -429,11 +430,11 @@ def run_label(input_path: str, model: str, output_dir: str, pipeline_args: list[
             raise LabelError(str(exc)) from None
     _print_plan(plan, runner, location, None if location is None else config.threshold, progress)
     if dry_run:
-        return dry_run_job("us8k label", build_pipeline, plan, options,
-                           f"nothing read from {plan.input} or {plan.model}, nothing written to {plan.output_dir}", progress)
+        return jobio.dry_run_job("us8k label", build_pipeline, plan, options,
+                                 f"nothing read from {plan.input} or {plan.model}, nothing written to {plan.output_dir}",
+                                 progress, LabelError)
 
-    _clear_previous_output(plan.output_dir)
-    result = jobio.run_pipeline(options, build_pipeline, plan, LabelError)
+    result = jobio.run_pipeline(options, build_pipeline, plan, LabelError, label_output(plan.output_dir), progress)
 
     metrics = _metrics(result)
     counters = metrics["counters"]
@@ -486,23 +487,9 @@ def _print_plan(plan: LabelPlan, runner: dict, location, threshold, progress) ->
 
 
 # ------------------------------------------------------------------------------------ outputs
-def _clear_previous_output(output_dir: str) -> None:
-    """Remove what an earlier run wrote (summary first) and Beam's leftovers; leaves anything else alone."""
-    for name in (SUMMARY_FILE, PREDICTIONS_FILE, ERRORS_FILE):
-        path = FileSystems.join(output_dir, name)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    if "://" in output_dir:
-        stale = [m.path for m in FileSystems.match([FileSystems.join(output_dir, "beam-temp-**")])[0].metadata_list]
-        if stale:
-            FileSystems.delete(stale)
-        return
-    for path in glob.glob(os.path.join(glob.escape(output_dir), "beam-temp-*")):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.remove(path)
-    os.makedirs(output_dir, exist_ok=True)
+def label_output(output_dir: str) -> jobio.Output:
+    """What a run leaves in OUT (jobio.run_pipeline removes an earlier run's once the runner has the job)."""
+    return jobio.Output(output_dir, (SUMMARY_FILE, PREDICTIONS_FILE, ERRORS_FILE), marker=SUMMARY_FILE)
 
 
 def _metrics(result) -> dict:
@@ -583,7 +570,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"most 4 s windows per model call (default {MAX_BATCH_WINDOWS}, as the endpoint)")
     parser.epilog = ("Any other option is a Beam pipeline option, e.g. --runner DataflowRunner --project P "
                      "--region R --temp_location gs://B/tmp --setup_file ./setup.py (--dry_run=true: build the "
-                     "job, do not run it); --s3_endpoint_url URL --s3_region_name R (else the AWS_* variables); "
+                     "job, do not run it; true/false, 1/0, yes/no); --s3_endpoint_url URL --s3_region_name R "
+                     "(else the AWS_* variables); "
                      "locally --direct_num_workers N (default: FnApiRunner, in_memory, one worker per core).")
     parser.allow_abbrev = False  # `--out` must not be mistaken for --output, nor a Beam flag for ours
 

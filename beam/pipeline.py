@@ -10,9 +10,10 @@ too, goes through Beam's FileSystems; S3 endpoint and credentials come from Beam
 boto3's usual sources: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, ~/.aws…).
 
 Every CSV row ends up either as a record or as a line of errors.jsonl; the run checks that
-written + failed == rows and fails loudly otherwise. Re-running into the same OUTPUT first
-removes the previous shards, errors and manifest (the manifest is written last, so an output
-without one is incomplete).
+written + failed == rows and fails loudly otherwise. Re-running into the same OUTPUT replaces the
+previous shards, errors and manifest, removed only once the runner has the job (beam.jobio: listed
+before submitting, removed right after `pipeline.run()` returns); the manifest is written last, so
+an output without one is incomplete. Anything else in OUTPUT is left alone.
 
 Shards (default): the runner's bundles choose the count, --shard-mb caps each file's size. Each
 fold is written by Beam's TFRecord sink with num_shards=0 and a byte cap (beam.sinks): every
@@ -23,9 +24,11 @@ when the file reaches the cap, so nothing is grouped or held in memory and no fi
 exact count whatever the runner; Beam then groups every record by shard and writes each in a
 later stage, which on the FnApiRunner holds them all in memory and is slower; README).
 
-`--dry_run=true` (Beam's TestOptions) builds the job without running it: with DataflowRunner it
-builds the job (the pipeline proto, the --setup_file sdist staged as workflow.tar.gz) offline,
-without credentials, and prints its steps; nothing under OUTPUT is touched.
+`--dry_run=true` (Beam's TestOptions; true/1/yes, and false/0/no for "not a dry run", anything else
+refused: beam.jobio.beam_args) builds the job without running it: with DataflowRunner it builds the
+job (the pipeline proto, the --setup_file sdist staged as workflow.tar.gz) offline, without
+credentials, and prints its steps and worker image; other runners ignore Beam's --dry_run (they would
+run the job), so the pipeline is only built and its steps printed. Nothing under OUTPUT is touched.
 
 Locally the job runs on Beam's FnApiRunner, which downloads nothing (Beam 2.77's DirectRunner
 first tries to fetch the Prism binary), in `in_memory` mode with one worker per core: the runner
@@ -37,7 +40,7 @@ On 2 cores it was faster than `multi_threading` (the same threads plus in-proces
 crosses to the runner process and back); `us8k bench ingest --modes ...` compares them (figures:
 README).
 
-Any Beam option after ours passes to PipelineOptions, e.g. for Dataflow:
+Any Beam option after ours passes to PipelineOptions, e.g. for Dataflow (docs/dataflow.md):
 
     us8k ingest --data-dir gs://BUCKET/UrbanSound8K --output gs://BUCKET/records \\
         --runner DataflowRunner --project PROJECT --region REGION \\
@@ -72,8 +75,7 @@ logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").add
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystem import CompressionTypes  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, StandardOptions,  # noqa: E402
-                                                  TestOptions)
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 
 from beam.transforms import (ERRORS_TAG, FAILED_COUNTER, METRICS_NAMESPACE, RECORDS_TAG,  # noqa: E402
                              WRITTEN_COUNTER, BadRow, ClipRow, DecodeClips, RowError, header_columns, read_row,
@@ -88,9 +90,6 @@ SHARD_TARGET_MB = 100  # largest shard; planned: (target/2, target] MB, two per 
 RECORD_BYTES = 2 * c.CLIP_SAMPLES + 400  # ≥ one framed record: int16 waveform + metadata + 16 B framing (≈ 176 KB)
 LOCAL_RUNNER = "FnApiRunner"  # in-process, downloads nothing
 LOCAL_RUNNING_MODE = "in_memory"  # with workers > 1: threads, no gRPC; measured fastest of the three modes
-STALE_PATTERNS = ("*" + c.RECORD_SUFFIX, "beam-temp-*")  # what a previous run left in a fold directory
-STALE_OBJECT_PATTERNS = ("*" + c.RECORD_SUFFIX, "beam-temp-**")  # the same in object stores (no directories)
-DRY_RUN_FALSE = ("", "0", "false", "no")  # --dry_run takes a value; these mean "not a dry run"
 
 
 class IngestError(RuntimeError):
@@ -161,12 +160,13 @@ def shards_for(records: int, shard_target_bytes: int) -> int:
     return max(1, min(records, math.ceil(records * RECORD_BYTES / max(1, shard_target_bytes))))
 
 
-def pipeline_options(pipeline_args: list[str] | None = None) -> PipelineOptions:
-    """Beam options from the extra command-line arguments, with our local default runner.
+def pipeline_options(pipeline_args: list[str] | None = None, error: type[Exception] = ValueError) -> PipelineOptions:
+    """Beam options from the extra command-line arguments (--dry_run made explicit by
+    jobio.beam_args, a bad value refused with `error`), with our local default runner.
 
     No --runner → FnApiRunner in LOCAL_RUNNING_MODE with one worker per core (unless the
     arguments set --direct_running_mode / --direct_num_workers themselves)."""
-    args = list(pipeline_args or [])
+    args = jobio.beam_args(list(pipeline_args or []), error)
     options = PipelineOptions(args)
     standard = options.view_as(StandardOptions)
     if standard.runner is None:
@@ -242,18 +242,18 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
                shard_target_bytes: int = SHARD_TARGET_MB * 10**6, planned_shards: bool = False) -> dict:
     """Plan, run the Beam job, check that every row is accounted for, write and return the manifest.
 
-    With Beam's --dry_run: build the job, touch nothing, return `describe_job`'s summary instead."""
+    With Beam's --dry_run: build the job, touch nothing, return jobio.describe_job's summary instead."""
     started = time.perf_counter()
-    options = pipeline_options(pipeline_args)
+    options = pipeline_options(pipeline_args, IngestError)
     FileSystems.set_options(options)  # the driver's own reads and writes see the S3 options too
     plan = plan_ingest(data_dir, output_dir, shard_target_bytes, planned_shards)
     runner = describe_runner(options)
     _print_plan(plan, runner, progress)
 
-    if dry_run_requested(options):
-        return dry_run_job("us8k ingest", build_pipeline, plan, options, f"nothing written to {plan.output_dir}", progress)
-    _clear_previous_output(plan.output_dir)
-    result = jobio.run_pipeline(options, build_pipeline, plan, IngestError)
+    if jobio.dry_run_requested(options):
+        return jobio.dry_run_job("us8k ingest", build_pipeline, plan, options, f"nothing written to {plan.output_dir}",
+                                 progress, IngestError)
+    result = jobio.run_pipeline(options, build_pipeline, plan, IngestError, ingest_output(plan.output_dir), progress)
 
     counters = jobio.counters(result, METRICS_NAMESPACE)
     errors = jobio.sort_jsonl(FileSystems.join(plan.output_dir, c.ERRORS_FILE), key=lambda e: e["line"])
@@ -280,70 +280,11 @@ def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None =
     return manifest
 
 
-def dry_run_requested(options: PipelineOptions) -> bool:
-    """Beam's --dry_run=VALUE (TestOptions; any value but false/0/no)."""
-    value = options.view_as(TestOptions).dry_run
-    return bool(value) and str(value).strip().lower() not in DRY_RUN_FALSE
-
-
-def describe_job(result) -> dict:
-    """What a dry run built: the job's top-level steps and staged files (DataflowRunner's `result.job`).
-
-    {"job_name", "steps": [unique names, in order], "staged": {staged name: local file}}."""
-    from apache_beam.portability import common_urns
-    from apache_beam.portability.api import beam_runner_api_pb2
-
-    job = getattr(result, "job", None)
-    if job is None:
-        return {"job_name": None, "steps": [], "staged": {}}
-    proto = job.proto_pipeline
-    steps = []
-    for root_id in proto.root_transform_ids:
-        root = proto.components.transforms[root_id]
-        children = root.subtransforms or [root_id]
-        steps.extend(proto.components.transforms[t].unique_name for t in children)
-    staged = {}
-    for environment in proto.components.environments.values():
-        for dep in environment.dependencies:
-            if (dep.type_urn == common_urns.artifact_types.FILE.urn
-                    and dep.role_urn == common_urns.artifact_roles.STAGING_TO.urn):
-                name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(dep.role_payload).staged_name
-                staged[name] = beam_runner_api_pb2.ArtifactFilePayload.FromString(dep.type_payload).path
-    return {"job_name": job.proto.name, "steps": steps, "staged": staged}
-
-
-def dry_run_job(command: str, build, plan, options: PipelineOptions, untouched: str, progress) -> dict:
-    """Beam's --dry_run: build the job with `build(pipeline, plan)`, run it through the runner's dry
-    run (nothing submitted), print and return `describe_job`'s summary. `untouched` says what was
-    neither read nor written, for the progress line."""
-    pipeline = beam.Pipeline(options=options)
-    build(pipeline, plan)
-    job = describe_job(pipeline.run())
-    progress(f"{command}: dry run: job {job['job_name'] or '(local)'} built and not submitted; {untouched}")
-    progress(f"  steps: {', '.join(job['steps'])}")
-    for name, path in sorted(job["staged"].items()):
-        progress(f"  staged: {name} ← {path}")
-    return {"dry_run": True, **job}
-
-
 # ------------------------------------------------------------------------------------ outputs
-def _clear_previous_output(output_dir: str) -> None:
-    """Remove what an earlier run wrote (manifest first); leaves anything else in OUTPUT alone."""
-    for name in (c.MANIFEST_FILE, c.ERRORS_FILE):
-        path = FileSystems.join(output_dir, name)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    for fold in range(1, c.NUM_FOLDS + 1):
-        fold_dir = FileSystems.join(output_dir, c.fold_dir_name(fold))
-        patterns = [FileSystems.join(fold_dir, pattern)
-                    for pattern in (STALE_OBJECT_PATTERNS if "://" in fold_dir else STALE_PATTERNS)]
-        stale = [m.path for found in FileSystems.match(patterns) for m in found.metadata_list]
-        if stale:
-            FileSystems.delete(stale)
-        if "://" not in fold_dir and os.path.isdir(fold_dir) and not os.listdir(fold_dir):
-            os.rmdir(fold_dir)
-    if "://" not in output_dir:
-        os.makedirs(output_dir, exist_ok=True)
+def ingest_output(output_dir: str) -> jobio.Output:
+    """What a run leaves in OUTPUT (jobio.run_pipeline removes an earlier run's once the runner has the job)."""
+    shards = tuple(c.fold_shard_glob(fold) for fold in range(1, c.NUM_FOLDS + 1))
+    return jobio.Output(output_dir, (c.MANIFEST_FILE, c.ERRORS_FILE) + shards, marker=c.MANIFEST_FILE)
 
 
 def _shard_files(plan: IngestPlan) -> dict[int, dict[str, int]]:
@@ -440,7 +381,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "instead; slower locally: every record is grouped by shard first")
     parser.epilog = ("Paths may be local, gs:// or s3://. Any other option is a Beam pipeline option, e.g. "
                      "--runner DataflowRunner --project P --region R --temp_location gs://B/tmp "
-                     "--setup_file ./setup.py (--dry_run=true: build the job, do not run it); "
+                     "--setup_file ./setup.py (--dry_run=true: build the job, do not run it; true/false, 1/0, yes/no); "
                      "--s3_endpoint_url URL --s3_region_name R (else the AWS_* variables); locally "
                      f"--direct_running_mode / --direct_num_workers (default {LOCAL_RUNNER}, "
                      f"{LOCAL_RUNNING_MODE}, one worker per core).")
