@@ -64,7 +64,9 @@ def toolkit_dir() -> Path:
 
 
 def job_python() -> str:
-    return os.environ.get("US8K_JOB_PYTHON", sys.executable)
+    """US8K_JOB_PYTHON (absolute: the toolkit runs in the tree), else this interpreter. abspath, not
+    realpath: a venv's python is a symlink that must stay one."""
+    return os.path.abspath(os.environ["US8K_JOB_PYTHON"]) if os.environ.get("US8K_JOB_PYTHON") else sys.executable
 
 
 def container_tree(base: Path, job: dict, s3, *, hosts=("localhost",), current_host="localhost") -> Path:
