@@ -33,8 +33,9 @@ $(TOOLKIT)/.installed: tests/sagemaker_toolkit.txt $(STAMP)
 demo: install
 	$(BIN)/python -m us8k demo --workdir demo_run
 
+# Two workers (the CI machine's cores), each test file one scheduling scope (tests/conftest.py); the 20 slowest last.
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 bench: install
 	$(BIN)/us8k bench all

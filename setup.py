@@ -34,6 +34,7 @@ GCP = ["apache-beam[gcp]==2.77.0"]
 TEST = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
+    "pytest-xdist==3.8.0",  # `make test` runs two workers
     "httpx==0.28.1",
     "librosa==0.11.0",  # parity tests and the seed-path benchmark only
     "moto[s3,server]==5.2.5",

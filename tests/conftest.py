@@ -1,6 +1,12 @@
 """Shared fixtures. Two logical CPU devices are configured before TensorFlow initialises,
 so MirroredStrategy runs two replicas on this GPU-less machine. TensorFlow accepts a logical
-device configuration only before it initialises, hence here, before any test imports it."""
+device configuration only before it initialises, hence here, before any test imports it.
+
+Under pytest-xdist (`make test`: two workers) every test file is one scope of the scheduler, so a
+file's module fixtures are built once, in one worker; the files that start many processes or much
+memory of their own (PROCESS_HUNGRY) share one scope, so they run one after another, never side by
+side. Scopes are handed out heaviest first (HEAVIEST_FIRST, from `--durations`), so that no long
+file starts last. Artefacts the whole run shares are built once in tests/shared_dir.py."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -8,8 +14,46 @@ os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 
 import pytest  # noqa: E402
 
+import shared_dir  # noqa: E402
+
+
+# Files that start several TensorFlow processes, or a server whose memory they measure: one at a time.
+PROCESS_HUNGRY = ("test_multiworker.py", "test_end_to_end.py", "test_memory_bound.py", "test_job_entry.py")
+# The longest files first (from `make test`'s --durations), then the rest in collection order.
+HEAVIEST_FIRST = ("test_page.py", "test_label.py", "test_train.py", "test_pipeline.py", "test_dataflow.py",
+                  "test_architectures.py", "test_deploy.py", "test_package.py", "test_cv.py", "test_server.py")
+
+
+def _file(nodeid: str) -> str:
+    return os.path.basename(nodeid.split("::", 1)[0])
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        if name in PROCESS_HUNGRY:
+            return 0
+        return 1 + HEAVIEST_FIRST.index(name) if name in HEAVIEST_FIRST else 1 + len(HEAVIEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduler with one scope per file, the process-hungry files one scope together.
+    (Not `--dist loadgroup` with xdist_group marks: xdist 3.8 renames the items' `_nodeid` for it,
+    which pytest 9.2's nodes no longer read, so the groups are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScopes(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return "process-hungry" if _file(nodeid) in PROCESS_HUNGRY else nodeid.split("::", 1)[0]
+
+    return FileScopes(config, log)
+
 
 def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the xdist controller runs no test: no TensorFlow in it
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
@@ -100,9 +144,7 @@ def tone_records_writer():
 # test_deploy.py): one untrained `tiny` model exported once per session, and its model.tar.gz.
 # Seeded, with unit normalisation statistics: its answers are far from one-hot (top ≈ 0.3–0.8).
 # ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory):
-    """EXPORT dir of an untrained tiny model: EXPORT/model/1/ (SavedModel) + EXPORT/metadata.json."""
+def _build_tiny_export(target):
     import keras
     import numpy as np
 
@@ -110,17 +152,23 @@ def tiny_export(tmp_path_factory):
     from models.export import export_model
     from tfdata.contract import FRONTEND
 
-    export_dir = tmp_path_factory.mktemp("serving") / "export"
     keras.utils.set_random_seed(0)
     model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, export_dir)
-    return export_dir
+    export_model(model, target / "export")
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """EXPORT dir of an untrained tiny model: EXPORT/model/1/ (SavedModel) + EXPORT/metadata.json.
+    Built once per test run (shared by the xdist workers): tests that change it copy it first."""
+    return shared_dir.built_once(tmp_path_factory, "tiny-export", _build_tiny_export) / "export"
 
 
 @pytest.fixture(scope="session")
 def tiny_package(tiny_export, tmp_path_factory):
-    """model.tar.gz of `tiny_export` in the SageMaker TF Serving layout (serving.package)."""
+    """model.tar.gz of `tiny_export` in the SageMaker TF Serving layout (serving.package), built once per run."""
     from serving.package import write_package
 
-    return write_package(tiny_export, tmp_path_factory.mktemp("package") / "model.tar.gz")
+    return shared_dir.built_once(tmp_path_factory, "tiny-package",
+                                 lambda target: write_package(tiny_export, target / "model.tar.gz")) / "model.tar.gz"
 # -------------------------------------------------------------------- end of serving fixtures
