@@ -33,8 +33,8 @@ sagemaker-tensorflow-training) delivers them (each also a flag, for a local run)
                        deletes it.
 
 A restored run's records come back as new files (the channel is downloaded again): when RUN's
-normalisation statistics name the same shards (paths and sizes; same manifest) with other
-modification times, their fingerprint is brought up to date so the run resumes instead of
+normalisation statistics name the same shards (relative paths and sizes; same manifest) with other
+modification times or under another directory, their fingerprint is brought up to date so the run resumes instead of
 refusing "other records". Progress goes to stdout; failures end with `us8k job: error: <reason>`.
 """
 from __future__ import annotations
@@ -137,7 +137,7 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
             saved["shards"] == current and saved.get("records") == records_dir):
         return False
     _write_json(path, {**saved, "records": records_dir, "shards": current})
-    print(f"{PREFIX}: the records were downloaded again (same shards, new mtimes): resuming the run", flush=True)
+    print(f"{PREFIX}: the records were downloaded again (same shards, new files): resuming the run", flush=True)
     return True
 
 
