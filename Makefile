@@ -13,7 +13,7 @@ TOOLKIT := $(VENV)/sagemaker-toolkit
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench screenshot clean
 install: $(STAMP) $(TOOLKIT)/.installed $(CHROMIUM)
 
 $(CHROMIUM):
@@ -39,6 +39,10 @@ test: install
 
 bench: install
 	$(BIN)/us8k bench all
+
+# The listening page's picture in the README (the test suite writes no tracked file).
+screenshot: install
+	$(BIN)/us8k page-screenshot --output docs/listening_page.png
 
 clean:
 	rm -rf $(VENV) demo_run

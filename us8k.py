@@ -30,6 +30,7 @@ COMMANDS = {
     "export": ("models.export", "export the selected model as a raw-waveform SavedModel"),
     "package": ("serving.package", "package an export as a SageMaker model.tar.gz"),
     "serve": ("serving.server", "serve an export locally (/ping, /invocations)"),
+    "page-screenshot": ("serving.screenshot", "picture the listening page (docs/listening_page.png)"),
     "predict": ("serving.client", "send audio files or waveforms to an endpoint"),
     "deploy": ("serving.deploy", "deploy a model.tar.gz to a SageMaker endpoint"),
     "undeploy": ("serving.undeploy", "delete a SageMaker endpoint, its config and model"),

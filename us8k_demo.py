@@ -2,7 +2,6 @@
 local endpoint). Each stage runs as its own `us8k` command, exactly as a user would type it."""
 import argparse
 import json
-import os
 import shutil
 import signal
 import socket

@@ -318,7 +318,7 @@ def _container_path(export_dir: Path, bodies: dict[str, tuple[bytes, str]]) -> d
 
     files = locate_model(export_dir)
     os.environ[inference.METADATA_ENV] = str(files.metadata_path)
-    inference._container_config = None
+    inference.reload_container_config()
     loaded = tf.saved_model.load(str(files.saved_model_dir))
     Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
     Response = collections.namedtuple("Response", "status_code content")

@@ -31,7 +31,9 @@ Answer: {"predictions": [{"label", "confidence", "probabilities": {class: p}, "u
 with "windows": [{"start_s", "label", "confidence", "probabilities"}] per prediction on request.
 The label is "undetermined" when the top probability is below the threshold: the request's, else
 the endpoint's (`--threshold`, or env US8K_THRESHOLD in the container), else the exported model's
-metadata.json value, else the contract's default (0.6).
+metadata.json value, else the contract's default (0.6). The container reads US8K_THRESHOLD and
+metadata.json once, when it loads this file (`reload_container_config`): a malformed value stops
+the endpoint at start-up with a message naming it, instead of failing every request.
 
 Limits (bad input never reaches the model, and no request costs work that grows with a value it
 declares before that value is checked): body ≤ 6 MiB (SageMaker's real-time payload limit: 413);
@@ -249,14 +251,35 @@ def response_json(predictions: list[dict]) -> str:
 _container_config: ServingConfig | None = None
 
 
-def container_config() -> ServingConfig:
-    """The config in the container: metadata.json beside code/, threshold from US8K_THRESHOLD."""
+def reload_container_config() -> ServingConfig:
+    """Read the container's configuration (again) and keep it: metadata.json from US8K_METADATA, else
+    the one beside code/ (the unpacked archive's root, /opt/ml/model/), and the endpoint's threshold
+    from US8K_THRESHOLD. A US8K_THRESHOLD that is not a number in [0, 1], or a metadata.json this
+    code cannot serve, raises ValueError naming it. The container runs this once, when it loads this
+    file (below): a bad setting stops the endpoint at start-up with that message in its log, rather
+    than failing every request. Call it again after changing the environment (tests do)."""
     global _container_config
-    if _container_config is None:
-        metadata = os.environ.get(METADATA_ENV) or Path(__file__).resolve().parent.parent / METADATA_FILE
-        override = os.environ.get(THRESHOLD_ENV)
-        _container_config = load_config(metadata, float(override) if override else None)
+    metadata = os.environ.get(METADATA_ENV) or Path(__file__).resolve().parent.parent / METADATA_FILE
+    _container_config = load_config(metadata, _threshold_from_environment())
     return _container_config
+
+
+def container_config() -> ServingConfig:
+    """The container's configuration, as `reload_container_config` last read it (read now if never)."""
+    return _container_config if _container_config is not None else reload_container_config()
+
+
+def _threshold_from_environment() -> float | None:
+    text = os.environ.get(THRESHOLD_ENV)
+    if text is None or not text.strip():
+        return None
+    try:
+        value: Any = float(text)
+    except ValueError:
+        value = text
+    return check_threshold(value, lambda _: ValueError(
+        f"{THRESHOLD_ENV} must be a number in [0, 1] (the endpoint's threshold, `us8k deploy --threshold`), "
+        f"got {text!r}"))
 
 
 def container_max_windows() -> int | None:
@@ -449,3 +472,10 @@ def _shown(value: Any) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+# The SageMaker TF Serving container loads this file as module "inference" (python_service.py:
+# spec_from_file_location("inference", "/opt/ml/model/code/inference.py")) when its service starts:
+# read the configuration then, so a bad US8K_THRESHOLD or metadata.json stops the start-up.
+if __name__ == "inference":
+    reload_container_config()

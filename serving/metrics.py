@@ -9,6 +9,8 @@ keep separate counts. What is measured:
   us8k_model_call_rows                        rows (clips) per model call (histogram)
   us8k_queue_depth                            parsed requests waiting for a model call
   us8k_requests_in_flight                     invocations being read, parsed, batched or answered
+  us8k_requests_parsing                       requests being decoded / parsed now (≤ PARSE_WORKERS)
+  us8k_requests_waiting_to_parse              requests read and waiting for a parse worker
   us8k_decode_failures_total{reason}          requests refused before the model, by reason class
                                               (serving.inference.RequestError.reason)
   us8k_auth_failures_total                    requests refused for a missing or wrong token
@@ -42,6 +44,9 @@ class ServingMetrics:
         if queue_depth is not None:
             self.queue_depth.set_function(queue_depth)
         self.in_flight = Gauge("us8k_requests_in_flight", "Invocations in progress", registry=r)
+        self.parsing = Gauge("us8k_requests_parsing", "Requests being decoded or parsed now", registry=r)
+        self.parse_waiting = Gauge("us8k_requests_waiting_to_parse", "Requests read and waiting for a parse worker",
+                                   registry=r)
         self.decode_failures = Counter("us8k_decode_failures", "Requests refused before the model, by reason class",
                                        ["reason"], registry=r)
         self.auth_failures = Counter("us8k_auth_failures", "Requests refused for a missing or wrong token",

@@ -99,14 +99,14 @@ async def log_mel(request: Request) -> Response:
 
 
 async def _features(request: Request) -> dict:
-    from serving.server import _read_body
+    from serving.server import _read_body, parse_slot
 
     state = request.app.state
     run = getattr(state, "log_mel", None)
     if run is None:
         raise RequestError(501, "this endpoint's model has no log_mel signature")
     body = await _read_body(request)
-    async with state.parsing:
+    async with parse_slot(state):
         waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"),
                                             max_seconds=state.max_seconds)
     del body

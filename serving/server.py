@@ -172,7 +172,7 @@ async def _predict(request: Request, clips: list[int], size: list[int]) -> list[
     with batcher.incoming():
         body = await _read_body(request, size)
         options = parse_options(request.headers.get(CUSTOM_ATTRIBUTES_HEADER), dict(request.query_params))
-        async with state.parsing:
+        async with parse_slot(state):
             waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"),
                                                 max_seconds=state.max_seconds)
         del body
@@ -180,6 +180,23 @@ async def _predict(request: Request, clips: list[int], size: list[int]) -> list[
     durations = [w.shape[0] / SAMPLE_RATE for w in waveforms]
     outputs = await batcher.submit(waveforms)
     return predictions_from_signature(outputs, config=state.config, options=options, durations=durations)
+
+
+@asynccontextmanager
+async def parse_slot(state):
+    """One of the PARSE_WORKERS slots a request holds while it is decoded / parsed; /metrics counts
+    the requests waiting for one (us8k_requests_waiting_to_parse) and holding one (us8k_requests_parsing)."""
+    state.metrics.parse_waiting.inc()
+    try:
+        await state.parsing.acquire()
+    finally:
+        state.metrics.parse_waiting.dec()
+    state.metrics.parsing.inc()
+    try:
+        yield
+    finally:
+        state.metrics.parsing.dec()
+        state.parsing.release()
 
 
 async def _read_body(request: Request, seen: list[int] | None = None) -> bytes:

@@ -11,10 +11,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+# Keras and matplotlib write their caches and config under $HOME otherwise: tests write only in temp dirs.
+_SCRATCH = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"us8k-tests-{os.getuid()}")
+os.environ.setdefault("KERAS_HOME", os.path.join(_SCRATCH, "keras"))
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SCRATCH, "matplotlib"))
 
 import pytest  # noqa: E402
 
 import shared_dir  # noqa: E402
+import wheel_cache  # noqa: E402
 
 
 # Files that start several TensorFlow processes, or a server whose memory they measure: one at a time.
@@ -146,16 +151,9 @@ def tone_records_writer():
 # Seeded, with unit normalisation statistics: its answers are far from one-hot (top ≈ 0.3–0.8).
 # ---------------------------------------------------------------------------------------------
 def _build_tiny_export(target):
-    import keras
-    import numpy as np
+    from serving.screenshot import example_export  # the README's picture shows this same model
 
-    from models.architectures import build_model
-    from models.export import export_model
-    from tfdata.contract import FRONTEND
-
-    keras.utils.set_random_seed(0)
-    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, target / "export")
+    example_export(target / "export")
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +168,8 @@ def tiny_package(tiny_export, tmp_path_factory):
     """model.tar.gz of `tiny_export` in the SageMaker TF Serving layout (serving.package), built once per run."""
     from serving.package import write_package
 
+    wheels = wheel_cache.container_wheels(tmp_path_factory)
     return shared_dir.built_once(tmp_path_factory, "tiny-package",
-                                 lambda target: write_package(tiny_export, target / "model.tar.gz")) / "model.tar.gz"
+                                 lambda target: write_package(tiny_export, target / "model.tar.gz",
+                                                              wheel_dir=wheels)) / "model.tar.gz"
 # -------------------------------------------------------------------- end of serving fixtures

@@ -1,21 +1,16 @@
 """Access control over HTTP: right, wrong and missing tokens; /ping open; `us8k serve` refuses a
-non-loopback host without --auth-token-file or --no-auth."""
-import os
-import re
+non-loopback host without --auth-token-file or --no-auth. (The command serving with a token file in
+its own process, one access-log line per request included: tests/test_server.py.)"""
 import secrets
-import signal
-import subprocess
-import sys
 
 import httpx
 import pytest
 
+import us8k
+from endpoint_servers import endpoint
 from serving.auth import BearerToken, is_loopback, read_token_file
-from serving.server import start_server
 
 pytestmark = pytest.mark.timeout(300)
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +20,7 @@ def token():
 
 @pytest.fixture(scope="module")
 def guarded(tiny_export, token):
-    with start_server(tiny_export, port=0, auth_token=token) as handle:
+    with endpoint(tiny_export, auth_token=token) as (handle, _):
         yield handle
 
 
@@ -66,39 +61,8 @@ def test_token_file_and_loopback_rules(tmp_path):
     (["--auth-token-file", "/nonexistent/token"], "cannot read the token file"),
     (["--auth-token-file", "/dev/null", "--no-auth"], "not both"),
 ])
-def test_cli_refuses_open_non_loopback(tiny_export, args, message):
-    result = subprocess.run([sys.executable, "-m", "us8k", "serve", str(tiny_export), "--port", "0", *args],
-                            capture_output=True, text=True, timeout=120, env=ENV)
-    assert result.returncode != 0
-    assert f"us8k serve: error: " in result.stderr and message in result.stderr, result.stderr
-
-
-def test_cli_serve_with_a_token_file(tiny_export, tmp_path, token):
-    token_file = tmp_path / "token"
-    token_file.write_text(token + "\n")
-    process = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(tiny_export), "--port", "0",
-                                "--auth-token-file", str(token_file)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        url = None
-        for line in process.stdout:
-            match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+) .*token required", line)
-            if match:
-                url = match.group(1)
-                break
-        assert url, process.stderr.read()
-        with httpx.Client(base_url=url, timeout=60) as client:
-            assert client.get("/ping").status_code == 200
-            assert client.post("/invocations", json={"instances": [[0.1] * 10]}).status_code == 401
-            ok = client.post("/invocations", json={"instances": [[0.1] * 10]}, headers={"Authorization": f"Bearer {token}"})
-            assert ok.status_code == 200
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err
-        # one line per request (status, bytes, clips, ms), the refused one included
-        assert re.search(r"POST /invocations 401 0 B 0 clips [\d.]+ ms", out), out
-        assert re.search(r"POST /invocations 200 \d+ B 1 clips [\d.]+ ms", out), out
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def test_cli_refuses_open_non_loopback(tmp_path, args, message):
+    """`us8k serve` refuses before loading anything (the model path does not even exist)."""
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(["serve", str(tmp_path / "not-loaded"), "--port", "0", *args])
+    assert str(refused.value).startswith("us8k serve: error: ") and message in str(refused.value)

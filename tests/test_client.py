@@ -8,19 +8,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import endpoint_servers
 import us8k
 from serving.client import content_type_for
-from serving.server import start_server
 from tfdata.contract import CLASS_NAMES, UNDETERMINED
 
 pytestmark = pytest.mark.timeout(180)
 
-
-@pytest.fixture(scope="module")
-def server(tiny_export):
-    handle = start_server(tiny_export, port=0)
-    yield handle
-    handle.stop()
+server = endpoint_servers.server_fixture()
 
 
 def clip(seconds, rate, freq, seed=0):

@@ -2,70 +2,80 @@
 
 The package is built for this machine's Python (`us8k package --python-version 3.11`: the same
 vendoring as for the container's 3.12) and unpacked; its code/inference.py is loaded the way the
-container's python_service.py loads it (spec_from_file_location, not registered in sys.modules) in
-an isolated interpreter (`python -I -S`: no site-packages, no PYTHONPATH) whose path is code/,
+container's python_service.py loads it (spec_from_file_location("inference", ...), not registered
+in sys.modules, when the service starts) in an isolated interpreter (`python -I -S`: no
+site-packages, no PYTHONPATH, no US8K_* variable unless a test sets one) whose path is code/,
 code/lib/ and the standard library only, so numpy, soundfile, soxr come from code/lib or not at all.
 Requests go through input_handler there; its TF Serving body runs on the real SavedModel in this
 process (tf_serving_rest: JSON, b64 → bytes, the signature, as TF Serving's REST layer does); the
 answer goes back through output_handler there, as a `.status_code`/`.content` object.
+
+The packaged export's threshold is EXPORTED_THRESHOLD, not the 0.6 default: the handler must find
+metadata.json beside code/ by itself. A malformed US8K_THRESHOLD stops it at start-up. The same
+requests sent to a running local endpoint (`us8k serve` of the same unpacked archive) get the same
+answers, timeline and segments included.
 
 Also here: the windows signature against `serving_default` on the same int16 audio (1e-5), two
 requests of different lengths merged into one batch along dim 0 as TF Serving's batching merges
 them, the payload's format, and the 413 the handler gives before TF Serving would refuse a request
 larger than its max batch size."""
 import base64
-import collections
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
+import container_context
+import export_copies
 import tf_serving_rest
+import wheel_cache
+from container_context import context
+from endpoint_servers import endpoint, post
 from serving import inference
 from serving.package import write_package
 from tfdata.audio import LIBSNDFILE_FORMATS, decode_audio
 from tfdata.batching import pad_batch
-from tfdata.contract import CLASS_NAMES, CLIP_SAMPLES, SAMPLE_RATE, WINDOW_HOP_SAMPLES
+from tfdata.contract import CLASS_NAMES, CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
 from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_PCM16, INPUT_VALID_SAMPLES, METADATA_FILE, OUTPUT_PROBABILITIES,
                            OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV,
                            WINDOWS_SIGNATURE, find_saved_model, serving_inputs)
 from tfdata.pcm import PCM_BYTES_PER_SAMPLE, quantize, to_pcm16
 from tfdata.windowing import frame, window_count
+from wav_files import encode as _encode
 
 pytestmark = pytest.mark.timeout(300)
 
-SAME_ANSWER = 1e-5
-THIS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-# The container's request context (tfs_utils.Context in the SageMaker TF Serving container).
-Context = collections.namedtuple(
-    "Context", "model_name model_version method rest_uri grpc_port channel custom_attributes "
-               "request_content_type accept_header content_length")
+SAME_ANSWER = 1e-5  # measured ≤ 5.9e-7 on the test model (120 clips of 0.3–13 s)
+EXPORTED_THRESHOLD = 0.9  # the packaged export's; the handler's default would be 0.6
+THIS_PYTHON = wheel_cache.THIS_PYTHON
+CONTEXT_MODULE = Path(container_context.__file__)
 
-# The isolated interpreter: argv[1] is the unpacked package. One JSON request per stdin line.
+# The isolated interpreter: argv[1] is the unpacked package, argv[2] tests/container_context.py
+# (standard library only). One JSON request per stdin line.
 DRIVER = r'''
-import base64, collections, importlib.util, json, os, sys, traceback
+import base64, importlib.util, json, os, sys
 
 root = sys.argv[1]
 stdlib = list(sys.path)
 sys.path[:0] = [os.path.join(root, "code"), os.path.join(root, "code", "lib")]
+spec = importlib.util.spec_from_file_location("container_context", sys.argv[2])
+container_context = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(container_context)
 spec = importlib.util.spec_from_file_location("inference", os.path.join(root, "code", "inference.py"))
 inference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(inference)
-Context = collections.namedtuple("Context", "model_name model_version method rest_uri grpc_port channel "
-                                 "custom_attributes request_content_type accept_header content_length")
+spec.loader.exec_module(inference)  # as the container's service does when it starts
+print(json.dumps({"started": True}), flush=True)
 
-class Response:  # what the container's requests.post gives output_handler
-    def __init__(self, status_code, content):
-        self.status_code, self.content = status_code, content
 
 def context(request):
-    return Context("model", None, "predict", "http://localhost:8501/v1/models/model:predict", 9000, None,
-                   request.get("custom_attributes"), request.get("content_type"), "application/json", None)
+    return container_context.context(request.get("content_type"), request.get("custom_attributes"))
+
 
 def probe():
     import numpy, soundfile, soxr, _cffi_backend
@@ -74,7 +84,9 @@ def probe():
             "stdlib": stdlib, "path": sys.path, "no_site": "site" not in sys.modules,
             "tensorflow": "tensorflow" in sys.modules, "av": importlib.util.find_spec("av") is not None,
             "serving": importlib.util.find_spec("serving") is not None,
-            "inference_registered": "inference" in sys.modules}
+            "inference_registered": "inference" in sys.modules,
+            "environment": sorted(name for name in os.environ if name.startswith("US8K_"))}
+
 
 for line in sys.stdin:
     request = json.loads(line)
@@ -87,8 +99,8 @@ for line in sys.stdin:
         elif request["op"] == "input":
             answer = {"payload": inference.input_handler(base64.b64decode(request["body"]), context(request))}
         else:
-            body, content_type = inference.output_handler(
-                Response(request["status_code"], base64.b64decode(request["content"])), context(request))
+            body, content_type = inference.output_handler(container_context.Response(
+                request["status_code"], base64.b64decode(request["content"])), context(request))
             answer = {"body": body, "content_type": content_type}
     except Exception as exc:  # the container turns any handler exception into a 500 {"error": str(exc)}
         answer = {"error": str(exc), "status": getattr(exc, "status", None), "type": type(exc).__name__}
@@ -97,13 +109,26 @@ for line in sys.stdin:
 
 
 class IsolatedHandler:
-    """code/inference.py of an unpacked package, in its own isolated interpreter."""
+    """code/inference.py of an unpacked package, in its own isolated interpreter, started with no
+    US8K_* variable in its environment but those of `env`."""
 
-    def __init__(self, root, tmp_path):
+    def __init__(self, root, tmp_path, env=None):
         (tmp_path / "driver.py").write_text(DRIVER)
-        self.process = subprocess.Popen([sys.executable, "-I", "-S", str(tmp_path / "driver.py"), str(root)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, cwd=tmp_path)
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("US8K_")}
+        self.process = subprocess.Popen([sys.executable, "-I", "-S", str(tmp_path / "driver.py"), str(root),
+                                         str(CONTEXT_MODULE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                        env={**environment, **(env or {})})
+
+    def started(self) -> bool:
+        """Whether the handler loaded (else the process has ended: see `failure`)."""
+        line = self.process.stdout.readline()
+        return bool(line) and json.loads(line) == {"started": True}
+
+    def failure(self) -> tuple[int, str]:
+        """(exit status, stderr) of a handler that did not start."""
+        self.process.stdin.close()
+        return self.process.wait(timeout=60), self.process.stderr.read()
 
     def call(self, **request) -> dict:
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -120,17 +145,31 @@ class IsolatedHandler:
         return self.call(op="output", status_code=response.status_code,
                          content=base64.b64encode(response.content).decode(), custom_attributes=attributes)
 
+    def answer(self, loaded, body: bytes, content_type: str, attributes: str | None = None) -> dict:
+        """The whole invocation: input_handler here, TF Serving on `loaded`, output_handler here."""
+        sent = self.input(body, content_type, attributes)
+        assert "payload" in sent, sent
+        answered = self.output(tf_serving_rest.predict(loaded, sent["payload"]), attributes)
+        assert "body" in answered, answered
+        return json.loads(answered["body"])
+
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
-def unpacked(tiny_export, tmp_path_factory):
-    """`us8k package` of the tiny export for this Python, unpacked as the container unpacks it."""
+def packaged_export(tiny_export, tmp_path_factory):
+    """tiny_export with EXPORTED_THRESHOLD (tests/export_copies.py: a copy, not a second export)."""
+    return export_copies.with_threshold(tmp_path_factory, tiny_export, EXPORTED_THRESHOLD)
+
+
+@pytest.fixture(scope="module")
+def unpacked(packaged_export, tmp_path_factory):
+    """`us8k package` of the export for this Python (the run's wheel cache), unpacked as the container unpacks it."""
     base = tmp_path_factory.mktemp("container")
-    archive = write_package(tiny_export, base / "model.tar.gz", python_version=THIS_PYTHON,
-                            wheel_dir=base / "wheels")
+    archive = write_package(packaged_export, base / "model.tar.gz", python_version=THIS_PYTHON,
+                            wheel_dir=wheel_cache.container_wheels(tmp_path_factory, THIS_PYTHON))
     root = base / "opt_ml_model"
     with tarfile.open(archive, "r:gz") as tar:
         tar.extractall(root, filter="data")
@@ -140,6 +179,7 @@ def unpacked(tiny_export, tmp_path_factory):
 @pytest.fixture(scope="module")
 def handler(unpacked, tmp_path_factory):
     isolated = IsolatedHandler(unpacked, tmp_path_factory.mktemp("driver"))
+    assert isolated.started(), isolated.failure()
     yield isolated
     isolated.close()
 
@@ -153,17 +193,19 @@ def loaded(tiny_export):
 
 @pytest.fixture
 def in_process(tiny_export, monkeypatch):
-    """serving.inference in this process, configured as in the container (metadata beside code/)."""
+    """serving.inference in this process, configured as in the container (tiny_export's metadata)."""
     monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / METADATA_FILE))
-    monkeypatch.setattr(inference, "_container_config", None)
+    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
     for name in (TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV):
         monkeypatch.delenv(name, raising=False)
-    return inference
+    inference.reload_container_config()
+    yield inference
+    monkeypatch.undo()
+    inference.reload_container_config()
 
 
-def context(content_type, attributes=None):
-    return Context("model", None, "predict", "http://localhost:8501/v1/models/model:predict", 9000, None,
-                   attributes, content_type, "application/json", None)
+def wav(samples, rate, subtype="PCM_16", fmt="WAV"):
+    return _encode(samples, rate, fmt, subtype)
 
 
 def scene(seconds, seed, rate=SAMPLE_RATE, channels=1):
@@ -179,12 +221,6 @@ def scene(seconds, seed, rate=SAMPLE_RATE, channels=1):
 def rows_json(clips) -> str:
     """A JSON request whose rows parse back to exactly `clips` (scene's 4-decimal samples)."""
     return json.dumps({"instances": [np.round(c.astype(np.float64), 4).tolist() for c in clips]})
-
-
-def wav(samples, rate, subtype="PCM_16", fmt="WAV"):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
 
 
 def reference(loaded, waveforms):
@@ -215,8 +251,100 @@ def test_packaged_handler_imports_only_what_the_archive_holds(handler, unpacked)
     assert not (unpacked / "code" / "requirements.txt").exists()
 
 
-def test_packaged_handler_answers_a_wav_and_a_json_request(handler, loaded, tiny_export):
-    threshold = json.loads((tiny_export / METADATA_FILE).read_text())["threshold"]
+def test_packaged_handler_serves_the_threshold_of_the_metadata_beside_code(handler, loaded, unpacked):
+    """No US8K_METADATA, no US8K_THRESHOLD: the handler reads metadata.json at the archive's root,
+    beside code/, and answers with the exported threshold, not the 0.6 default."""
+    assert handler.call(op="probe")["environment"] == []
+    assert json.loads((unpacked / METADATA_FILE).read_text())["threshold"] == EXPORTED_THRESHOLD
+    clips = [scene(4.0, seed) for seed in range(20, 26)]
+    predictions = handler.answer(loaded, rows_json(clips).encode(), "application/json")["predictions"]
+    between = [p for p in predictions if 0.6 <= p["confidence"] < EXPORTED_THRESHOLD]
+    assert between, [p["confidence"] for p in predictions]  # answers the default 0.6 would label
+    for prediction in between:
+        assert prediction["undetermined"] and prediction["label"] == UNDETERMINED
+    # the request's threshold still wins over the exported one
+    lenient = handler.answer(loaded, rows_json(clips).encode(), "application/json", "threshold=0.5")["predictions"]
+    assert not any(p["undetermined"] for p in lenient if p["confidence"] >= 0.5)
+
+
+@pytest.mark.parametrize("value", ["high", "1.5"])  # more values: tests/test_inference.py
+def test_a_malformed_threshold_variable_stops_the_handler_at_start_up(unpacked, tmp_path, value):
+    """US8K_THRESHOLD is read when the container loads the handler: a bad value stops it there, with a
+    message naming the variable (not a 500 on every request)."""
+    isolated = IsolatedHandler(unpacked, tmp_path, env={inference.THRESHOLD_ENV: value})
+    assert not isolated.started()
+    status, stderr = isolated.failure()
+    assert status != 0
+    assert f"ValueError: US8K_THRESHOLD must be a number in [0, 1] (the endpoint's threshold, `us8k deploy " \
+           f"--threshold`), got {value!r}" in stderr, stderr[-2000:]
+
+
+def test_a_threshold_variable_is_served_over_the_exported_one(unpacked, tmp_path, loaded):
+    isolated = IsolatedHandler(unpacked, tmp_path, env={inference.THRESHOLD_ENV: "0.5"})
+    try:
+        assert isolated.started()
+        predictions = isolated.answer(loaded, rows_json([scene(4.0, 20)]).encode(), "application/json")["predictions"]
+        assert 0.5 <= predictions[0]["confidence"] < EXPORTED_THRESHOLD and not predictions[0]["undetermined"]
+    finally:
+        isolated.close()
+
+
+def same_answers(served, packaged, compared):
+    """The local endpoint's predictions equal the packaged handler's: probabilities, labels, timeline, segments."""
+    assert len(served) == len(packaged) >= 1
+    for mine, theirs in zip(served, packaged):
+        np.testing.assert_allclose(probabilities(mine), probabilities(theirs), atol=SAME_ANSWER)
+        assert (mine["label"], mine["undetermined"]) == (theirs["label"], theirs["undetermined"])
+        assert [(w["start_s"], w["label"]) for w in mine.get("windows", [])] == \
+            [(w["start_s"], w["label"]) for w in theirs.get("windows", [])]
+        for window, other in zip(mine.get("windows", []), theirs.get("windows", [])):
+            np.testing.assert_allclose(probabilities(window), probabilities(other), atol=SAME_ANSWER)
+        assert [(g["start_s"], g["end_s"], g["label"]) for g in mine.get("segments", [])] == \
+            [(g["start_s"], g["end_s"], g["label"]) for g in theirs.get("segments", [])]
+        assert [g["confidence"] for g in mine.get("segments", [])] == \
+            pytest.approx([g["confidence"] for g in theirs.get("segments", [])], abs=SAME_ANSWER)
+        compared["windows"] += len(mine.get("windows", []))
+        compared["segments"] += len(mine.get("segments", []))
+
+
+def test_the_local_endpoint_answers_as_the_container_timeline_and_segments_included(handler, loaded, unpacked):
+    """The same requests to `us8k serve` of the same unpacked archive (a running endpoint on loopback)
+    and to the packaged handler (TF Serving's part run on the SavedModel): the same probabilities,
+    labels, per-window timeline and event segments when both see the same audio, i.e. 16-bit audio at
+    22050 Hz. Other audio the container rounds to int16 PCM (and clips past ±1, which a resampler's
+    overshoot can reach) where the local endpoint keeps float32: the container then answers what the
+    endpoint answers for the rounded waveform (tests/test_server.py bounds the rounding's effect)."""
+    exact = [(wav(scene(11.0, 30), SAMPLE_RATE), "audio/wav"),
+             (wav(scene(7.0, 31, channels=2), SAMPLE_RATE), "audio/wav"),
+             (json.dumps({"instances": [{"b64": base64.b64encode(wav(scene(s, 32 + i), SAMPLE_RATE)).decode()}
+                                        for i, s in enumerate((0.7, 4.0, 9.5))]}).encode(), "application/json")]
+    resampled = [wav(0.5 * scene(7.0, 35, rate=16000, channels=2), 16000),
+                 wav(scene(7.0, 31, rate=16000, channels=2), 16000)]  # the second overshoots ±1 when resampled
+    assert np.abs(decode_audio(resampled[1])).max() > 1.0
+    compared = {"windows": 0, "segments": 0}
+    with endpoint(unpacked) as (local, client):
+        assert local.config.threshold == EXPORTED_THRESHOLD  # read from the same metadata.json
+        for attributes in ("windows=true", "windows=true,threshold=0.3"):  # the exported 0.9, then 0.3
+            headers = {inference.CUSTOM_ATTRIBUTES_HEADER: attributes}
+            for body, content_type in exact:
+                response = post(client, body, content_type, headers=headers)
+                assert response.status_code == 200, response.text
+                same_answers(response.json()["predictions"],
+                             handler.answer(loaded, body, content_type, attributes)["predictions"], compared)
+            for body in resampled:
+                rounded = quantize(decode_audio(body))  # the container's int16 PCM, as float32
+                response = post(client, json.dumps({"instances": [rounded.tolist()]}).encode(), "application/json",
+                                headers=headers)
+                same_answers(response.json()["predictions"],
+                             handler.answer(loaded, body, "audio/wav", attributes)["predictions"], compared)
+            clipped = handler.answer(loaded, resampled[1], "audio/wav", attributes)["predictions"][0]
+            unclipped = post(client, resampled[1], "audio/wav", headers=headers).json()["predictions"][0]
+            assert np.abs(probabilities(unclipped) - probabilities(clipped)).max() > 100 * SAME_ANSWER
+    assert compared["windows"] == 2 * 20 and compared["segments"] >= 5, compared  # something was compared
+
+
+def test_packaged_handler_answers_a_wav_and_a_json_request(handler, loaded, unpacked):
+    threshold = json.loads((unpacked / METADATA_FILE).read_text())["threshold"]
     stereo = scene(7.0, 1, rate=16000, channels=2)
     body = wav(stereo, 16000)
     sent = handler.input(body, "audio/wav", "windows=true")

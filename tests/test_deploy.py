@@ -1,5 +1,7 @@
 """`us8k deploy` / `deploy --rollback` / `undeploy` / `predict --endpoint-name` against a moto server on
-loopback (moto_sagemaker: moto 5.2.5 plus the UpdateEndpoint it lacks).
+loopback (moto_sagemaker: moto 5.2.5 plus the SageMaker behaviour it lacks), and the failures a
+deploy meets in the cloud: a step refused half-way (what it made is removed), an endpoint busy
+updating, an endpoint that fails while waited on, a rollback whose model is gone.
 
 Every AWS call must go through AWS_ENDPOINT_URL: with no internet here, one that went to AWS
 itself would fail the test. The resources are read back with boto3 over HTTP after each step."""
@@ -15,7 +17,8 @@ import pytest
 
 import moto_sagemaker
 import us8k
-from serving.deploy import ENDPOINT_TAG, MAX_NAME_LENGTH
+from serving.deploy import ENDPOINT_TAG, MAX_NAME_LENGTH, DeployError
+from serving.deploy import deploy as deploy_now
 from serving.inference import MAX_REQUEST_WINDOWS, THRESHOLD_ENV
 from tfdata.layout import (GUNICORN_TIMEOUT_ENV, GUNICORN_WORKERS_ENV, TFS_BATCH_TIMEOUT_ENV, TFS_ENABLE_BATCHING_ENV,
                            TFS_MAX_BATCH_SIZE_ENV)
@@ -34,6 +37,18 @@ DEFAULT_ENV = {TFS_ENABLE_BATCHING_ENV: "true", TFS_MAX_BATCH_SIZE_ENV: str(MAX_
 def moto_url():
     with moto_sagemaker.emulated_aws(REGION, BUCKET) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    """What the tests that count resources deploy: all `us8k deploy` reads of an archive (the CPython
+    its vendored extension modules are built for, 3.12) and no model, which the emulator never runs;
+    a quicker upload than tiny_package's 17 MB (whose deploy and bytes the first tests check)."""
+    path = tmp_path_factory.mktemp("small") / "model.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for name in ("code/inference.py", "code/lib/_cffi_backend.cpython-312-x86_64-linux-gnu.so"):
+            archive.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    return path
 
 
 def sagemaker():
@@ -105,15 +120,15 @@ def test_deploy_options_reach_the_resources(moto_url, tiny_package):
     assert sagemaker().describe_endpoint(EndpointName="us8k-options")["EndpointStatus"] == "InService"
 
 
-def test_update_rollback_undeploy_account_for_every_resource(moto_url, tiny_package, capsys):
+def test_update_rollback_undeploy_account_for_every_resource(moto_url, small_archive, capsys):
     name = "us8k-live"
-    assert deploy(tiny_package, name, "--max-batch", "0") == 0  # v1: batching off
+    assert deploy(small_archive, name, "--max-batch", "0") == 0  # v1: batching off
     created = sagemaker().describe_endpoint(EndpointName=name)
     (v1,), _ = versions(name)
     assert environment(v1) == {TFS_ENABLE_BATCHING_ENV: "false", GUNICORN_WORKERS_ENV: "2", GUNICORN_TIMEOUT_ENV: "60"}
     capsys.readouterr()
 
-    assert deploy(tiny_package, name, "--max-batch", "32", "--workers", "4", "--wait") == 0  # v2: an update
+    assert deploy(small_archive, name, "--max-batch", "32", "--workers", "4", "--wait") == 0  # v2: an update
     out = capsys.readouterr().out
     (_, v2), configs = versions(name)
     assert configs == [v1, v2] and v2 > v1
@@ -134,7 +149,7 @@ def test_update_rollback_undeploy_account_for_every_resource(moto_url, tiny_pack
     with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' runs its oldest config"):
         us8k.main(["deploy", "--rollback", name])
 
-    assert deploy(tiny_package, name, "--threshold", "0.9") == 0  # v3, from v1
+    assert deploy(small_archive, name, "--threshold", "0.9") == 0  # v3, from v1
     (_, _, v3), _ = versions(name)
     assert current_config(name) == v3 and environment(v3)[THRESHOLD_ENV] == "0.9"
     assert us8k.main(["deploy", "--rollback", name]) == 0  # one step back in deploy order: v2
@@ -153,10 +168,10 @@ def test_update_rollback_undeploy_account_for_every_resource(moto_url, tiny_pack
     assert len(archives(f"us8k/{name}/")) == 3  # kept by default
 
 
-def test_undeploy_leaves_other_endpoints_and_can_delete_archives(moto_url, tiny_package, capsys):
-    assert deploy(tiny_package, "us8k-a") == 0
-    assert deploy(tiny_package, "us8k-a-b") == 0  # its names contain "us8k-a"
-    assert deploy(tiny_package, "us8k-a") == 0
+def test_undeploy_leaves_other_endpoints_and_can_delete_archives(moto_url, small_archive, capsys):
+    assert deploy(small_archive, "us8k-a") == 0
+    assert deploy(small_archive, "us8k-a-b") == 0  # its names contain "us8k-a"
+    assert deploy(small_archive, "us8k-a") == 0
     others = versions("us8k-a-b")
     capsys.readouterr()
     assert us8k.main(["undeploy", "--name", "us8k-a", "--delete-archives"]) == 0
@@ -169,8 +184,8 @@ def test_undeploy_leaves_other_endpoints_and_can_delete_archives(moto_url, tiny_
     assert versions("us8k-a") == ([], []) and archives("us8k/us8k-a") == []
 
 
-def test_predict_through_sagemaker_runtime(moto_url, tiny_package, tmp_path, capsys):
-    assert deploy(tiny_package, "us8k-predict") == 0
+def test_predict_through_sagemaker_runtime(moto_url, small_archive, tmp_path, capsys):
+    assert deploy(small_archive, "us8k-predict") == 0
     queued = {"predictions": [{"label": "siren", "confidence": 0.93, "undetermined": False,
                                "probabilities": {"siren": 0.93, "dog_bark": 0.07}}]}
     results = [{"Body": json.dumps(queued), "ContentType": "application/json"}] * 2  # one per distinct request
@@ -250,3 +265,89 @@ def test_deploy_errors_are_one_line(moto_url, tiny_package, tmp_path):
     with pytest.raises(botocore.exceptions.ClientError):
         sagemaker().describe_endpoint(EndpointName="x1")  # nothing was created after the failed upload
     assert versions("x1") == ([], [])
+
+
+# ---------------------------------------------------------------- failures in the cloud
+
+
+def test_a_refused_endpoint_config_leaves_no_model_behind(moto_url, small_archive):
+    """CreateEndpointConfig refuses the instance type (AWS's enum check) after the model was made:
+    the model is deleted again, and nothing is left for a later rollback to find."""
+    with pytest.raises(SystemExit, match=r"us8k deploy: error: creating endpoint 'us8k-badtype' failed: .*"
+                                         r"ValidationException.*instanceType"):
+        deploy(small_archive, "us8k-badtype", "--instance-type", "ml.nonesuch.xlarge")
+    assert versions("us8k-badtype") == ([], [])
+    with pytest.raises(botocore.exceptions.ClientError):
+        sagemaker().describe_endpoint(EndpointName="us8k-badtype")
+
+
+def test_a_refused_create_endpoint_removes_its_model_and_config(moto_url, small_archive):
+    """Another tool creates an endpoint of the same name while the deploy runs: CreateEndpoint is
+    refused (the name is taken), the deploy's new config and model are deleted, and the other
+    endpoint is left as it was."""
+    client = sagemaker()
+    client.create_model(ModelName="elsewhere", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE})
+    client.create_endpoint_config(EndpointConfigName="elsewhere", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "elsewhere", "InstanceType": "ml.m5.large",
+         "InitialInstanceCount": 1}])
+
+    def meanwhile(message):  # the deploy's log line just before it calls CreateEndpoint
+        if message.startswith("creating endpoint us8k-race "):
+            client.create_endpoint(EndpointName="us8k-race", EndpointConfigName="elsewhere")
+
+    with pytest.raises(DeployError, match=r"creating endpoint 'us8k-race' failed: .*already existing endpoint"):
+        deploy_now(small_archive, bucket=BUCKET, role=ROLE, name="us8k-race", log=meanwhile)
+    assert versions("us8k-race") == ([], [])  # its model and config were removed
+    assert current_config("us8k-race") == "elsewhere"
+    assert [m["ModelName"] for m in client.list_models()["Models"] if m["ModelName"].startswith("elsewhere")] \
+        == ["elsewhere"]
+    client.delete_endpoint(EndpointName="us8k-race")
+    client.delete_endpoint_config(EndpointConfigName="elsewhere")
+    client.delete_model(ModelName="elsewhere")
+
+
+def test_deploy_and_rollback_refuse_an_endpoint_that_is_updating(moto_url, small_archive):
+    name = "us8k-busy"
+    assert deploy(small_archive, name) == 0
+    assert deploy(small_archive, name) == 0
+    before = versions(name)
+    moto_sagemaker.set_endpoint_status(REGION, name, "Updating")  # another update is under way
+    with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is "
+                                         "InService, then deploy"):
+        deploy(small_archive, name)
+    with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is InService"):
+        us8k.main(["deploy", "--rollback", name])
+    assert versions(name) == before and current_config(name) == before[1][1]  # nothing made, nothing moved
+    assert len(archives(f"us8k/{name}/")) == 2  # not even uploaded
+    moto_sagemaker.set_endpoint_status(REGION, name, "InService")
+    assert us8k.main(["undeploy", "--name", name]) == 0
+
+
+def test_an_endpoint_that_fails_while_waited_on_is_an_error_with_the_reason(moto_url, small_archive):
+    """The archive disappears from S3 between the upload and CreateEndpoint: SageMaker cannot
+    download it and the endpoint fails; `--wait` reports that, with SageMaker's reason."""
+    name = "us8k-fails"
+
+    def meanwhile(message):
+        if message.startswith(f"creating endpoint {name} "):
+            for key in archives(f"us8k/{name}/"):
+                boto3.client("s3").delete_object(Bucket=BUCKET, Key=key)
+
+    with pytest.raises(DeployError, match=f"endpoint '{name}' did not come into service: Failed to download "
+                                          f"model data .*s3://{BUCKET}/us8k/{name}/"):
+        deploy_now(small_archive, bucket=BUCKET, role=ROLE, name=name, wait=True, log=meanwhile)
+    assert sagemaker().describe_endpoint(EndpointName=name)["EndpointStatus"] == "Failed"
+    assert us8k.main(["undeploy", "--name", name]) == 0
+
+
+def test_rollback_to_a_config_whose_model_was_deleted_is_refused(moto_url, small_archive):
+    name = "us8k-orphan"
+    assert deploy(small_archive, name) == 0
+    assert deploy(small_archive, name) == 0
+    (v1, v2), _ = versions(name)
+    sagemaker().delete_model(ModelName=v1)
+    with pytest.raises(SystemExit, match=f"us8k deploy: error: config '{v1}' serves model '{v1}', which no "
+                                         "longer exists"):
+        us8k.main(["deploy", "--rollback", name])
+    assert current_config(name) == v2  # still serving the model it had
+    assert us8k.main(["undeploy", "--name", name]) == 0

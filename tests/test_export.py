@@ -10,10 +10,9 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+import models.architectures  # noqa: F401  (registers the frontend layers for load_model)
 import us8k
-from models.architectures import build_model
 from models.export import export_model, frame_windows, verify_export, window_counts
-from models.frontend import compute_normalization_stats
 from tfdata import windowing
 from tfdata.batching import pad_batch
 from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
@@ -24,6 +23,8 @@ from tfdata.layout import (INPUT_WAVEFORM, LOG_MEL_SIGNATURE, METADATA_FILE, MOD
                            WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES,
                            serving_inputs, windows_inputs)
 from tfdata.pcm import PCM_SCALE, quantize, to_pcm16
+
+from trained_run import trained_run  # noqa: F401  (the fixture)
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
 pytestmark = pytest.mark.timeout(180)
@@ -41,19 +42,10 @@ def _scene(seconds, seed):
 
 
 @pytest.fixture(scope="module")
-def trained():
-    """The tiny model after a few steps on 4 toy classes, so its answers depend on its input."""
-    rng = np.random.default_rng(0)
-    t = np.arange(CLIP_SAMPLES) / SAMPLE_RATE
-    labels = np.array([0, 1, 2, 3] * 2, np.int32)
-    clips = np.stack([(0.01, 0.3)[c] * rng.standard_normal(CLIP_SAMPLES) if c < 2 else
-                      0.2 * np.sin(2 * np.pi * (300.0, 3000.0)[c - 2] * t) for c in labels]).astype(np.float32)
-    mean, variance = compute_normalization_stats(tf.data.Dataset.from_tensor_slices(clips).batch(4))
-    keras.utils.set_random_seed(1)
-    model = build_model("tiny", mean, variance)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
-    model.fit(clips, labels, batch_size=8, epochs=30, verbose=0)
-    return model
+def trained(trained_run):
+    """The shared run's tiny model (tests/trained_run.py: it learned tones), so its answers depend on
+    its input."""
+    return keras.models.load_model(trained_run.run / "checkpoints" / "tiny" / "best.keras", compile=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,15 @@
 """A hostile client against the real server on loopback: every class of bad input gets a 4xx JSON
-error naming what is wrong (never a 500), cheaply, and the server still answers /ping; a 500 only
-for a real server fault (a model that fails); long recordings answered with their timeline."""
+error naming what is wrong (never a 500) before any decoding or model call, and the server still
+answers /ping; bodies over the cap (declared or streamed) are cut off; clients that vanish mid-body
+or mid-answer leave the server serving; at most PARSE_WORKERS requests decode at once; a 500 only
+for a real server fault (a model that fails); long recordings answered with their timeline.
+
+"Before decoding" is observed, not timed: `libsndfile_reads` counts the frames libsndfile hands the
+decoder (every block tfdata.audio decodes goes through soundfile.SoundFile.read, wrapped here to
+count and pass through), the batcher's stats count model calls, and /metrics counts refusals."""
 import io
 import json
+import socket
 import threading
 import time
 
@@ -11,30 +18,33 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import endpoint_servers
+from endpoint_servers import http, metric, scrape  # noqa: F401  (http: the module's client fixture)
 from serving.inference import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_SECONDS, ServingConfig
-from serving.server import _uvicorn_server, bind_socket, create_app, http_url, start_server
+from serving.server import DISCARD_LIMIT, PARSE_WORKERS, _uvicorn_server, bind_socket, create_app, http_url
+from tfdata.audio import BLOCK_SAMPLES
 from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
+from wav_files import encode as wav
 
 pytestmark = pytest.mark.timeout(300)
 
-
-@pytest.fixture(scope="module")
-def server(tiny_export):
-    handle = start_server(tiny_export, port=0)
-    yield handle
-    handle.stop()
+server = endpoint_servers.server_fixture()
 
 
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
+@pytest.fixture
+def libsndfile_reads(monkeypatch):
+    """The frame count of every block libsndfile decodes in this process (the server's threads
+    included) while the test runs: soundfile.SoundFile.read, counted and passed through."""
+    frames = []
+    read = sf.SoundFile.read
 
+    def counted(self, *args, **kwargs):
+        out = read(self, *args, **kwargs)
+        frames.append(len(out))
+        return out
 
-def wav(samples, rate, subtype="PCM_16", fmt="WAV"):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
+    monkeypatch.setattr(sf.SoundFile, "read", counted)
+    return frames
 
 
 def wav_declaring(rate, frames=100, channels=1):
@@ -120,15 +130,22 @@ def _body_and_headers(body, kind, query):
 
 
 @pytest.mark.parametrize("name,body,kind,query,message", BAD, ids=[b[0] for b in BAD])
-def test_hostile_input_gets_4xx_json_naming_the_field(http, name, body, kind, query, message):
+def test_hostile_input_gets_4xx_json_naming_the_field(server, http, libsndfile_reads, name, body, kind, query,
+                                                      message):
+    """Refused by the checks that come before the work (the structure scan, the declared sizes, the
+    options, the header): nothing decoded, no model call, counted under its reason."""
     body, headers, params = _body_and_headers(body, kind, query)
-    started = time.perf_counter()
+    before, calls = scrape(http), server.batcher.stats.batches
     response = http.post("/invocations", content=body, headers=headers, params=params)
-    elapsed = time.perf_counter() - started
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/json"
     assert message in response.json()["error"], response.json()["error"]
-    assert elapsed < 5.0, f"{name}: {elapsed:.1f} s to refuse"
+    assert libsndfile_reads == [], f"{name}: {sum(libsndfile_reads)} frames decoded before the refusal"
+    assert server.batcher.stats.batches == calls  # the model never saw it
+    after = scrape(http)
+    refusals = {key[1]: after[key] - before.get(key, 0.0) for key in after
+                if key[0] == "us8k_decode_failures_total" and after[key] != before.get(key, 0.0)}
+    assert len(refusals) == 1 and list(refusals.values()) == [1.0], refusals  # one refusal, one reason class
     assert http.get("/ping").status_code == 200
 
 
@@ -144,30 +161,35 @@ def flac_declaring(seconds_written, rate, channels, declared_frames):
     return bytes(data)
 
 
-def test_declared_lengths_are_refused_before_decoding(http):
+def test_declared_lengths_are_refused_before_decoding(http, libsndfile_reads):
     """Containers that declare more than the budget are refused from their headers: an 8 kHz WAV of
     11 minutes, and a small FLAC that says it holds an hour at 384 kHz × 8 channels (≈ 44 GB of
-    float32 if decoded): neither is decoded (each answer is quick)."""
-    long_wav = wav(np.zeros(int((MAX_SECONDS + 60) * 8000), np.float32), 8000, "PCM_U8")
+    float32 if decoded): libsndfile decodes not one frame of either."""
+    long_wav = wav(np.zeros(int((MAX_SECONDS + 60) * 8000), np.float32), 8000, "WAV", "PCM_U8")
     hour = flac_declaring(1.0, 384_000, 8, 3600 * 384_000)
     assert len(long_wav) < MAX_BODY_BYTES and len(hour) < MAX_BODY_BYTES
     for body, content_type, message in [(long_wav, "audio/wav", "660.0 s of audio"),
                                         (hour, "audio/flac", "3600.0 s of audio")]:
-        started = time.perf_counter()
         response = http.post("/invocations", content=body, headers={"Content-Type": content_type})
         assert response.status_code == 400 and message in response.json()["error"], response.text
-        assert time.perf_counter() - started < 2.0
+        assert libsndfile_reads == []
         assert http.get("/ping").status_code == 200
+    # what the count sees when a file is decoded: every frame of it
+    ok = http.post("/invocations", content=wav(np.zeros(8000 * 3, np.float32), 8000), headers={"Content-Type": "audio/wav"})
+    assert ok.status_code == 200 and sum(libsndfile_reads) == 8000 * 3
 
 
-def test_undeclared_lengths_stop_decoding_past_the_limit(http):
-    """A FLAC whose header does not state its length (total samples 0) holding 11 minutes: decoding
-    stops once the limit is passed, with the same 400."""
-    undeclared = flac_declaring(MAX_SECONDS + 60, 8000, 1, 0)
+def test_undeclared_lengths_stop_decoding_past_the_limit(http, libsndfile_reads):
+    """A FLAC whose header does not state its length (total samples 0) holding 20 minutes: decoding
+    stops within one block past the 10-minute limit, with the same 400, having read half the file."""
+    rate, seconds = 8000, 2 * MAX_SECONDS
+    undeclared = flac_declaring(seconds, rate, 1, 0)
     assert len(undeclared) < MAX_BODY_BYTES
     response = http.post("/invocations", content=undeclared, headers={"Content-Type": "audio/flac"})
     assert response.status_code == 400, response.text
     assert f"audio past it, over the limit (the limit is {MAX_SECONDS:g} s per request)" in response.json()["error"]
+    limit = int(MAX_SECONDS * rate)
+    assert limit < sum(libsndfile_reads) <= limit + BLOCK_SAMPLES < seconds * rate
     assert http.get("/ping").status_code == 200
 
 
@@ -232,3 +254,170 @@ def test_a_five_minute_recording_is_answered_with_its_timeline(http, tiny_export
         covered += run
     assert len(covered) == len(windows)
     assert all(a["label"] != b["label"] for a, b in zip(segments, segments[1:]))
+
+
+# ---------------------------------------------------------------- bodies over the cap, vanishing clients
+
+
+def raw_request(server, head: bytes) -> socket.socket:
+    """A connection to the server with `head` (request line and headers) sent; the body is the caller's.
+    Its reads time out after 60 s: a server that waited for more than it was sent fails the test."""
+    sock = socket.create_connection((server.host, server.port), timeout=60)
+    sock.sendall(head)
+    return sock
+
+
+def invocation_head(extra: str) -> bytes:
+    return f"POST /invocations HTTP/1.1\r\nHost: test\r\nContent-Type: audio/wav\r\n{extra}\r\n".encode()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict]:
+    """(status, JSON body) of the one response on `sock` (Content-Length framed, as uvicorn sends errors)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        assert more, f"connection closed before a response: {data!r}"
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        more = sock.recv(65536)
+        assert more, "connection closed mid-response"
+        body += more
+    return int(head.split()[1]), json.loads(body[:length])
+
+
+def test_a_declared_length_over_the_cap_is_refused_from_the_header(server, http):
+    """Content-Length of 1 GiB and no body sent: answered 413 at once, from the header (a server
+    that waited for the body would never answer); 7 MiB sent whole: read, dropped, 413 with its size."""
+    with raw_request(server, invocation_head(f"Content-Length: {1 << 30}\r\n")) as sock:
+        status, answer = read_response(sock)
+    assert status == 413 and answer["error"] == (f"request body is {1 << 30} bytes; the limit is {MAX_BODY_BYTES} "
+                                                 "bytes (6 MiB)")
+    over = MAX_BODY_BYTES + (1 << 20)
+    response = http.post("/invocations", content=b"\0" * over, headers={"Content-Type": "audio/wav"})
+    assert response.status_code == 413 and f"request body is {over} bytes" in response.json()["error"]
+    assert http.get("/ping").status_code == 200
+
+
+def test_a_streamed_body_is_cut_off_at_the_cap(server, http):
+    """Chunked bodies (no Content-Length): 7 MiB, ended, gets 413 with its size; one that goes on past
+    DISCARD_LIMIT and is never ended gets 413 once the server has read DISCARD_LIMIT (a server that
+    read to the end would wait for the last chunk forever), saying how much it read."""
+    def chunked(sock, total, end):
+        chunk = b"\0" * (1 << 16)
+        for _ in range(total // len(chunk)):
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        if end:
+            sock.sendall(b"0\r\n\r\n")
+
+    with raw_request(server, invocation_head("Transfer-Encoding: chunked\r\n")) as sock:
+        chunked(sock, 7 << 20, end=True)
+        status, answer = read_response(sock)
+    assert status == 413 and answer["error"].startswith(f"request body is {7 << 20} bytes")
+    with raw_request(server, invocation_head("Transfer-Encoding: chunked\r\n")) as sock:
+        sender = threading.Thread(target=chunked, args=(sock, DISCARD_LIMIT + (4 << 20), False))
+        sender.start()
+        status, answer = read_response(sock)
+        sender.join(60)
+    assert status == 413
+    read = int(answer["error"].split()[3])
+    assert DISCARD_LIMIT < read <= DISCARD_LIMIT + (1 << 20), read  # cut off within one read of the cap
+    assert http.get("/ping").status_code == 200
+
+
+def wait_for(condition, timeout=60.0):
+    """Poll until `condition()` holds; fail the test if it does not within `timeout` s (a guard, not a measure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
+
+
+def test_a_client_gone_mid_body_leaves_the_server_serving(server, http, libsndfile_reads):
+    before, calls = scrape(http), server.batcher.stats.batches
+    body = wav(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    with raw_request(server, invocation_head(f"Content-Length: {len(body)}\r\n")) as sock:
+        sock.sendall(body[:1000])  # then gone
+    wait_for(lambda: metric(scrape(http), "us8k_requests_total", status="400")
+             == metric(before, "us8k_requests_total", status="400") + 1)  # the server saw it go
+    after = scrape(http)
+    assert metric(after, "us8k_requests_in_flight") == 0 and libsndfile_reads == []
+    assert server.batcher.stats.batches == calls
+    assert http.post("/invocations", content=body, headers={"Content-Type": "audio/wav"}).status_code == 200
+
+
+def test_a_client_gone_mid_answer_leaves_the_server_serving(server, http):
+    """Two clients vanish: one right after sending a long recording (the answer is still being
+    computed), one after reading the first bytes of a large answer (a 2-minute timeline). The server
+    finishes both (counted as answered), holds nothing in flight and answers the next request."""
+    rate = 8000
+    t = np.arange(rate * 120) / rate
+    long = wav((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate)
+    before = metric(scrape(http), "us8k_requests_total", status="200")
+    head = "POST /invocations?windows=true&threshold=0 HTTP/1.1\r\nHost: test\r\nContent-Type: audio/wav\r\n" \
+           f"Content-Length: {len(long)}\r\n\r\n"
+    with socket.create_connection((server.host, server.port), timeout=60) as sock:
+        sock.sendall(head.encode() + long)  # then gone, before the answer
+    wait_for(lambda: metric(scrape(http), "us8k_requests_total", status="200") == before + 1)
+    with socket.create_connection((server.host, server.port), timeout=60) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(head.encode() + long)
+        assert sock.recv(64).startswith(b"HTTP/1.1 200")  # the answer has begun
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
+    wait_for(lambda: metric(scrape(http), "us8k_requests_total", status="200") == before + 2)
+    wait_for(lambda: metric(scrape(http), "us8k_requests_in_flight") == 0)
+    assert http.post("/invocations", content=wav(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE),
+                     headers={"Content-Type": "audio/wav"}).status_code == 200
+
+
+def test_at_most_parse_workers_requests_decode_at_once(server, http, monkeypatch):
+    """Five WAV requests at once, with libsndfile's reads held at a gate: PARSE_WORKERS of them reach
+    the decoder, the others wait their turn (all read: /metrics counts them waiting), and none
+    enters while the first ones are held; once the gate opens all five are answered."""
+    gate, lock = threading.Event(), threading.Lock()
+    inside, entered, most = [0], set(), [0]
+    read = sf.SoundFile.read
+
+    def held(self, *args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            entered.add(threading.get_ident())
+        try:
+            gate.wait(120)
+            return read(self, *args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(sf.SoundFile, "read", held)
+    body = wav(np.zeros(SAMPLE_RATE // 2, np.float32), SAMPLE_RATE)
+    results = []
+
+    def send():
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            results.append(client.post("/invocations", content=body, headers={"Content-Type": "audio/wav"}))
+
+    senders = [threading.Thread(target=send) for _ in range(5)]
+    for sender in senders:
+        sender.start()
+    def settled():  # two decoding, three waiting: every request read, none can enter meanwhile
+        with lock:
+            assert inside[0] <= PARSE_WORKERS, f"{inside[0]} requests decoding at once"
+        samples = scrape(http)
+        return (metric(samples, "us8k_requests_parsing"),
+                metric(samples, "us8k_requests_waiting_to_parse")) == (PARSE_WORKERS, 5 - PARSE_WORKERS)
+
+    try:
+        wait_for(settled)
+        with lock:
+            assert inside[0] == len(entered) == PARSE_WORKERS  # the waiting ones never reached the decoder
+    finally:
+        gate.set()
+        for sender in senders:
+            sender.join(120)
+    assert [r.status_code for r in results] == [200] * 5
+    assert most[0] == PARSE_WORKERS
+    samples = scrape(http)
+    assert metric(samples, "us8k_requests_parsing") == metric(samples, "us8k_requests_waiting_to_parse") == 0

@@ -1,7 +1,6 @@
 """serving.inference: request parsing, options, answers, and the SageMaker handlers called the way
 the TF Serving container calls them (input_handler → the SavedModel on that JSON → output_handler)."""
 import base64
-import collections
 import io
 import json
 import subprocess
@@ -9,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tf_serving_rest
 
+from container_context import context
 from serving import inference
 from serving.inference import (MAX_BODY_BYTES, RequestError, RequestOptions, ServingConfig, load_config,
                                parse_options, parse_request, predictions_from_outputs)
@@ -19,30 +18,14 @@ from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.batching import pad_batch
 from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED
 from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, SERVING_SIGNATURE, VERSION, serving_inputs
+from wav_files import encode
 
 pytestmark = pytest.mark.timeout(180)
-
-# The container's request context (sagemaker-tensorflow-serving-container, tfs_utils.Context).
-Context = collections.namedtuple(
-    "Context", "model_name, model_version, method, rest_uri, grpc_port, channel, "
-               "custom_attributes, request_content_type, accept_header, content_length")
-
-
-def context(content_type, attributes=None):
-    return Context("model", None, "predict", "http://localhost:8501/v1/models/model:predict", 9000, None,
-                   attributes, content_type, "application/json", None)
-
 
 def tone(seconds, rate=SAMPLE_RATE, freq=440.0, channels=1):
     t = np.arange(int(seconds * rate)) / rate
     x = 0.4 * np.sin(2 * np.pi * freq * t) + 0.05 * np.random.default_rng(int(freq)).standard_normal(t.size)
     return np.repeat(x[:, None], channels, axis=1).astype(np.float32) if channels > 1 else x.astype(np.float32)
-
-
-def encode(samples, rate, fmt="WAV", subtype="PCM_16"):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
 
 
 def body(obj):
@@ -215,13 +198,19 @@ def test_load_config_from_metadata(tmp_path):
 # ------------------------------------------------------------------ the container's path
 
 
+INT16_ROUNDING = 1e-5  # the container's int16 PCM vs float32, clips peaking at ≥ 0.1 (tests/test_server.py)
+
+
 @pytest.fixture
 def container(tiny_export, monkeypatch):
-    """The handlers as in the container: metadata.json found through US8K_METADATA, fresh config."""
+    """The handlers as in the container: metadata.json found through US8K_METADATA, configuration
+    reloaded (and reloaded again after the test, from the restored environment)."""
     monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / METADATA_FILE))
     monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
-    monkeypatch.setattr(inference, "_container_config", None)
-    return tiny_export
+    inference.reload_container_config()
+    yield tiny_export
+    monkeypatch.undo()
+    inference.reload_container_config()
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +244,7 @@ def test_handlers_as_the_container_calls_them(container, signature):
     for row, prediction in enumerate(predictions):
         expected = direct[row]
         got = np.array([prediction["probabilities"][c] for c in metadata["class_names"]])
-        np.testing.assert_allclose(got, expected, atol=2e-5)  # the container sends int16 PCM
+        np.testing.assert_allclose(got, expected, atol=INT16_ROUNDING)  # the container sends int16 PCM
         top = int(np.argmax(expected))
         assert prediction["undetermined"] == (prediction["confidence"] < metadata["threshold"])
         assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[top])
@@ -276,7 +265,7 @@ def test_container_threshold_from_attributes_and_environment(container, signatur
     (strict,) = json.loads(inference.output_handler(response, context("audio/wav", f"threshold={above}"))[0])["predictions"]
     assert strict["label"] == UNDETERMINED and strict["undetermined"] and strict["confidence"] == base["confidence"]
     monkeypatch.setenv(inference.THRESHOLD_ENV, str(above))
-    monkeypatch.setattr(inference, "_container_config", None)
+    assert inference.reload_container_config().threshold == above
     (endpoint_wide,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
     assert endpoint_wide["undetermined"]
     (request_wins,) = json.loads(inference.output_handler(response, context("audio/wav", "threshold=0"))[0])["predictions"]
@@ -339,3 +328,13 @@ def test_windows_answers_carry_timeline_and_segments():
     assert [w["label"] for w in answer["windows"]] == ["siren", "siren", "dog_bark"]
     assert answer["segments"] == [{"start_s": 0.0, "end_s": 6.0, "label": "siren", "confidence": 0.9},
                                   {"start_s": 4.0, "end_s": 7.0, "label": "dog_bark", "confidence": 0.7}]
+
+
+@pytest.mark.parametrize("value", ["high", "1.5", "-0.1", "nan", "inf"])
+def test_a_malformed_threshold_variable_is_refused_when_the_configuration_is_read(container, monkeypatch, value):
+    """Read once when the container loads the handler (tests/test_container_handler.py: it stops there)."""
+    monkeypatch.setenv(inference.THRESHOLD_ENV, value)
+    with pytest.raises(ValueError, match=rf"^US8K_THRESHOLD must be a number in \[0, 1\] .*got {value!r}$"):
+        inference.reload_container_config()
+    monkeypatch.setenv(inference.THRESHOLD_ENV, " ")  # set but blank: the model's threshold
+    assert inference.reload_container_config().threshold == load_config(container / METADATA_FILE).threshold

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from serving.inference import MAX_BODY_BYTES, MAX_INSTANCES, MAX_SECONDS
+from wav_files import encode
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")]
@@ -35,9 +36,7 @@ def reset_peak(pid):
 
 
 def wav(samples, rate, subtype="PCM_U8", fmt="WAV"):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
+    return encode(samples, rate, fmt, subtype)
 
 
 def largest_requests():

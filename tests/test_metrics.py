@@ -1,44 +1,22 @@
 """GET /metrics after real requests: counts by status, latency buckets, rows per model call,
 refusals by reason class; each server has its own registry."""
-import io
-
-import httpx
 import numpy as np
 import pytest
-import soundfile as sf
-from prometheus_client.parser import text_string_to_metric_families
 
-from serving.server import start_server
+from endpoint_servers import endpoint, scrape
+from endpoint_servers import metric as value
 from tfdata.contract import SAMPLE_RATE
+from wav_files import encode
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def wav(seconds):
-    buf = io.BytesIO()
-    sf.write(buf, 0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) / 7.0).astype(np.float32), SAMPLE_RATE,
-             format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
-
-def scrape(client):
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels):
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return encode(0.1 * np.sin(np.arange(int(seconds * SAMPLE_RATE)) / 7.0).astype(np.float32), SAMPLE_RATE)
 
 
 def test_metrics_count_requests_latency_and_refusals(tiny_export):
-    with start_server(tiny_export, port=0) as server, start_server(tiny_export, port=0) as other, \
-            httpx.Client(base_url=server.url, timeout=60) as client:
+    with endpoint(tiny_export) as (server, client), endpoint(tiny_export) as (other, other_client):
         for seconds in (1.0, 2.0, 9.0):
             assert client.post("/invocations", content=wav(seconds), headers={"Content-Type": "audio/wav"}).status_code == 200
         assert client.post("/invocations", json={"instances": [[0.1] * 100, [0.2] * 50]}).status_code == 200
@@ -62,6 +40,6 @@ def test_metrics_count_requests_latency_and_refusals(tiny_export):
         assert value(samples, "us8k_decode_failures_total", reason="unsupported_type") == 1
         assert value(samples, "us8k_queue_depth") == 0
         assert value(samples, "us8k_requests_in_flight") == 0
+        assert value(samples, "us8k_requests_parsing") == value(samples, "us8k_requests_waiting_to_parse") == 0
         # another server in the same process counts only its own requests
-        with httpx.Client(base_url=other.url, timeout=60) as other_client:
-            assert value(scrape(other_client), "us8k_requests_total", status="200") == 0
+        assert value(scrape(other_client), "us8k_requests_total", status="200") == 0

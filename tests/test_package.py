@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import serving.inference
+import wheel_cache
 import tfdata
 import us8k
 from serving.package import (CONTAINER_PYTHON, PackageError, _vendored_name, fetch_wheels, handler_modules,
@@ -28,10 +29,14 @@ def members(archive_path):
 
 @pytest.fixture(scope="module")
 def wheel_dir(tmp_path_factory):
-    """The container target's wheels, fetched once into a cache of this module's own."""
-    directory = tmp_path_factory.mktemp("wheels")
-    fetch_wheels(CONTAINER_PYTHON, directory)
-    return directory
+    """The container target's wheels: the test run's one cache (tests/wheel_cache.py), read only."""
+    return wheel_cache.container_wheels(tmp_path_factory)
+
+
+@pytest.fixture
+def pip_cache(tmp_path, monkeypatch):
+    """pip's HTTP cache in the test's directory, not the user's ~/.cache/pip."""
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
 
 
 def test_handler_modules_follow_the_imports():
@@ -99,20 +104,16 @@ def test_contents_match_sources_and_wheels(tiny_package, tiny_export, wheel_dir)
                 assert read(f"code/lib/{name}") == wheel.read(name)
 
 
-def test_same_export_gives_the_same_bytes(tiny_export, tiny_package, tmp_path):
-    again = write_package(tiny_export, tmp_path / "again.tar.gz")
-    assert again.read_bytes() == tiny_package.read_bytes()
-
-
-def test_cached_wheels_need_no_network(tiny_export, wheel_dir, tmp_path, monkeypatch):
-    """A second build finds its wheels in --wheel-dir: with every index unreachable, it still works."""
+@pytest.fixture
+def no_index(monkeypatch, pip_cache):
+    """Every package index unreachable (a build that needed the network would fail)."""
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")  # no configured indexes or find-links
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "2")
-    said = []
-    write_package(tiny_export, tmp_path / "offline.tar.gz", wheel_dir=wheel_dir, log=said.append)
-    assert any("found in" in line and "no download" in line for line in said)
+
+
+def test_missing_wheels_without_network_is_an_error(tiny_export, tmp_path, no_index):
     with pytest.raises(PackageError, match="pip could not fetch wheels of numpy==.* for CPython 3.12"):
         write_package(tiny_export, tmp_path / "none.tar.gz", wheel_dir=tmp_path / "empty")
     assert not (tmp_path / "none.tar.gz").exists()
@@ -150,19 +151,24 @@ def test_wheel_members_placement(member, placed):
     assert _vendored_name(member) == placed
 
 
-def test_cli_writes_the_archive(tiny_export, tmp_path, wheel_dir, capsys):
+def test_cli_writes_the_archive_from_cached_wheels_the_same_bytes(tiny_export, tiny_package, tmp_path, wheel_dir,
+                                                                    no_index, capsys):
+    """`us8k package` with --wheel-dir holding the wheels: no network needed (every index unreachable
+    here), and the same export and wheels give the same bytes as the run's tiny_package."""
     output = tmp_path / "out" / "model.tar.gz"
     assert us8k.main(["package", str(tiny_export), "--output", str(output), "--wheel-dir", str(wheel_dir)]) == 0
     out = capsys.readouterr().out
     assert "us8k package: packaging" in out and "for CPython 3.12" in out
+    assert f"wheels for CPython 3.12 found in {wheel_dir} (no download)" in out
     assert "us8k package: vendoring cffi " in out and "numpy " in out and "us8k package: wrote" in out
     assert output.is_file() and not output.with_name("model.tar.gz.partial").exists()
+    assert output.read_bytes() == tiny_package.read_bytes()
     with pytest.raises(SystemExit) as raised:
         us8k.main(["package", "--help"])
     assert raised.value.code == 0 and "--python-version" in capsys.readouterr().out
 
 
-def test_cli_errors_are_one_line(tiny_export, tmp_path):
+def test_cli_errors_are_one_line(tiny_export, tmp_path, pip_cache):
     with pytest.raises(SystemExit, match="us8k package: error: export directory not found"):
         us8k.main(["package", str(tmp_path / "missing"), "--output", str(tmp_path / "m.tar.gz")])
     no_metadata = tmp_path / "no_metadata"

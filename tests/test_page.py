@@ -3,62 +3,48 @@
 and ten bars, the timeline of a long file, the log-mel features of the model's own `log_mel`
 signature, the threshold slider, the endpoint's errors as messages, a two-second recording through
 Chromium's fake microphone, a 360 px viewport, axe-core (run in the page) and the keyboard alone.
-Also the routes themselves over HTTP. Writes docs/listening_page.png (the README shows it)."""
+Also the routes themselves over HTTP, and `us8k page-screenshot` (serving.screenshot), which makes
+the README's docs/listening_page.png: here it writes into the test's temporary directory only."""
 import base64
 import io
 import json
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
 from playwright.sync_api import expect
 
+import endpoint_servers
+from endpoint_servers import http  # noqa: F401  (the module's client fixture)
+from serving import screenshot
 from serving.page import LOG_MEL_MAX_WINDOWS
 from serving.server import start_server
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
 from tfdata.layout import (LOG_MEL_ROUTE, LOG_MEL_SIGNATURE, METADATA_ROUTE, MODEL_SUBDIR, OUTPUT_LOG_MEL, VERSION,
                            log_mel_inputs)
+from wav_files import duration, encode
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "listening_page.png"
-WAIT_MS = 30_000  # for an answer in the page
+CHROMIUM = screenshot.CHROMIUM
+LAUNCH_ARGS = screenshot.LAUNCH_ARGS
+WAIT_MS = screenshot.WAIT_MS  # for an answer in the page
+MICROPHONE_HZ = 300.0  # the tone Chromium's fake microphone plays (microphone.wav)
 
 
 def tone(seconds, rate=SAMPLE_RATE, freq=440.0, seed=0):
-    t = np.arange(int(seconds * rate)) / rate
-    noise = np.random.default_rng(seed).standard_normal(t.size)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 0.3 * t)
-    return (0.3 * envelope * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
+    return screenshot.example_tone(seconds, rate, freq, seed)
 
 
 def wav(samples, rate=SAMPLE_RATE):
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
+    return encode(samples, rate)
 
 
-SERVED_THRESHOLD = 0.3  # the tiny model's answers are far from one-hot: labels and events at 0.3
+SERVED_THRESHOLD = screenshot.DEFAULT_THRESHOLD  # the tiny model's answers are far from one-hot: labels and events at 0.3
 
-
-@pytest.fixture(scope="module")
-def server(tiny_export):
-    handle = start_server(tiny_export, port=0, threshold=SERVED_THRESHOLD)
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
+server = endpoint_servers.server_fixture(threshold=SERVED_THRESHOLD)
 
 
 @pytest.fixture(scope="module")
@@ -205,10 +191,16 @@ def test_upload_shows_label_bars_timeline_and_slider_relabels(page, http, files)
     assert page.inner_text("#label") == expected["label"]
     assert page.input_value("#threshold") == f"{SERVED_THRESHOLD:g}"
 
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.locator("#log-mel").scroll_into_view_if_needed()
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
-    assert SCREENSHOT.stat().st_size > 10_000
+
+def test_page_screenshot_command_writes_a_png(tiny_export, browser, files, tmp_path):
+    """What `us8k page-screenshot` runs (serving.screenshot; in this test's Chromium), into the test's
+    directory: a full-page PNG of the page after classifying the long file (README: docs/listening_page.png)."""
+    output = screenshot.take_screenshot(tiny_export, tmp_path / "shots" / "page.png", audio=files["long.wav"],
+                                        browser=browser)
+    data = output.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width == screenshot.VIEWPORT["width"] and height >= screenshot.VIEWPORT["height"]  # the full page
 
 
 def test_endpoint_errors_are_messages(page, files, tiny_export, tmp_path):
@@ -242,16 +234,35 @@ def test_endpoint_errors_are_messages(page, files, tiny_export, tmp_path):
     wait_text(page, "#error", "Cannot reach the endpoint")
 
 
-def test_record_two_seconds_from_fake_microphone(page, http):
+def record(page, seconds):
+    """Press record, wait until the page's own timer shows `seconds`, press stop; the request the page
+    then posts to /invocations. (Waits on the page, not on the test's clock.)"""
     page.click("#record-button")
     expect(page.locator("#record-button")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
-    time.sleep(2.0)
-    page.click("#record-button")
+    expect(page.locator("#record-time")).to_contain_text(f"{seconds} s of", timeout=WAIT_MS)
+    with page.expect_request(lambda r: r.method == "POST" and "/invocations" in r.url, timeout=WAIT_MS) as sent:
+        page.click("#record-button")
     wait_text(page, "#status", "Classified a ")
-    assert page.inner_text("#label") in (*CLASS_NAMES, UNDETERMINED)
+    return sent.value
+
+
+def test_record_from_fake_microphone(page, http):
+    """The page records Chromium's fake microphone (a 300 Hz tone) into a 16-bit WAV, says how long it
+    is, sends it, and shows the endpoint's answer for exactly those bytes."""
+    request = record(page, 2)
+    body = request.post_data_buffer
+    assert request.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(body), dtype="float32")
+    assert samples.ndim == 1 and samples.size > 0  # mono, not empty
+    shown = page.inner_text("#source-name")  # "for a 2.1 s recording"
+    assert shown.startswith("for a ") and shown.endswith(" s recording")
+    assert float(shown.split()[2]) == pytest.approx(duration(body), abs=0.05)  # the length it says it sent
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(samples.size)))
+    assert np.fft.rfftfreq(samples.size, 1 / rate)[spectrum.argmax()] == pytest.approx(MICROPHONE_HZ, rel=0.05)
+    expected = answer_of(http, body)  # the page shows the endpoint's answer for those bytes
+    assert page.inner_text("#label") == expected["label"]
+    assert page.locator("#bars li.top .name").inner_text() == top_class(expected)
     assert page.locator("#bars li").count() == len(CLASS_NAMES)
-    seconds = float(page.inner_text("#source-name").split()[2])
-    assert 1.5 <= seconds <= 4.0
     drawn = page.evaluate("""() => {  // the waveform's columns with ink: the fake microphone's tone, not silence
         const canvas = document.getElementById('waveform');
         const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -274,10 +285,7 @@ def test_narrow_viewport_360(page, files, tmp_path):
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, selector
     page.locator("#threshold").fill("1")
     assert page.inner_text("#label") == UNDETERMINED
-    page.click("#record-button")
-    time.sleep(2.0)
-    page.click("#record-button")
-    wait_text(page, "#status", "Classified a ")
+    record(page, 1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
 
 
@@ -294,6 +302,9 @@ def axe_violations(page):
 
 
 def test_accessibility_and_keyboard_only(page, files):
+    # Playwright turns on file-chooser interception asynchronously when a listener is added: add one
+    # now, well before the key press (else, on a loaded machine, the chooser could open uncaught).
+    page.on("filechooser", lambda chooser: None)
     assert axe_violations(page) == []  # before anything: the controls, the status
     # keyboard alone: Tab to the file input, open it, pick a file
     focused = []
@@ -327,7 +338,7 @@ def test_accessibility_and_keyboard_only(page, files):
     assert page.evaluate("document.activeElement.id") == "record-button"
     page.keyboard.press("Space")
     expect(page.locator("#record-button")).to_have_attribute("aria-pressed", "true", timeout=WAIT_MS)
-    time.sleep(1.0)
+    expect(page.locator("#record-time")).to_contain_text("1 s of", timeout=WAIT_MS)
     page.keyboard.press("Space")
     wait_text(page, "#status", "Classified a ")
     assert axe_violations(page) == []  # with the whole result shown

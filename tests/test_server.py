@@ -1,46 +1,50 @@
 """serving.server over real HTTP on loopback: formats, options, every bad input → its 4xx (and the
 server keeps serving), dynamic batching that does not change answers, the same predictions as
-the SavedModel alone and as the container's handlers, model.tar.gz, and `us8k serve` + SIGTERM."""
+the SavedModel alone and as the container's handlers (to the bounds the README states), the
+exported threshold and its overrides, model.tar.gz, graceful stop, and `us8k serve`: its refusals
+(flags, missing export, port in use) and the command in its own process (token, access log, SIGTERM)."""
 import base64
-import collections
-import io
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 
 import httpx
 import numpy as np
 import pytest
-import soundfile as sf
-import tf_serving_rest
 
+import container_context
+import endpoint_servers
+import export_copies
+import us8k
+from endpoint_servers import endpoint, http, post  # noqa: F401  (http: the module's client fixture)
 from serving import inference
 from serving.server import start_server
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
 from tfdata.layout import (METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE,
                            VERSION, serving_inputs)
+from wav_files import encode
 
 pytestmark = pytest.mark.timeout(300)
 
 TEST_BATCH_TIMEOUT_MS = 20.0  # long enough that requests sent together share a model call
+# How far answers may move, on the test model (tests/conftest.py's tiny export), as the README states
+# them: probabilities are rounded to 6 decimals in answers (tfdata.answers.DECIMALS), so 2e-6 is two
+# steps of that rounding. Measured over 120 clips of 0.3–13 s (0.3 sine + 0.05 noise): the endpoint's
+# windows mean against serving_default on the whole clip ≤ 5.2e-7; a request batched with 29
+# concurrent others against the same request alone ≤ 1e-6; the container's int16 PCM against the
+# float32 waveform ≤ 4.4e-6 (6.9e-6 over the 24 clips peaking at 0.1–1 of the test below; quieter
+# audio moves more: up to 1.9e-4 measured at a 0.003 peak).
+SAME_ANSWER = 2e-6  # windows mean vs serving_default, and batched vs alone (README: "tested to 2e-6")
+INT16_ROUNDING = 1e-5  # the container's int16 PCM vs the float32 waveform, clips peaking at 0.1–1
 
-
-@pytest.fixture(scope="module")
-def server(tiny_export):
-    handle = start_server(tiny_export, port=0, max_batch=32, batch_timeout_ms=TEST_BATCH_TIMEOUT_MS)
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
+server = endpoint_servers.server_fixture(max_batch=32, batch_timeout_ms=TEST_BATCH_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -64,27 +68,33 @@ def clip(seconds, rate=SAMPLE_RATE, freq=440.0, seed=0):
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
 
 
-def encode(samples, rate, fmt="WAV", subtype="PCM_16"):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
-    return buf.getvalue()
-
-
 def probs(prediction):
     return np.array([prediction["probabilities"][c] for c in CLASS_NAMES])
 
 
-def post(http, content, content_type, params=None, headers=None):
-    return http.post("/invocations", content=content, params=params,
-                     headers={"Content-Type": content_type, **(headers or {})})
-
-
-def check_prediction(prediction, expected, threshold=0.6, atol=2e-6):
+def check_prediction(prediction, expected, threshold=0.6, atol=SAME_ANSWER):
     assert set(prediction) >= {"label", "confidence", "probabilities", "undetermined"}
     np.testing.assert_allclose(probs(prediction), expected, atol=atol)
     assert prediction["confidence"] == pytest.approx(float(expected.max()), abs=atol)
     assert prediction["undetermined"] == (prediction["confidence"] < threshold)
     assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[int(expected.argmax())])
+
+
+@pytest.fixture
+def container(monkeypatch):
+    """serving.inference configured as in the container: `configure(metadata, threshold)` sets the
+    environment and reloads the handler's configuration (the environment is restored after)."""
+    def configure(metadata, threshold=None):
+        monkeypatch.setenv(inference.METADATA_ENV, str(metadata))
+        if threshold is None:
+            monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
+        else:
+            monkeypatch.setenv(inference.THRESHOLD_ENV, str(threshold))
+        return inference.reload_container_config()
+
+    yield configure
+    monkeypatch.undo()
+    inference.reload_container_config()
 
 
 def test_ping(http):
@@ -160,8 +170,7 @@ def test_threshold_per_request_makes_undetermined(http, how):
 def test_endpoint_threshold_from_metadata_and_override(tiny_export, server):
     metadata = json.loads((tiny_export / METADATA_FILE).read_text())
     assert server.config.threshold == metadata["threshold"]
-    with start_server(tiny_export, port=0, threshold=0.99) as strict, \
-            httpx.Client(base_url=strict.url, timeout=60) as client:
+    with endpoint(tiny_export, threshold=0.99) as (strict, client):
         (prediction,) = post(client, encode(clip(4.0), 22050), "audio/wav").json()["predictions"]
         assert prediction["confidence"] < 0.99 and prediction["label"] == UNDETERMINED
 
@@ -235,7 +244,7 @@ def test_concurrent_requests_are_batched_without_changing_answers(server, http):
     assert all(r is not None and r.status_code == 200 for r in results)
     for result, single in zip(results, alone):
         (prediction,) = result.json()["predictions"]
-        np.testing.assert_allclose(probs(prediction), probs(single), atol=1e-5)
+        np.testing.assert_allclose(probs(prediction), probs(single), atol=SAME_ANSWER)
         assert prediction["label"] == single["label"]
     assert calls < len(requests), f"{calls} model calls for {len(requests)} concurrent requests: no batching"
     assert server.batcher.stats.largest > 1
@@ -252,47 +261,41 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout(tiny_export):
         assert lone.batcher.stats.batches == 3
 
 
-def test_endpoint_savedmodel_and_container_handlers_agree(http, signature, tiny_export, monkeypatch):
+def test_endpoint_savedmodel_and_container_handlers_agree(http, signature, tiny_export, container):
     import tensorflow as tf
 
     rows = [clip(0.8, freq=500, seed=7), clip(4.0, freq=3000, seed=8), clip(5.5, freq=120, seed=9)]
     request = json.dumps({"instances": [r.tolist() for r in rows]}).encode()
-    endpoint = http.post("/invocations", content=request, headers={"Content-Type": "application/json"}).json()
+    endpoint_answer = http.post("/invocations", content=request, headers={"Content-Type": "application/json"}).json()
     # the container: input_handler → TF Serving's REST predict (the signature) → output_handler
-    monkeypatch.setenv(inference.METADATA_ENV, str(tiny_export / METADATA_FILE))
-    monkeypatch.setattr(inference, "_container_config", None)
-    Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
-    ctx = Context(None, "application/json", "application/json")
+    container(tiny_export / METADATA_FILE)
     loaded = tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION))
-    tfs_answer = tf_serving_rest.predict(loaded, inference.input_handler(io.BytesIO(request), ctx))
-    container = json.loads(inference.output_handler(tfs_answer, ctx)[0])
-    for row, from_endpoint, from_container in zip(rows, endpoint["predictions"], container["predictions"]):
+    from_handlers = container_context.round_trip(inference, loaded, request, "application/json")
+    for row, from_endpoint, from_container in zip(rows, endpoint_answer["predictions"], from_handlers["predictions"]):
         direct, _ = model_alone(signature, row)
         check_prediction(from_endpoint, direct)
-        check_prediction(from_container, direct, atol=2e-5)  # the container sends int16 PCM
+        check_prediction(from_container, direct, atol=INT16_ROUNDING)  # the container sends int16 PCM
         assert from_endpoint["label"] == from_container["label"]
 
 
 def test_serves_a_model_tar_gz(tiny_package, http):
     wav = encode(clip(3.0, 32000, seed=10), 32000)
-    with start_server(tiny_package, port=0) as packaged, httpx.Client(base_url=packaged.url, timeout=60) as client:
+    with endpoint(tiny_package) as (packaged, client):
         assert client.get("/ping").status_code == 200
         assert post(client, wav, "audio/wav").json() == post(http, wav, "audio/wav").json()
 
 
 def test_stop_lets_in_flight_requests_finish(tiny_export):
     """Graceful shutdown: a request whose body is still arriving when stop() is called is answered."""
-    import time
-
     handle = start_server(tiny_export, port=0)
     wav = encode(clip(2.0), 22050)
-    first_part_sent = threading.Event()
+    first_part_sent, stopped = threading.Event(), threading.Event()
     result = {}
 
     def slow_body():
         yield wav[:1000]
         first_part_sent.set()
-        time.sleep(1.0)
+        stopped.wait(60)  # the rest only once stop() has been called
         yield wav[1000:]
 
     def send():
@@ -302,8 +305,13 @@ def test_stop_lets_in_flight_requests_finish(tiny_export):
     sender = threading.Thread(target=send)
     sender.start()
     assert first_part_sent.wait(30)
-    time.sleep(0.2)  # the server has the first part: the request is in flight
-    handle.stop()
+    with httpx.Client(base_url=handle.url, timeout=30) as client:  # the server has the request in flight
+        wait_for(lambda: endpoint_servers.metric(endpoint_servers.scrape(client), "us8k_requests_in_flight") == 1)
+    stopper = threading.Thread(target=handle.stop)
+    stopper.start()
+    wait_for(lambda: not accepts_connections(handle.url))  # shutting down: no new connections
+    stopped.set()
+    stopper.join(60)
     sender.join(60)
     assert result["response"].status_code == 200
     assert len(result["response"].json()["predictions"]) == 1
@@ -311,30 +319,105 @@ def test_stop_lets_in_flight_requests_finish(tiny_export):
         httpx.get(handle.url + "/ping", timeout=5)
 
 
-def test_cli_serve_starts_answers_and_stops_on_sigterm(tiny_package):
+def accepts_connections(url):
+    """Whether the server still answers a new connection's /ping (refused, reset or cut off: it does not)."""
+    try:
+        return httpx.get(url + "/ping", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_for(condition, timeout=60.0):
+    """Poll `condition` until it holds; fail the test if it does not within `timeout` s (a guard, not a measure)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- `us8k serve`, the command
+
+
+def test_cli_serve_with_a_token_answers_logs_and_stops_on_sigterm(tiny_package, tmp_path):
+    """The real command in its own process: a model.tar.gz, a token file, one line per request (the
+    refused one included), and SIGTERM → exit 0 with the batcher's count."""
+    token = "s3cret-" + "t" * 24
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
     process = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(tiny_package), "--port", "0",
-                                "--max-batch", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                "--max-batch", "4", "--auth-token-file", str(token_file)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     try:
         url = None
         for line in process.stdout:
-            match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+) ", line)
+            match = re.search(r"serving .* at (http://127\.0\.0\.1:\d+) .*max batch 4, .*token required", line)
             if match:
                 url = match.group(1)
                 break
         assert url, process.stderr.read()
         with httpx.Client(base_url=url, timeout=60) as client:
-            assert client.get("/ping").status_code == 200
-            response = post(client, encode(clip(1.0), 22050), "audio/wav")
+            assert client.get("/ping").status_code == 200  # open, token or not
+            assert post(client, encode(clip(1.0), 22050), "audio/wav").status_code == 401
+            response = post(client, encode(clip(1.0), 22050), "audio/wav", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200 and len(response.json()["predictions"]) == 1
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
         assert "us8k serve: stopped (1 clips in 1 model calls)" in out
+        # one line per request (status, bytes, clips, ms), the refused one included
+        assert re.search(r"POST /invocations 401 0 B 0 clips [\d.]+ ms", out), out
+        assert re.search(r"POST /invocations 200 \d+ B 1 clips [\d.]+ ms", out), out
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--max-batch", "0"], "--max-batch must be at least 1"),
+    (["--threshold", "1.5"], "--threshold must be in [0, 1]"),
+    (["--threshold", "nan"], "--threshold must be in [0, 1]"),
+    (["--max-seconds", "0"], "--max-seconds must be a positive number"),
+    (["--max-seconds", "inf"], "--max-seconds must be a positive number"),
+    (["--max-seconds", "nan"], "--max-seconds must be a positive number"),
+])
+def test_cli_serve_refuses_bad_flags_before_loading(tmp_path, flags, message):
+    """Refused from the flags alone: the model path does not even exist."""
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(["serve", str(tmp_path / "not-loaded"), "--port", "0", *flags])
+    assert str(refused.value) == f"us8k serve: error: {message}"
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--port", "eighty"], "argument --port: invalid int value: 'eighty'"),
+    (["--max-batch", "many"], "argument --max-batch: invalid int value: 'many'"),
+    (["--threshold"], "argument --threshold: expected one argument"),
+    (["--workers", "2"], "unrecognized arguments: --workers 2"),
+])
+def test_cli_serve_refuses_malformed_flags(tiny_export, capsys, flags, message):
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(["serve", str(tiny_export), *flags])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_serve_refuses_a_missing_or_empty_export(tmp_path):
+    with pytest.raises(SystemExit, match=r"^us8k serve: error: .*nowhere is neither an export directory nor a "
+                                         r"model.tar.gz$"):
+        us8k.main(["serve", str(tmp_path / "nowhere"), "--port", "0"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"^us8k serve: error: no SavedModel under .*empty"):
+        us8k.main(["serve", str(tmp_path / "empty"), "--port", "0"])
+
+
+def test_cli_serve_refuses_a_port_in_use(tiny_export):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as refused:
+            us8k.main(["serve", str(tiny_export), "--port", str(port), "--quiet"])
+        assert str(refused.value) == f"us8k serve: error: cannot bind 127.0.0.1:{port}: Address already in use"
 
 
 def test_listening_socket_is_tcp_so_replies_are_not_delayed():
@@ -357,22 +440,14 @@ EXPORTED_THRESHOLD = 0.01  # not the default 0.6: a server that ignored the mode
 
 
 @pytest.fixture(scope="module")
-def low_threshold_export(tmp_path_factory):
-    import keras
-
-    from models.architectures import build_model
-    from models.export import export_model
-    from tfdata.contract import FRONTEND
-
-    export_dir = tmp_path_factory.mktemp("threshold") / "export"
-    keras.utils.set_random_seed(0)
-    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, export_dir, threshold=EXPORTED_THRESHOLD)
+def low_threshold_export(tiny_export, tmp_path_factory):
+    """tiny_export with an exported threshold of 0.01 (tests/export_copies.py: a copy, not a second export)."""
+    export_dir = export_copies.with_threshold(tmp_path_factory, tiny_export, EXPORTED_THRESHOLD)
     assert json.loads((export_dir / METADATA_FILE).read_text())["threshold"] == EXPORTED_THRESHOLD
     return export_dir
 
 
-def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_export, monkeypatch):
+def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_export, container):
     """Order: ?threshold= > X-Amzn-SageMaker-Custom-Attributes > --threshold (US8K_THRESHOLD in the
     container) > the export's metadata.json > 0.6. The clip's confidence is below 0.6, so the default
     would say undetermined; the exported 0.01 says its label."""
@@ -380,8 +455,7 @@ def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_
 
     candidates = [encode(clip(4.0, freq=f, seed=s), 22050) for f, s in [(660, 6), (150, 2), (3000, 8), (440, 0)]]
     attrs = "X-Amzn-SageMaker-Custom-Attributes"
-    with start_server(low_threshold_export, port=0) as default, \
-            httpx.Client(base_url=default.url, timeout=60) as client:
+    with endpoint(low_threshold_export) as (default, client):
         assert default.config.threshold == EXPORTED_THRESHOLD
         answers = [post(client, wav, "audio/wav").json()["predictions"][0] for wav in candidates]
         wav, base = next((w, a) for w, a in zip(candidates, answers) if a["confidence"] < 0.6)
@@ -392,10 +466,9 @@ def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_
         (query_wins,) = post(client, wav, "audio/wav", params={"threshold": "0.01"},
                              headers={attrs: f"threshold={high}"}).json()["predictions"]
         assert not query_wins["undetermined"]
-    with start_server(low_threshold_export, port=0, threshold=float(high)) as strict, \
-            httpx.Client(base_url=strict.url, timeout=60) as client:
-        (endpoint,) = post(client, wav, "audio/wav").json()["predictions"]
-        assert endpoint["undetermined"] and endpoint["label"] == UNDETERMINED  # --threshold over the model's
+    with endpoint(low_threshold_export, threshold=float(high)) as (strict, client):
+        (endpoint_wide,) = post(client, wav, "audio/wav").json()["predictions"]
+        assert endpoint_wide["undetermined"] and endpoint_wide["label"] == UNDETERMINED  # --threshold over the model's
         (header_wins,) = post(client, wav, "audio/wav", headers={attrs: "threshold=0.01"}).json()["predictions"]
         assert not header_wins["undetermined"]
         (query_wins,) = post(client, wav, "audio/wav", params={"threshold": high},
@@ -403,19 +476,32 @@ def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_
         assert query_wins["undetermined"]
     # the container: input_handler → TF Serving on its payload → output_handler
     loaded = tf.saved_model.load(str(low_threshold_export / MODEL_SUBDIR / VERSION))
-    monkeypatch.setenv(inference.METADATA_ENV, str(low_threshold_export / METADATA_FILE))
-    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
-    monkeypatch.setattr(inference, "_container_config", None)
-    Context = collections.namedtuple("Context", "custom_attributes request_content_type accept_header")
 
-    def container(attributes=None):
-        ctx = Context(attributes, "audio/wav", "application/json")
-        response = tf_serving_rest.predict(loaded, inference.input_handler(io.BytesIO(wav), ctx))
-        return json.loads(inference.output_handler(response, ctx)[0])["predictions"][0]
+    def in_container(attributes=None):
+        return container_context.round_trip(inference, loaded, wav, "audio/wav", attributes)["predictions"][0]
 
-    assert not container()["undetermined"]  # the export's 0.01
-    assert container(f"threshold={high}")["undetermined"]
-    monkeypatch.setenv(inference.THRESHOLD_ENV, high)
-    monkeypatch.setattr(inference, "_container_config", None)
-    assert container()["undetermined"]  # the endpoint's, over the model's
-    assert not container("threshold=0.01")["undetermined"]  # the request's, over the endpoint's
+    assert container(low_threshold_export / METADATA_FILE).threshold == EXPORTED_THRESHOLD
+    assert not in_container()["undetermined"]  # the export's 0.01
+    assert in_container(f"threshold={high}")["undetermined"]
+    assert container(low_threshold_export / METADATA_FILE, threshold=high).threshold == float(high)
+    assert in_container()["undetermined"]  # the endpoint's, over the model's
+    assert not in_container("threshold=0.01")["undetermined"]  # the request's, over the endpoint's
+
+
+def test_the_containers_int16_rounding_stays_within_its_bound(signature, tiny_export, container):
+    """What the README states of the container's int16 PCM against the float32 waveform: over clips
+    peaking at 0.1–1 (0.5–8 s, tones over noise), probabilities move by at most INT16_ROUNDING."""
+    import tensorflow as tf
+
+    container(tiny_export / METADATA_FILE)
+    loaded = tf.saved_model.load(str(tiny_export / MODEL_SUBDIR / VERSION))
+    rng = np.random.default_rng(20)
+    worst = 0.0
+    for peak in np.geomspace(0.1, 1.0, 24):
+        t = np.arange(int(rng.uniform(0.5, 8.0) * SAMPLE_RATE)) / SAMPLE_RATE
+        x = 0.8 * np.sin(2 * np.pi * rng.uniform(50, 5000) * t) + 0.2 * rng.uniform(-1, 1, t.size)
+        row = (peak * x).astype(np.float32)
+        body = encode(row, SAMPLE_RATE, "WAV", "FLOAT")  # the float32 samples exactly, quicker than JSON
+        (answer,) = container_context.round_trip(inference, loaded, body, "audio/wav")["predictions"]
+        worst = max(worst, float(np.abs(probs(answer) - model_alone(signature, row)[0]).max()))
+    assert worst <= INT16_ROUNDING, worst

@@ -1,17 +1,17 @@
 """beam.transforms: metadata rows are validated with a reason, and DecodeClips routes every row to
 exactly one of its tagged outputs (a real in-process Beam run on real files)."""
-import os
 
 import apache_beam as beam
 import numpy as np
 import pytest
-import soundfile as sf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam.transforms import (ERRORS_TAG, RECORDS_TAG, BadRow, ClipRow, DecodeClips, RowError, header_columns,
                              parse_row, read_row)
 from tfdata import contract as c
+
+from wav_files import encode
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,7 +61,7 @@ def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
     fold_dir = tmp_path / c.AUDIO_DIR / "fold2"
     fold_dir.mkdir(parents=True)
     t = np.arange(48000 * 2) / 48000
-    sf.write(fold_dir / "1-4-0-0.wav", 0.2 * np.sin(2 * np.pi * 300 * t), 48000, subtype="PCM_24")
+    (fold_dir / "1-4-0-0.wav").write_bytes(encode(0.2 * np.sin(2 * np.pi * 300 * t), 48000, subtype="PCM_24"))
     (fold_dir / "2-4-0-0.wav").write_bytes(b"")
     rows = [read_row(line, text, COLUMNS) for line, text in [
         (2, "1-4-0-0.wav,1,0,2,1,2,4,drilling"),
@@ -94,9 +94,10 @@ def test_long_files_are_ingested_from_their_first_seconds_only_and_exactly(tmp_p
     fold_dir = tmp_path / c.AUDIO_DIR / "fold3"
     fold_dir.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    sf.write(fold_dir / "1-8-0-0.wav", (0.1 * rng.standard_normal((180 * 44100, 2))).astype(np.float32), 44100,
-             subtype="PCM_16")
-    sf.write(fold_dir / "2-8-0-0.flac", (0.1 * rng.standard_normal(600 * 8000)).astype(np.float32), 8000)
+    (fold_dir / "1-8-0-0.wav").write_bytes(encode((0.1 * rng.standard_normal((180 * 44100, 2))).astype(np.float32),
+                                                  44100))
+    (fold_dir / "2-8-0-0.flac").write_bytes(encode((0.1 * rng.standard_normal(600 * 8000)).astype(np.float32), 8000,
+                                                   "FLAC"))
     with av.open(str(fold_dir / "3-8-0-0.m4a"), mode="w", format="mp4") as out:
         stream = out.add_stream("aac", rate=48000)
         stream.layout = "mono"

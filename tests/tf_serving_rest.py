@@ -16,12 +16,7 @@ import json
 
 import numpy as np
 
-
-class Response:
-    """What `requests.post(context.rest_uri, data=...)` hands output_handler."""
-
-    def __init__(self, status_code: int, content: bytes):
-        self.status_code, self.content = status_code, content
+from container_context import Response  # what `requests.post(context.rest_uri, data=...)` hands output_handler
 
 
 def _inputs(loaded, request: dict):
