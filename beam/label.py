@@ -326,11 +326,23 @@ class _DecodeFn(beam.DoFn):
 
 
 def _failed_batch(failure):
-    """RunInference's dead letter (a batch of Clips, (type, repr, traceback)) → one error per file."""
-    batch, (kind, text, _) = failure
-    reason = f"the model failed on this file's batch: {getattr(kind, '__name__', kind)}: {text}"[:500]
+    """RunInference's dead letter (a batch of Clips, (type, repr, formatted traceback)) → one error per
+    file. The reason is the exception's message, on one line, from the traceback's last entry
+    ("module.Type: message"): repr() of TensorFlow's errors holds none ("InvalidArgumentError()")."""
+    batch, (kind, text, formatted) = failure
+    message = _exception_message(formatted) or text
+    reason = f"the model failed on this file's batch: {getattr(kind, '__name__', kind)}: {message}"[:500]
     for clip in batch:
         yield error_entry(clip.path, "inference", reason)
+
+
+def _exception_message(formatted) -> str:
+    """The message of traceback.format_exception's last entry (a list of strings, as Beam gives it),
+    whitespace collapsed; "" when there is none."""
+    if not isinstance(formatted, (list, tuple)) or not formatted:
+        return ""
+    _, separator, message = str(formatted[-1]).partition(": ")
+    return " ".join(message.split()) if separator else ""
 
 
 class _Progress:

@@ -1,6 +1,11 @@
 """tfdata.audio: every format the generator writes plus compressed ones decode to mono 22050 Hz;
-every bad input fails with AudioDecodeError and a reason."""
+every bad input fails with AudioDecodeError and a reason. Also what a header can get wrong (a
+streamed WAV's unknown sizes, a container declaring fewer frames than it holds), input with no
+audio stream, clips too short to resample, and libsndfile reading from a Python file object where
+there is no memfd."""
 import io
+import os
+import struct
 
 import av
 import numpy as np
@@ -11,6 +16,8 @@ from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, Au
                           decode_head, fit_to_length, prepare_waveform, to_mono)
 from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
 
+from wav_files import encode
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -18,12 +25,6 @@ def tone(rate, seconds=1.0, channels=1, freq=440.0):
     t = np.arange(int(rate * seconds)) / rate
     mono = 0.5 * np.sin(2 * np.pi * freq * t)
     return np.stack([mono * (1 - 0.1 * k) for k in range(channels)], axis=1).astype(np.float32)
-
-
-def encode(samples, rate, fmt, subtype, **kw):
-    buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt, subtype=subtype, **kw)
-    return buf.getvalue()
 
 
 def dominant_hz(x):
@@ -64,7 +65,9 @@ def test_multichannel_downmix_is_channel_average():
 
 def test_big_endian_float_rifx_via_libsndfile():
     x = tone(16000)
-    y = decode_audio(encode(x, 16000, "WAV", "FLOAT", endian="BIG"))
+    rifx = encode(x, 16000, "WAV", "FLOAT", endian="BIG")
+    assert rifx[:4] == b"RIFX"
+    y = decode_audio(rifx)
     assert abs(dominant_hz(y) - 440) < 5
 
 
@@ -230,8 +233,101 @@ def test_max_seconds_refuses_from_the_header_and_while_decoding():
 def test_source_rates_outside_the_range_are_refused_before_decoding(rate):
     with pytest.raises(AudioDecodeError, match=f"sample rate {rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE}"):
         prepare_waveform(np.zeros(10, np.float32), rate)
-    header = io.BytesIO()
-    with sf.SoundFile(header, "w", rate, 1, "PCM_16", format="WAV") as out:
-        out.write(np.zeros(100, np.float32))
     with pytest.raises(AudioDecodeError, match="is outside"):
-        decode_audio(header.getvalue())
+        decode_audio(encode(np.zeros(100, np.float32), rate))
+
+
+# ------------------------------------------------------------------ what a header can get wrong
+
+
+def test_a_streamed_wav_of_unknown_size_decodes_to_its_end():
+    """A WAV written as a stream (RIFF and data sizes 0xFFFFFFFF: not known when the header was
+    written) holds what is there: not "truncated", all of it decoded; an ordinary WAV cut short is."""
+    data = encode(noisy(16000, 3.0, channels=2), 16000, "WAV", "PCM_16")
+    at = data.index(b"data")
+    unknown = struct.pack("<I", 0xFFFFFFFF)
+    streamed = data[:4] + unknown + data[8:at + 4] + unknown + data[at + 8:]
+    full = decode_audio(data)
+    assert full.shape == (3 * SAMPLE_RATE,)
+    np.testing.assert_array_equal(decode_audio(streamed), full)
+    np.testing.assert_array_equal(decode_head(streamed), decode_head(data))
+    one_second = at + 8 + 16000 * 2 * 2  # stereo 16-bit frames
+    assert decode_audio(streamed[:one_second]).shape == (SAMPLE_RATE,)  # a stream stopped early: what is there
+    with pytest.raises(AudioDecodeError, match="truncated WAV"):
+        decode_audio(data[:one_second])
+
+
+def declaring(m4a: bytes, seconds: float) -> bytes:
+    """The M4A with its track's media header (mdhd, version 0) declaring `seconds`, samples unchanged."""
+    at = m4a.index(b"mdhd")
+    assert m4a[at + 4] == 0  # version 0: 32-bit timescale and duration
+    (timescale,) = struct.unpack(">I", m4a[at + 16:at + 20])
+    return m4a[:at + 20] + struct.pack(">I", int(seconds * timescale)) + m4a[at + 24:]
+
+
+def test_a_header_declaring_fewer_frames_than_the_file_holds():
+    """FFmpeg's path (AAC in MP4): the container says 2 s, its samples last 12 s. Decoding goes on
+    past the declared length (the output grows beyond the buffer sized from it) and gives what the
+    honest file gives; --max-seconds, which the header passes, stops the decoding instead."""
+    data = aac_m4a(noisy(8000, 12.0), 8000)
+    short = declaring(data, 2.0)
+    with av.open(io.BytesIO(short)) as container:
+        stream = container.streams.audio[0]
+        assert stream.duration * stream.time_base == 2
+    full = decode_audio(data)
+    assert full.shape[0] > 11.9 * SAMPLE_RATE
+    np.testing.assert_array_equal(decode_audio(short), full)
+    np.testing.assert_array_equal(decode_head(short), full[:CLIP_SAMPLES])
+    with pytest.raises(AudioTooLongError, match="^more than 5 s of audio; the limit is 5 s$") as caught:
+        decode_audio(short, max_seconds=5)
+    assert caught.value.seconds is None  # not refused from the header: it declares 2 s
+
+
+def test_input_without_an_audio_stream_is_refused():
+    """A video with no sound (MPEG-4 Part 2 in MP4): libsndfile cannot read it, FFmpeg finds no audio."""
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        for k in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), 40 * k, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(io.BytesIO(buffer.getvalue()))
+    with pytest.raises(AudioDecodeError, match="^no audio stream in the input$"):
+        decode_audio(buffer.getvalue())
+
+
+@pytest.mark.parametrize("rate", [48000, 96000, 384000])
+def test_a_clip_too_short_to_resample_is_refused(rate):
+    """One sample at a rate above 22050 Hz resamples to nothing: refused with the reason, by the
+    streaming decoder (file) and by prepare_waveform (samples); at 22050 Hz it is one sample."""
+    one = encode(np.full((1, 1), 0.1, np.float32), rate, "WAV", "FLOAT")
+    reason = rf"^clip too short to resample from {rate} Hz \(1 samples\)$"
+    with pytest.raises(AudioDecodeError, match=reason):
+        decode_audio(one)
+    with pytest.raises(AudioDecodeError, match=reason):
+        decode_head(one)
+    with pytest.raises(AudioDecodeError, match=reason):
+        prepare_waveform(np.full(1, 0.1, np.float32), rate)
+    assert decode_audio(encode(np.full((1, 1), 0.1, np.float32), SAMPLE_RATE, "WAV", "FLOAT")).shape == (1,)
+
+
+def test_without_memfd_libsndfile_reads_the_bytes_through_a_python_file(monkeypatch):
+    """Where os.memfd_create does not exist (not Linux) the bytes go to libsndfile as an io.BytesIO:
+    the same samples, the same refusals."""
+    inputs = [encode(noisy(44100, 6.0, channels=2), 44100, "WAV", "PCM_16"),
+              encode(noisy(8000, 3.0), 8000, "FLAC", "PCM_16")]
+    expected = [(decode_audio(data), decode_head(data)) for data in inputs]  # through a memfd on Linux
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    for data, (full, head) in zip(inputs, expected):
+        np.testing.assert_array_equal(decode_audio(data), full)
+        np.testing.assert_array_equal(decode_head(data), head)
+    with pytest.raises(AudioTooLongError, match="the limit is 5 s"):
+        decode_audio(inputs[0], max_seconds=5)
+    with pytest.raises(AudioDecodeError, match="not decodable"):
+        decode_audio(b"this is a text file, not audio\n" * 20)

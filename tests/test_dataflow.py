@@ -14,39 +14,30 @@ asks GCS whether the temp bucket has soft delete (GcsIO().is_soft_delete_enabled
 DataflowApplicationClient.create_job_description uploads the sdist and pipeline.pb to the staging
 location (google.cloud.storage Client.get_bucket); --template_location / --dataflow_job_file
 write the job file only after that upload (the latter then submits the job).
+
+The arguments, the environment without credentials, the offline CLI run and the GCS stand-in are
+tests/dataflow_setup.py's (tests/test_label.py builds `us8k label`'s Dataflow job with them too).
 """
 import argparse
-import http.server
-import json
 import os
-import shutil
-import subprocess
-import sys
 import tarfile
-import threading
-import warnings
 
 import pytest
 
+import us8k
 from beam import jobio
 from beam import label
 from beam import pipeline as ingest
 from tfdata import contract as c
-from tfdata.synth import generate_dataset
+
+from dataflow_setup import (DATAFLOW_ARGS, NO_CREDENTIALS, REPO, dataflow_args, refusing_gcs_server,
+                            run_offline_cli, without_credentials)
+from synth_data import synth_dataset
 
 pytestmark = pytest.mark.timeout(180)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FOLDS = (1, 3)
-PROJECT = "us8k-offline-test"
-DATAFLOW_ARGS = ["--runner", "DataflowRunner", "--project", PROJECT, "--region", "europe-west1",
-                 "--temp_location", "gs://us8k-bucket/tmp", f"--setup_file={os.path.join(REPO, 'setup.py')}",
-                 "--dry_run=true"]
-NO_CREDENTIALS = {"GOOGLE_APPLICATION_CREDENTIALS": os.devnull, "CLOUDSDK_CONFIG": os.devnull,
-                  "NO_GCE_CHECK": "true"}
+FOLDS = (1, 2)
 IMAGE = "europe-west1-docker.pkg.dev/us8k-offline-test/us8k/worker:0.1.0"  # docs/dataflow.md's custom container
-ANONYMOUS_REFUSAL = {"error": {"code": 401, "message": "Anonymous caller does not have storage.buckets.get access "
-                               "to the Google Cloud Storage bucket.", "errors": [{"reason": "required"}]}}
 EXPECTED_STEPS = (["ReadMetadata", "DecodeClips", "PartitionByFold"]
                   + [name for fold in FOLDS for name in (f"ExamplesFold{fold}", f"WriteFold{fold}")]
                   + ["ErrorsToJson", "WriteErrors"])
@@ -56,62 +47,16 @@ OUR_MODULES = ("setup.py", "us8k.py", "beam/pipeline.py", "beam/transforms.py", 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("us8k"))
-    generate_dataset(root, clips_per_class_per_fold=1, folds=FOLDS, corrupt=1, progress=None)
-    return root
-
-
-def has_network_namespaces() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
-
-
-def without_credentials(monkeypatch):
-    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="apache-beam[gcp] not installed")
-    for name, value in NO_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-
-
-class _RefuseAnonymous(http.server.BaseHTTPRequestHandler):
-    """Every request answered as GCS answers a caller without credentials."""
-
-    def _refuse(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
-        body = json.dumps(ANONYMOUS_REFUSAL).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.server.requests.append(f"{self.command} {self.path.split('?')[0]}")
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _refuse
-
-    def log_message(self, *args):
-        pass
+    """The synthetic dataset tests/test_ingest_s3.py reads too (generated once per test run); read only."""
+    return str(synth_dataset(tmp_path_factory, FOLDS, corrupt=1))
 
 
 @pytest.fixture
 def refusing_gcs(monkeypatch):
-    """A loopback stand-in for storage.googleapis.com that refuses every request (401), and Beam's
-    retry sleeps skipped (it retries staging seven times, minutes apart); the requests it got."""
-    from apache_beam.utils import retry
-
-    without_credentials(monkeypatch)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RefuseAnonymous)
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setattr(retry.Clock, "sleep", lambda self, seconds: None)
-    try:
-        yield server.requests
-    finally:
-        server.shutdown()
-        server.server_close()
+    """tests/dataflow_setup.py's loopback stand-in for storage.googleapis.com (every request refused,
+    401); the requests it got."""
+    with refusing_gcs_server(monkeypatch) as requests:
+        yield requests
 
 
 def earlier_files(out: str, names) -> dict[str, bytes]:
@@ -136,9 +81,7 @@ def tree(out: str) -> dict[str, bytes]:
 
 
 def test_dry_run_builds_the_named_steps_and_stages_our_sdist(dataset, monkeypatch):
-    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="apache-beam[gcp] not installed")
-    for name, value in NO_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+    without_credentials(monkeypatch)
     lines = []
     job = ingest.run_ingest(dataset, "gs://us8k-bucket/records", DATAFLOW_ARGS, progress=lines.append)
     assert job["dry_run"] is True and job["job_name"].startswith("beamapp-")
@@ -158,15 +101,16 @@ def test_dry_run_builds_the_named_steps_and_stages_our_sdist(dataset, monkeypatc
 
 
 def test_default_write_streams_from_the_decode_stage(dataset, monkeypatch):
-    """WriteFold{k}'s bundle writer reads the decoded records directly (no grouping by shard)."""
-    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="apache-beam[gcp] not installed")
+    """WriteFold{k}'s bundle writer reads the decoded records directly (no grouping by shard). The
+    job's graph only: built without the sdist and without Beam's record of the submitting
+    environment (a `pip freeze`), which the other dry runs here stage."""
+    without_credentials(monkeypatch)
     import apache_beam as beam
     from apache_beam.portability.api import beam_runner_api_pb2
 
-    for name, value in NO_CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
     plan = ingest.plan_ingest(dataset, "gs://us8k-bucket/records", 100 * 10**6)
-    pipeline = beam.Pipeline(options=ingest.pipeline_options(DATAFLOW_ARGS))
+    args = dataflow_args(setup_file=False, extra=["--experiments=disable_logging_submission_environment"])
+    pipeline = beam.Pipeline(options=ingest.pipeline_options(args))
     ingest.build_pipeline(pipeline, plan)
     proto = pipeline.run().job.proto_pipeline
     transforms = proto.components.transforms
@@ -183,35 +127,30 @@ def test_default_write_streams_from_the_decode_stage(dataset, monkeypatch):
 
 
 def test_cli_dry_run_is_offline_and_touches_no_output(dataset, tmp_path):
-    """Also the two-token, upper-case spelling `--dry_run TRUE`."""
+    """Also the two-token, upper-case spelling `--dry_run TRUE`. No credentials, and no network at
+    all where `unshare -n` works (tests/dataflow_setup.run_offline_cli)."""
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="apache-beam[gcp] not installed")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **NO_CREDENTIALS)
     out = str(tmp_path / "records")  # a local output: the dry run must not create it
-    args = [a for a in DATAFLOW_ARGS if a != "--dry_run=true"] + ["--dry_run", "TRUE"]
-    command = [sys.executable, "-m", "us8k", "ingest", "--data-dir", dataset, "--output", out, *args]
-    offline = has_network_namespaces()
-    if offline:
-        command = ["unshare", "-n", *command]  # no network at all: loopback is down too
-    done = subprocess.run(command, capture_output=True, text=True, timeout=150, cwd=REPO, env=env)
+    args = dataflow_args(dry_run=None, extra=["--dry_run", "TRUE"])
+    done = run_offline_cli(["ingest", "--data-dir", dataset, "--output", out, *args],
+                           "test_cli_dry_run_is_offline_and_touches_no_output")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "dry run: job beamapp-" in done.stdout and "built and not submitted" in done.stdout
     assert "steps: " + ", ".join(EXPECTED_STEPS) in done.stdout
     assert "staged: workflow.tar.gz" in done.stdout
     assert not os.path.exists(out)
-    if not offline:  # passed; what it could not show is said in the warnings summary
-        warnings.warn("test_cli_dry_run_is_offline_and_touches_no_output ran without a network namespace "
-                      "(`unshare -n` is not available here): the dry run passed, its offline-ness is not proven")
 
 
-def test_cli_refuses_a_dry_run_value_it_cannot_read(dataset, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **NO_CREDENTIALS)
+def test_cli_refuses_a_dry_run_value_it_cannot_read(dataset, tmp_path, monkeypatch, capsys):
+    """`us8k ingest` (us8k.main, in this process) exits with this one line (SystemExit with a message:
+    printed to stderr, exit status 1) and prints nothing else."""
+    for name, value in NO_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
     out = str(tmp_path / "records")
-    done = subprocess.run([sys.executable, "-m", "us8k", "ingest", "--data-dir", dataset, "--output", out,
-                           *DATAFLOW_ARGS[:-1], "--dry_run=maybe"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
-    assert done.returncode == 1
-    assert done.stderr == "us8k ingest: error: --dry_run takes true or false (1/0, yes/no), got 'maybe'\n"
-    assert done.stdout == "" and not os.path.exists(out)
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(["ingest", "--data-dir", dataset, "--output", out, *dataflow_args(dry_run="maybe")])
+    assert refused.value.code == "us8k ingest: error: --dry_run takes true or false (1/0, yes/no), got 'maybe'"
+    assert capsys.readouterr() == ("", "") and not os.path.exists(out)
 
 
 def test_dry_run_carries_the_custom_worker_image_to_the_job_description(dataset, monkeypatch):
@@ -221,15 +160,16 @@ def test_dry_run_carries_the_custom_worker_image_to_the_job_description(dataset,
     without_credentials(monkeypatch)
     from apache_beam.runners.dataflow.internal import apiclient
 
-    args = [a for a in DATAFLOW_ARGS if not a.startswith("--setup_file")] + [f"--sdk_container_image={IMAGE}"]
+    args = dataflow_args(setup_file=False, extra=[f"--sdk_container_image={IMAGE}"])
     lines = []
     job = ingest.run_ingest(dataset, "gs://us8k-bucket/records", args, progress=lines.append)
     assert job["dry_run"] is True and job["images"] == [IMAGE]
     assert "workflow.tar.gz" not in job["staged"]  # the code is in the image: no --setup_file
     assert f"  worker image: {IMAGE}" in lines
 
-    plan = ingest.plan_ingest(dataset, "gs://us8k-bucket/records")
-    built = jobio.new_pipeline(ingest.pipeline_options(args), ingest.build_pipeline, plan, ingest.IngestError).run().job
+    plan = ingest.plan_ingest(dataset, "gs://us8k-bucket/records")  # the same job again, for its proto and options
+    options = ingest.pipeline_options(args + ["--experiments=disable_logging_submission_environment"])  # no pip freeze
+    built = jobio.new_pipeline(options, ingest.build_pipeline, plan, ingest.IngestError).run().job
     environment = apiclient.Environment(packages=[], options=built.options,
                                         environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
                                         proto_pipeline_staged_url="gs://us8k-bucket/tmp/staging/pipeline.pb",
@@ -256,8 +196,8 @@ def run_label_job(dataset, out, beam_args):
 
 
 RUNS = {"ingest": (run_ingest_cli, [c.MANIFEST_FILE, c.ERRORS_FILE, "fold1/fold1-00000-of-00002.tfrecord",
-                                    "fold1/fold1-00001-of-00002.tfrecord", "fold3/fold3-00000-of-00001.tfrecord",
-                                    "fold3/beam-temp-fold3-0123/part.fold3.tfrecord"]),
+                                    "fold1/fold1-00001-of-00002.tfrecord", "fold2/fold2-00000-of-00001.tfrecord",
+                                    "fold2/beam-temp-fold2-0123/part.fold2.tfrecord"]),
         "label": (run_label_job, [label.SUMMARY_FILE, label.PREDICTIONS_FILE, label.ERRORS_FILE,
                                   "beam-temp-predictions.jsonl-0123/part.predictions.jsonl"])}
 
@@ -269,7 +209,7 @@ def test_a_refused_submission_leaves_the_earlier_output_as_it_was(command, datas
     run, names = RUNS[command]
     out = str(tmp_path / "out")
     before = earlier_files(out, names)
-    args = [a for a in DATAFLOW_ARGS if a != "--dry_run=true"] + ["--dry_run=false"]
+    args = dataflow_args(dry_run="false")
     with pytest.raises(SystemExit) as refused:
         run(dataset, out, args)
     message = str(refused.value)

@@ -1,29 +1,30 @@
 """`us8k ingest` from and to s3:// end to end: a real Beam run (the default local runner) against a
 moto S3 server over HTTP on a free loopback port.
 
-A small synthetic UrbanSound8K (tfdata.synth, with a bad file) is uploaded to a bucket, ingested
-into records in the same bucket — once with Beam's S3 options (--s3_endpoint_url, keys, region),
-once through the CLI with only the standard AWS variables — and the records are downloaded and
-parsed with tfdata.records: the objects a SageMaker training job would get as an S3 channel.
+A small synthetic UrbanSound8K (tfdata.synth, with a bad file; tests/synth_data.py's, shared with
+tests/test_dataflow.py and tests/test_pipeline.py) is uploaded to a bucket, ingested into records
+in the same bucket — once with Beam's S3 options (--s3_endpoint_url, keys, region), once through
+the CLI's main with only the standard AWS variables — and the records are downloaded and parsed
+with tfdata.records: the objects a SageMaker training job would get as an S3 channel. Both runs
+are in this process, where the boto3 sessions Beam makes share botocore's parsed service
+descriptions (tests/moto_s3.py).
 """
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
+import us8k
 from beam import pipeline as ingest
 from tfdata import contract as c
 from tfdata import records
-from tfdata.synth import generate_dataset
 
-from moto_s3 import CLEAN_AWS_ENV, REGION, s3_server, upload_tree
+from moto_s3 import REGION, s3_server, upload_tree
+from synth_data import synth_dataset
 
 pytestmark = pytest.mark.timeout(240)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUCKET = "us8k-ingest"
 FOLDS = (1, 2)
 CORRUPT = 1
@@ -34,8 +35,7 @@ SHARD_RECORDS = 4  # a fold's 10 clips → at least 3 shards
 def s3(tmp_path_factory):
     """A moto S3 server on loopback with the synthetic dataset uploaded; yields (url, client, local root)."""
     with s3_server(BUCKET) as (url, client):
-        root = str(tmp_path_factory.mktemp("us8k"))
-        generate_dataset(root, clips_per_class_per_fold=1, folds=FOLDS, corrupt=CORRUPT, progress=None)
+        root = str(synth_dataset(tmp_path_factory, FOLDS, corrupt=CORRUPT))  # read only
         upload_tree(client, BUCKET, root, "UrbanSound8K")
         yield url, client, root
 
@@ -115,34 +115,35 @@ def test_ingest_s3_to_s3_with_beam_s3_options(s3, tmp_path):
     assert any("nothing lost" in line for line in lines)
 
 
-def test_cli_ingest_s3_with_aws_environment_replaces_a_previous_output(s3, tmp_path):
+def test_cli_ingest_s3_with_aws_environment_replaces_a_previous_output(s3, tmp_path, monkeypatch, capsys):
+    """`us8k ingest` (us8k.main, in this process) given no S3 option of Beam's: endpoint, keys and
+    region come from the standard AWS variables alone (the fixture cleared any others)."""
     url, client, root = s3
     prefix = "records-env"
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/fold1/fold1-00000-of-00099{c.RECORD_SUFFIX}", Body=b"stale")
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/fold2/beam-temp-fold2-0/left-over", Body=b"stale")
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/{c.MANIFEST_FILE}", Body=b"{}")
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_AWS_ENV}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", AWS_ENDPOINT_URL_S3=url, AWS_ACCESS_KEY_ID="testing",
-               AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
-    done = subprocess.run([sys.executable, "-m", "us8k", "ingest", "--data-dir", f"s3://{BUCKET}/UrbanSound8K",
-                           "--output", f"s3://{BUCKET}/{prefix}", "--direct_num_workers=1"],
-                          capture_output=True, text=True, timeout=180, cwd=REPO, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    for name, value in dict(AWS_ENDPOINT_URL_S3=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                            AWS_DEFAULT_REGION=REGION).items():
+        monkeypatch.setenv(name, value)
+    assert us8k.main(["ingest", "--data-dir", f"s3://{BUCKET}/UrbanSound8K", "--output", f"s3://{BUCKET}/{prefix}",
+                      "--direct_num_workers=1"]) == 0
     rows = len(csv_rows(root))
-    assert f"{rows - CORRUPT} clips written + {CORRUPT} failed == {rows} rows in the CSV (nothing lost)" in done.stdout
+    assert f"{rows - CORRUPT} clips written + {CORRUPT} failed == {rows} rows in the CSV (nothing lost)" in \
+        capsys.readouterr().out
     manifest = json.loads(read_object(client, f"{prefix}/{c.MANIFEST_FILE}"))
     assert manifest["parameters"]["sharding"] == "runner"
     check_records(client, prefix, manifest, root, str(tmp_path / "records"))  # the stale objects are gone
 
 
-def test_cli_missing_s3_dataset_fails_with_one_line(s3):
-    url, _, _ = s3
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_AWS_ENV}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    done = subprocess.run([sys.executable, "-m", "us8k", "ingest", "--data-dir", f"s3://{BUCKET}/nowhere",
-                           "--output", f"s3://{BUCKET}/out", f"--s3_endpoint_url={url}",
-                           f"--s3_region_name={REGION}"],
-                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
-    assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    assert last == f"us8k ingest: error: metadata CSV not found: s3://{BUCKET}/nowhere/{c.METADATA_CSV}"
+def test_cli_missing_s3_dataset_fails_with_one_line(s3, monkeypatch):
+    """us8k.main in this process (as `python -m us8k` runs it): a SystemExit with one line (printed to
+    stderr, exit status 1); the keys from the AWS variables, the endpoint from Beam's options."""
+    url, client, _ = s3
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(["ingest", "--data-dir", f"s3://{BUCKET}/nowhere", "--output", f"s3://{BUCKET}/out",
+                   f"--s3_endpoint_url={url}", f"--s3_region_name={REGION}"])
+    assert refused.value.code == f"us8k ingest: error: metadata CSV not found: s3://{BUCKET}/nowhere/{c.METADATA_CSV}"
+    assert keys(client, "out/") == []

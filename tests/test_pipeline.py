@@ -1,6 +1,10 @@
 """beam.pipeline: real Beam runs (the default local runner) on a small synthetic UrbanSound8K with bad files.
 
-One module-scoped run feeds most tests; the re-run and CLI tests make their own.
+One module-scoped run feeds most tests; the re-run and CLI tests make their own. The CLI's refusals
+(a metadata CSV that is missing, empty, header-only or lacks a column; --shard-mb < 0) are checked
+in this process through us8k.main, before any job runs; one real `python -m us8k ingest` run
+checks the command itself. The driver's "rows lost" check is made to fire by Beam's text sink
+dropping an errors.jsonl line.
 """
 import collections
 import glob
@@ -14,14 +18,18 @@ import threading
 
 import numpy as np
 import pytest
-import soundfile as sf
 import tensorflow as tf
 
+import us8k
 from beam import pipeline as ingest
 from tfdata import contract as c
 from tfdata import records
 from tfdata.audio import decode_audio, fit_to_length
 from tfdata.synth import generate_dataset
+
+import shared_dir
+from synth_data import synth_dataset
+from wav_files import encode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,10 +78,12 @@ def make_dataset(root, folds, clips_per_class=1, corrupt=3, extra_rows=()):
             if kind == "nan":
                 x = rng.uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
                 x[1000, 0] = np.nan
-                sf.write(path, x, 44100, subtype="FLOAT")
+                with open(path, "wb") as audio_file:
+                    audio_file.write(encode(x, 44100, subtype="FLOAT"))
             elif kind == "short":
                 t = np.arange(int(SHORT_SECONDS * 44100)) / 44100
-                sf.write(path, np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1), 44100, subtype="PCM_16")
+                with open(path, "wb") as audio_file:
+                    audio_file.write(encode(np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1), 44100))
             key = os.path.join(c.AUDIO_DIR, f"fold{fold}", name)
             expected[key] = reason
     return expected
@@ -229,9 +239,9 @@ def test_short_clip_keeps_its_valid_length_and_is_zero_padded(run):
     assert np.abs(short["waveform"][: expected // 2]).max() > 0.1
 
 
-def test_planned_shards_then_rerun_into_the_same_output_replaces_it(tmp_path):
+def test_planned_shards_then_rerun_into_the_same_output_replaces_it(tmp_path, tmp_path_factory):
     root, out = str(tmp_path / "data"), str(tmp_path / "records")
-    make_dataset(root, (1, 2), corrupt=1)
+    shared_dir.copy_of(synth_dataset(tmp_path_factory, (1, 2), corrupt=1), tmp_path / "data")  # its CSV is rewritten
     first = ingest.run_ingest(root, out, progress=lambda line: None, shard_target_bytes=2 * ingest.RECORD_BYTES,
                               planned_shards=True)
     assert first["parameters"]["sharding"] == "planned"
@@ -346,18 +356,98 @@ def us8k_cli(*args):
                           cwd=REPO, env=env)
 
 
-def test_cli_help():
-    done = us8k_cli("ingest", "--help")
-    assert done.returncode == 0, done.stderr
-    assert "--data-dir" in done.stdout and "DataflowRunner" in done.stdout
-    assert "--planned-shards" in done.stdout and "s3://" in done.stdout and "--dry_run" in done.stdout
+def cli_refusal(*args) -> str:
+    """`us8k ARGS` run by us8k.main in this process, as `python -m us8k` runs it: the one-line message of
+    the SystemExit it ends with (printed to stderr, exit status 1)."""
+    with pytest.raises(SystemExit) as refused:
+        us8k.main(list(args))
+    message = refused.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    return message
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as helped:
+        us8k.main(["ingest", "--help"])
+    out = capsys.readouterr().out
+    assert helped.value.code == 0
+    assert "--data-dir" in out and "DataflowRunner" in out
+    assert "--planned-shards" in out and "s3://" in out and "--dry_run" in out
 
 
 def test_cli_planned_shards_need_a_size(tmp_path):
-    done = us8k_cli("ingest", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out"),
-                    "--planned-shards", "--shard-mb", "0")
-    assert done.returncode != 0
-    assert done.stderr.strip().splitlines()[-1] == "us8k ingest: error: --planned-shards needs --shard-mb > 0"
+    message = cli_refusal("ingest", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out"),
+                          "--planned-shards", "--shard-mb", "0")
+    assert message == "us8k ingest: error: --planned-shards needs --shard-mb > 0"
+    assert not (tmp_path / "out").exists()
+
+
+def write_csv(root, text: str) -> str:
+    path = os.path.join(root, c.METADATA_CSV)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    return path
+
+
+GOOD_ROW = "1-3-0-0.wav,1,0.0,4.0,1,2,3,dog_bark"
+
+
+@pytest.mark.parametrize("value", ["-1", "-0.5", "nan"])
+def test_cli_refuses_a_negative_shard_size(tmp_path, value):
+    root = str(tmp_path / "data")
+    write_csv(root, ",".join(c.CSV_COLUMNS) + "\n" + GOOD_ROW + "\n")  # a valid CSV: only the flag is wrong
+    message = cli_refusal("ingest", "--data-dir", root, "--output", str(tmp_path / "out"), "--shard-mb", value)
+    assert message == f"us8k ingest: error: --shard-mb must be positive (or 0: no cap), got {float(value)}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["empty", "header only", "header and blank lines",
+                                  "no classID column", "no fold or class columns"])
+def test_cli_refuses_a_csv_without_rows_or_columns_before_any_job(tmp_path, case):
+    header = ",".join(c.CSV_COLUMNS)
+    text, error = {
+        "empty": ("", "metadata CSV is empty"),
+        "header only": (header + "\n", "metadata CSV has a header and no rows"),
+        "header and blank lines": (header + "\n\n \n", "metadata CSV has a header and no rows"),
+        "no classID column": (header.replace(",classID", "") + "\n" + GOOD_ROW + "\n",
+                              "metadata CSV header lacks column(s) classID (found: slice_file_name, fsID, start, "
+                              "end, salience, fold, class)"),
+        "no fold or class columns": ("slice_file_name,fsID,salience,classID\n1-3-0-0.wav,1,1,3\n",
+                                     "metadata CSV header lacks column(s) fold, class (found: slice_file_name, "
+                                     "fsID, salience, classID)"),
+    }[case]
+    root, out = str(tmp_path / "data"), tmp_path / "out"
+    csv_path = write_csv(root, text)
+    message = cli_refusal("ingest", "--data-dir", root, "--output", str(out))
+    assert message == f"us8k ingest: error: {error}: {csv_path}"
+    assert not out.exists()
+
+
+def test_a_row_lost_on_the_way_to_errors_jsonl_fails_the_run(tmp_path, monkeypatch):
+    """The "rows lost" check: Beam's text sink is made to drop the missing file's errors.jsonl line
+    (as a runner or file system losing output would); the driver compares the records counted and
+    the error lines with the CSV's rows and writes no manifest."""
+    from apache_beam.io import textio
+
+    root, out = str(tmp_path / "data"), tmp_path / "records"
+    write_csv(root, ",".join(c.CSV_COLUMNS) + "\n" + GOOD_ROW + "\n2-3-0-0.wav,2,0.0,4.0,1,2,3,dog_bark\n")
+    os.makedirs(os.path.join(root, c.AUDIO_DIR, "fold2"))
+    t = np.arange(2 * 8000) / 8000
+    with open(os.path.join(root, c.AUDIO_DIR, "fold2", "1-3-0-0.wav"), "wb") as handle:  # 2-3-0-0.wav: missing
+        handle.write(encode((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000))
+    write = textio._TextSink.write_encoded_record
+
+    def drop_missing(self, file_handle, encoded_value):
+        if b"2-3-0-0.wav" not in encoded_value:
+            write(self, file_handle, encoded_value)
+
+    monkeypatch.setattr(textio._TextSink, "write_encoded_record", drop_missing)
+    with pytest.raises(ingest.IngestError) as refused:
+        ingest.run_ingest(root, str(out), ["--direct_num_workers=1"], progress=lambda line: None)
+    assert str(refused.value) == "rows lost: 1 written + 0 failed != 2 rows in the CSV"
+    assert read_errors(str(out)) == [] and len(parsed_records(str(out), [2])) == 1
+    assert not (out / c.MANIFEST_FILE).exists()
 
 
 def test_cli_run_writes_records(tmp_path):
@@ -371,11 +461,8 @@ def test_cli_run_writes_records(tmp_path):
 
 
 def test_cli_missing_csv_fails_with_one_line(tmp_path):
-    done = us8k_cli("ingest", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
-    assert done.returncode != 0
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("us8k ingest: error: metadata CSV not found:") and "nowhere" in last
-    assert "Traceback" not in done.stderr
+    message = cli_refusal("ingest", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
+    assert message.startswith("us8k ingest: error: metadata CSV not found:") and "nowhere" in message
     assert not os.path.exists(tmp_path / "out" / c.MANIFEST_FILE)
 
 

@@ -139,18 +139,21 @@ def test_corrupt_files_are_listed_and_rejected_while_every_good_file_decodes(dat
 def test_same_seed_same_bytes_independent_of_order_other_seed_differs(tmp_path):
     kwargs = dict(clips_per_class_per_fold=2, folds=[1, 2], corrupt=3, progress=None)
     synth.generate_dataset(tmp_path / "a", seed=5, **kwargs)
-    time.sleep(1.1)  # float WAVs carry a timestamp that libsndfile fills with the clock
+    first_done = time.monotonic()
+    synth.generate_dataset(tmp_path / "c", seed=5, **{**kwargs, "folds": [2], "corrupt": 0})
+    synth.generate_dataset(tmp_path / "d", seed=6, **kwargs)
+    # Float WAVs carry a timestamp that libsndfile fills with the clock: "b" is written at least 1.1 s
+    # after "a" (the two datasets between count towards it).
+    time.sleep(max(0.0, 1.1 - (time.monotonic() - first_done)))
     synth.generate_dataset(tmp_path / "b", seed=5, **kwargs)
     first, second = all_bytes(tmp_path / "a"), all_bytes(tmp_path / "b")
     assert "FLOAT" in {subtype_of(tmp_path / "a" / name) for name in first}  # the timestamped kind is covered
     assert first == second
 
-    synth.generate_dataset(tmp_path / "c", seed=5, **{**kwargs, "folds": [2], "corrupt": 0})
     only_fold2 = all_bytes(tmp_path / "c")
     clips = {name: data for name, data in only_fold2.items() if name.endswith(".wav")}
     assert clips and all(first[name] == data for name, data in clips.items())
 
-    synth.generate_dataset(tmp_path / "d", seed=6, **kwargs)
     other = all_bytes(tmp_path / "d")
     assert other[METADATA_CSV] != first[METADATA_CSV]
 
