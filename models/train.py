@@ -219,17 +219,23 @@ class InputStallMeter:
     - under `Model.fit` the batch is fetched inside Keras's compiled train function, where no
       callback can see it, and a callback can only time whole steps (on_train_batch_begin → end).
       So `probe` appends to the training dataset, after its prefetch, a sequential map whose
-      `tf.py_function` notes the moment a batch leaves the pipeline: it runs in the consumer's own
-      `GetNext` call, right after the prefetch buffer delivered. The i-th step's wait is then
-      max(0, hand-over i − begin i): zero when the batch was ready before the step asked for it
-      (a strategy's per-device prefetch may take it early), the real wait otherwise. Costs one
-      Python call per batch (tens of µs against steps of tenths of a second). Keras traces its
+      `tf.py_function` notes the moment a batch leaves the pipeline: in the consumer's own
+      `GetNext` call, right after the prefetch buffer delivered, or, where tf.data injects a
+      prefetch of its own after the probe (its default inject_prefetch) or a strategy's per-device
+      prefetch takes the batch early, when the batch was ready there. The i-th step's wait is then
+      max(0, hand-over i − begin i): zero when the batch was ready before the step asked for it,
+      the real wait otherwise. Costs one Python call per batch (tens of µs against steps of
+      tenths of a second). Keras traces its
       train function on the first step and on the first batch of a new shape (reduce_retracing):
       the probe notes each batch's shape, and a step whose shape this run had not seen is the
       traced one. The loop asks its own tf.function (`tracing_count`).
+
+    `clock` (default time.perf_counter) is what the meter reads for the fit feed's begin, end and
+    hand-over times; tests give it a clock that only their pipeline and step move.
     """
 
-    def __init__(self):
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock  # seconds, monotonic
         self.epochs: list[dict] = []  # the figures of every epoch measured, in order
         self.probed = False
         self.start_epoch()
@@ -245,13 +251,13 @@ class InputStallMeter:
         self._steps.append((max(0.0, wait), max(seconds, wait), traced))
 
     def began(self) -> None:
-        self._begins.append(time.perf_counter())
+        self._begins.append(self.clock())
 
     def ended(self) -> None:
-        self._ends.append(time.perf_counter())
+        self._ends.append(self.clock())
 
     def _handover(self, shape):
-        self._handovers.append((time.perf_counter(), tuple(int(n) for n in shape.numpy())))
+        self._handovers.append((self.clock(), tuple(int(n) for n in shape.numpy())))
         return 0.0
 
     def probe(self, dataset):
@@ -265,7 +271,7 @@ class InputStallMeter:
             with tf.control_dependencies([stamp]):
                 return tuple(tf.identity(part) for part in element)
 
-        return dataset.map(note)  # sequential: runs in the consumer's GetNext, after the prefetch
+        return dataset.map(note)  # sequential: runs as the batch leaves the pipeline, after its prefetch
 
     def end_epoch(self, epoch: int) -> dict:
         """The figures of the epoch that just ended (also appended to `self.epochs`); "input_stall"

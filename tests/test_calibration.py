@@ -13,8 +13,7 @@ from tfdata import contract as c
 from tfdata.layout import SERVING_SIGNATURE, find_saved_model, serving_inputs
 
 from conftest import tone_clip
-
-SPLIT = ["--val-fold", "2", "--test-fold", "3"]
+from trained_run import trained_run  # noqa: F401  (the fixture)
 
 
 def overconfident(n=400, seed=0, accuracy=0.7, sharpness=4.0):
@@ -66,16 +65,10 @@ def test_threshold_meets_the_precision_target_or_warns():
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tone_records_writer):
-    """A trained tiny run (evaluated: calibration.json) and its export with the default threshold."""
-    base = tmp_path_factory.mktemp("calibrated")
-    tone_records_writer(base / "records", {1: 60, 2: 30, 3: 30})
-    run_dir, export_dir = base / "run", base / "export"
-    assert us8k.main(["train", "--records", str(base / "records"), "--output", str(run_dir), *SPLIT,
-                      "--models", "tiny", "--epochs", "4", "--batch-size", "10", "--learning-rate", "0.01",
-                      "--verbose", "0"]) == 0
-    assert us8k.main(["export", str(run_dir), "--output", str(export_dir)]) == 0
-    return base, run_dir, export_dir
+def exported(trained_run):
+    """The shared tiny run (evaluated: calibration.json) and its export with the calibrated threshold."""
+    assert json.loads((trained_run.run / "selection.json").read_text())["selected"] == "tiny"  # what was exported
+    return trained_run.records, trained_run.run, trained_run.export
 
 
 @pytest.mark.timeout(300)

@@ -12,6 +12,8 @@ from models import train
 from models.config import ConfigError, TrainConfig
 from tfdata import layout
 
+from trained_run import read_json, records_once
+
 pytestmark = pytest.mark.timeout(300)
 
 PATHS_AND_TIMES = ("records", "run_dir", "written_at")
@@ -19,11 +21,6 @@ PATHS_AND_TIMES = ("records", "run_dir", "written_at")
 FIRST = ["--models", "tiny", "--epochs", "2", "--batch-size", "4", "--learning-rate", "0.004", "--patience", "5",
          "--val-fold", "2", "--test-fold", "3", "--seed", "3", "--shuffle-buffer", "64", "--no-augment-roll",
          "--augment-max-gain-db", "3", "--class-weights"]
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def history(run_dir):
@@ -36,10 +33,9 @@ def train_cli(*argv):
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, tone_records_writer):
+def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("config")
-    records_dir = root / "records"
-    tone_records_writer(records_dir, {1: 8, 2: 4, 3: 4})
+    records_dir = records_once(tmp_path_factory, {1: 8, 2: 4, 3: 4})  # shared, read only
     run_dir = root / "run"
     assert train_cli("--records", str(records_dir), "--output", str(run_dir), *FIRST) == 0
     return root, records_dir, run_dir

@@ -7,12 +7,12 @@ under MWMS in two processes. Checked: one SGD update equals the single-device gr
 batch's weighted mean loss (each replica's BatchNormalization over its own share), also when one
 replica's share of a short batch is empty; mixed precision trains; `train_one` through the loop and
 through Model.fit on the same data and seed writes the same history, state, checkpoints and
-TensorBoard tags and resumes; and the input stall it reports is near 1 when the pipeline is slow and
-near 0 when the step is.
+TensorBoard tags and resumes; with xla=True the replica's forward and backward pass is compiled by
+XLA and gives the same update. Input stall: under Model.fit, the meter (its probe and callback) on
+a clock the tests move gives every step's wait and time exactly; the loop's own timing puts a slow
+pipeline's time in the wait and a slow step's outside it.
 """
-import json
 import os
-import sys
 import time
 
 import keras
@@ -24,6 +24,7 @@ from models import custom_loop, distribute, train
 from models.config import TrainConfig
 from tfdata import pipeline
 from run_files import event_tags, history_rows
+from trained_run import records_once
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,13 +56,13 @@ def batch_of(n, seed=1):
     return x, y, w
 
 
-def loop_step(strategy, x, y, w):
+def loop_step(strategy, x, y, w, xla=False):
     """One update of the loop on one global batch; returns (model, reduced sums)."""
     with strategy.scope():
         model = small_model()
         model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="categorical_crossentropy")
         model.optimizer.build(model.trainable_variables)
-    train_step, _ = custom_loop.make_step_functions(model, strategy, label_smoothing=SMOOTHING)
+    train_step, _ = custom_loop.make_step_functions(model, strategy, label_smoothing=SMOOTHING, xla=xla)
     dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(len(x))
     sums = [train_step(batch).numpy() for batch in strategy.experimental_distribute_dataset(dataset)]
     assert len(sums) == 1
@@ -83,9 +84,10 @@ def reference_step(shares, n):
     return model, float(total)
 
 
-def test_one_update_is_the_global_batch_mean():
+@pytest.mark.parametrize("xla", [False, True])
+def test_one_update_is_the_global_batch_mean(xla):
     x, y, w = batch_of(4)
-    model, sums = loop_step(mirrored(), x, y, w)
+    model, sums = loop_step(mirrored(), x, y, w, xla=xla)
     reference, total = reference_step([(x[:2], y[:2], w[:2]), (x[2:], y[2:], w[2:])], 4)  # replica 0, 1
     for got, want in zip(model.trainable_weights, reference.trainable_weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(want), atol=2e-6)
@@ -132,6 +134,54 @@ def test_mixed_precision_trains_through_the_loop():
     assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 1e-4
 
 
+class HostCall(keras.layers.Layer):
+    """Identity through a tf.py_function: an op XLA cannot compile."""
+
+    def call(self, x):
+        out = tf.py_function(lambda t: t, [x], x.dtype)
+        out.set_shape(x.shape)
+        return out
+
+
+def xla_must_compile(function, *args):
+    """Names of the functions in `function`'s graph marked for XLA compilation (jit_compile=True)."""
+    graph = function.get_concrete_function(*args).graph.as_graph_def()
+    return sorted(f.signature.name for f in graph.library.function
+                  if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b)
+
+
+def test_xla_compiles_the_replica_forward_and_backward_pass():
+    """xla=True: the loop's forward and backward pass is an XLA cluster (marked, and really compiled:
+    an op XLA cannot compile fails there and not without it), through custom_loop.fit; the update
+    itself is test_one_update_is_the_global_batch_mean[True]."""
+    strategy = mirrored()
+    x, y, w = batch_of(8)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(4)
+    for xla in (False, True):
+        with strategy.scope():
+            model = small_model()
+            model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="categorical_crossentropy")
+            model.optimizer.build(model.trainable_variables)
+        train_step, _ = custom_loop.make_step_functions(model, strategy, xla=xla)
+        batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+        marked = xla_must_compile(train_step, batch)
+        assert (marked and all("forward_backward" in n for n in marked)) if xla else marked == [], marked
+
+    def fit(xla):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            inputs = keras.Input((6,))
+            model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(HostCall()(inputs)))
+            model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="categorical_crossentropy")
+        custom_loop.fit(model, strategy=strategy, train_ds=dataset, val_ds=dataset.map(lambda a, b, _: (a, b)),
+                        epochs=1, initial_epoch=0, callbacks=[], verbose=0, steps_per_epoch=2,
+                        meter=train.InputStallMeter(), xla=xla)
+
+    fit(xla=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="EagerPyFunc|PyFunc"):
+        fit(xla=True)
+
+
 # ---------------------------------------------------------------------------- train_one: loop vs fit
 def train_tiny(records, run_dir, loop, epochs, capsys):
     config = TrainConfig(models=("tiny",), epochs=epochs, batch_size=4, val_fold=2, test_fold=3, augment=False,
@@ -149,8 +199,8 @@ def train_tiny(records, run_dir, loop, epochs, capsys):
     return state, capsys.readouterr().out
 
 
-def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tone_records, tmp_path, capsys):
-    records = tone_records({1: 16, 2: 8, 3: 8})
+def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tmp_path_factory, tmp_path, capsys):
+    records = records_once(tmp_path_factory, {1: 16, 2: 8, 3: 8})
     fit_state, fit_out = train_tiny(records, tmp_path / "fit", loop=False, epochs=2, capsys=capsys)
     loop_state, loop_out = train_tiny(records, tmp_path / "loop", loop=True, epochs=2, capsys=capsys)
 
@@ -185,59 +235,130 @@ def test_train_one_through_the_loop_writes_what_fit_writes_and_resumes(tone_reco
 
 
 # ---------------------------------------------------------------------------- input stall, both ways
-PAUSE = 0.1  # seconds: a slow input pipeline, or a slow step
+class Clock:
+    """The meter's clock in these tests: it moves only when the pipeline or the step advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+        return 0.0
 
 
-def pause(x):
-    stamp = tf.py_function(lambda: time.sleep(PAUSE) or 0.0, [], tf.float32)
-    stamp.set_shape([])
-    return x + 0.0 * tf.stop_gradient(stamp)
+def costing(seconds, clock=None):
+    """x → x, after `seconds`: advanced on `clock`, or slept when there is none. A py_function of x
+    itself, so it runs once x exists (the pipeline's batch, the step's input)."""
+    def cost(_):
+        return clock.advance(seconds) if clock is not None else time.sleep(seconds) or 0.0
+
+    def apply(x):
+        stamp = tf.py_function(cost, [x], tf.float64)
+        stamp.set_shape([])
+        return x + tf.cast(0.0 * tf.stop_gradient(stamp), x.dtype)
+
+    return apply
 
 
-class SlowStep(keras.layers.Layer):
-    """Identity that takes PAUSE seconds: a step that is slower than its input."""
+class Costs(keras.layers.Layer):
+    """Identity that costs time: the training step's own work."""
+
+    def __init__(self, cost, **kwargs):
+        super().__init__(**kwargs)
+        self.cost = cost
 
     def call(self, x):
-        return pause(x)
+        return self.cost(x)
 
 
-def stall_model(slow_step):
+def stall_model(step_cost):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6,))
-    x = SlowStep()(inputs) if slow_step else inputs
-    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(Costs(step_cost)(inputs)))
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
-def stall_data(slow_input):
-    x, y, _ = batch_of(40)
+STEPS = 5  # batches of 8 per epoch
+
+
+def stall_data(input_cost=None):
+    """5 batches; `input_cost` runs in the consumer's own request for a batch: no prefetch, and none
+    injected by tf.data either (its inject_prefetch would run the pipeline ahead of the steps on a
+    thread of its own — the same wait in real time, but no fixed order of the clock's moves)."""
+    x, y, _ = batch_of(8 * STEPS)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    if slow_input:
-        dataset = dataset.map(lambda a, b: (pause(a), b))
-    return dataset.prefetch(2)
+    if input_cost is not None:
+        dataset = dataset.map(lambda a, b: (input_cost(a), b))
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    return dataset.with_options(options)
 
 
-@pytest.mark.parametrize("path", ["custom_loop", "fit"])
-@pytest.mark.parametrize("slow_input", [True, False])
-def test_input_stall_is_the_wait_on_the_pipeline(path, slow_input):
-    """A pipeline slower than the step: stall near 1; a step slower than its pipeline: near 0 —
-    through the loop's own timing and through Model.fit's probe + callback."""
-    model = stall_model(slow_step=not slow_input)
+@pytest.mark.parametrize("path", ["fit", "custom_loop"])
+@pytest.mark.parametrize("input_seconds, step_seconds", [(3.0, 1.0), (1.0, 0.0), (0.0, 1.0)])
+def test_input_stall_is_the_wait_on_the_pipeline(path, input_seconds, step_seconds):
+    """Model.fit, the meter's probe and its callback on a clock that only the pipeline (input_seconds
+    per batch) and the step (step_seconds) move: every step's wait and time, exactly; the first
+    step of the run traces the train function and is left out of the figures."""
+    clock = Clock()
+    model = stall_model(costing(step_seconds, clock))
+    meter = train.InputStallMeter(clock=clock)
+    _, _, InputStall, _ = train._keras_callbacks()
+    train_ds = stall_data(costing(input_seconds, clock))
+    if path == "fit":
+        model.fit(meter.probe(train_ds), validation_data=stall_data(), epochs=2, callbacks=[InputStall(meter)],
+                  shuffle=False, verbose=0)
+    else:
+        custom_loop.fit(model, strategy=tf.distribute.get_strategy(), train_ds=train_ds, val_ds=stall_data(),
+                        epochs=2, initial_epoch=0, callbacks=[InputStall(meter)], verbose=0, steps_per_epoch=STEPS,
+                        meter=meter)
+    first, second = meter.epochs
+    per_step = input_seconds + step_seconds
+    assert second == {"epoch": 2, "steps": STEPS, "traced_steps": 0, "step_seconds": STEPS * per_step,
+                      "input_wait_seconds": STEPS * input_seconds, "first_step_wait_seconds": input_seconds,
+                      "input_stall": pytest.approx(input_seconds / per_step)}
+    assert first == {"epoch": 1, "steps": STEPS, "traced_steps": 1, "step_seconds": (STEPS - 1) * per_step,
+                     "input_wait_seconds": (STEPS - 1) * input_seconds, "first_step_wait_seconds": input_seconds,
+                     "input_stall": pytest.approx(input_seconds / per_step)}
+
+
+def test_input_stall_figures_of_the_loops_records():
+    """What the loop hands the meter per step (wait, time, traced): Σ wait / Σ time over the steps
+    that did not trace; a wait longer than its step's time counts as the whole step."""
+    meter = train.InputStallMeter()
+    for wait, seconds, traced in ((5.0, 9.0, True), (1.0, 4.0, False), (3.0, 4.0, False), (-1.0, 2.0, False),
+                                  (2.0, 1.0, False)):
+        meter.record(wait, seconds, traced)
+    assert meter.end_epoch(0) == {"epoch": 1, "steps": 5, "traced_steps": 1, "step_seconds": 12.0,
+                                  "input_wait_seconds": 6.0, "first_step_wait_seconds": 1.0, "input_stall": 0.5}
+    meter.record(0.5, 1.0, True)
+    assert meter.end_epoch(1)["input_stall"] is None  # every step traced
+    assert [e["epoch"] for e in meter.epochs] == [1, 2]
+
+
+PAUSE = 0.05  # seconds slept: a slow input pipeline, or a slow step
+
+
+@pytest.mark.parametrize("slow", ["input", "step"])
+def test_the_loop_times_the_wait_on_the_pipeline_apart_from_the_step(slow):
+    """custom_loop.fit times its own steps (time.perf_counter): a pipeline that sleeps PAUSE per batch
+    is all wait, a step that sleeps PAUSE is all step. Lower bounds only (a sleep lasts at least its
+    time; a loaded machine only adds): the wait of the slow pipeline's steps, the time beyond the wait
+    of the slow step's."""
+    model = stall_model(costing(PAUSE if slow == "step" else 0.0))
     meter = train.InputStallMeter()
     _, _, InputStall, _ = train._keras_callbacks()
-    if path == "fit":
-        model.fit(meter.probe(stall_data(slow_input)), validation_data=stall_data(False), epochs=2,
-                  callbacks=[InputStall(meter)], shuffle=False, verbose=0)
+    custom_loop.fit(model, strategy=tf.distribute.get_strategy(),
+                    train_ds=stall_data(costing(PAUSE) if slow == "input" else None), val_ds=stall_data(),
+                    epochs=2, initial_epoch=0, callbacks=[InputStall(meter)], verbose=0, steps_per_epoch=STEPS,
+                    meter=meter)
+    first, second = meter.epochs
+    assert (first["traced_steps"], second["traced_steps"], second["steps"]) == (1, 0, STEPS)
+    if slow == "input":
+        assert second["input_wait_seconds"] >= STEPS * PAUSE
     else:
-        custom_loop.fit(model, strategy=tf.distribute.get_strategy(), train_ds=stall_data(slow_input),
-                        val_ds=stall_data(False), epochs=2, initial_epoch=0, callbacks=[InputStall(meter)],
-                        verbose=0, steps_per_epoch=5, meter=meter)
-    assert len(meter.epochs) == 2
-    second = meter.epochs[-1]  # the first epoch also traces the step functions
-    print(f"{path}, slow {'input' if slow_input else 'step'}: stall {second['input_stall']:.3f}", file=sys.stderr)
-    assert second["steps"] == 5
-    if slow_input:
-        assert second["input_stall"] > 0.8 and second["input_wait_seconds"] > 4 * PAUSE
-    else:
-        assert second["input_stall"] < 0.1 and second["step_seconds"] > 4 * PAUSE
+        assert second["step_seconds"] - second["input_wait_seconds"] >= STEPS * PAUSE

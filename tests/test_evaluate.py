@@ -1,5 +1,7 @@
-"""models.evaluate (`us8k evaluate RUN`): report files, metrics consistent with each other and with the data."""
+"""models.evaluate (`us8k evaluate RUN`) on the shared trained run (tests/trained_run.py): report files, and
+every figure against the same figure worked out here from the model's own predictions and the records."""
 import json
+import shutil
 
 import keras
 import matplotlib.image
@@ -7,29 +9,38 @@ import numpy as np
 import pytest
 
 import us8k
-from models import evaluate, train
+from models import evaluate
 from tfdata import contract as c
 from tfdata import records
 
+from trained_run import MODELS, TEST_CLIPS, TEST_FOLD, run_copy, trained_run  # noqa: F401  (the fixture)
+
 pytestmark = pytest.mark.timeout(300)
-MODELS = ["tiny", "baseline"]
-TEST_CLIPS = 23  # not a multiple of the batch: the last batch is partial
+
+
+def evaluated_copy(trained, tmp_path):
+    """A copy of the shared run without its evaluation: what `us8k evaluate` writes is then new."""
+    run_dir = run_copy(trained, tmp_path / "run")
+    shutil.rmtree(run_dir / "report")
+    (run_dir / "calibration.json").unlink()
+    return run_dir
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tone_records_writer):
-    root = tmp_path_factory.mktemp("evaluate")
-    records_dir = root / "records"
-    tone_records_writer(records_dir, {1: 30, 2: 10, 3: TEST_CLIPS}, shards=2)
-    run_dir = root / "run"
-    config = train.TrainConfig(models=tuple(MODELS), epochs=2, batch_size=8, val_fold=2, test_fold=3,
-                               learning_rate=5e-3)
-    train.train_models(records_dir, run_dir, config, evaluate=False, verbose=0)
-    return records_dir, run_dir
+def independent(trained_run):
+    """{model: (probabilities, labels)} over the test fold, from the checkpoints and the records
+    directly (the model called eagerly, the records' own labels): not through models.evaluate."""
+    waveforms, labels = zip(*records.read_folds(trained_run.records, [TEST_FOLD]).as_numpy_iterator())
+    out = {}
+    for name in MODELS:
+        model = keras.models.load_model(trained_run.run / "checkpoints" / name / "best.keras", compile=False)
+        out[name] = (keras.ops.convert_to_numpy(model(np.stack(waveforms), training=False)).astype(np.float64),
+                     np.array(labels, np.int64))
+    return out
 
 
-def test_cli_writes_report_files_and_prints_test_accuracy(trained_run, capsys):
-    _, run_dir = trained_run
+def test_cli_writes_report_files_and_prints_test_accuracy(trained_run, tmp_path, capsys):
+    run_dir = evaluated_copy(trained_run, tmp_path)
     assert us8k.main(["evaluate", str(run_dir)]) == 0
     out = capsys.readouterr().out
     report = json.loads((run_dir / "report" / "report.json").read_text())
@@ -37,59 +48,65 @@ def test_cli_writes_report_files_and_prints_test_accuracy(trained_run, capsys):
     assert report["selected"] == selected and set(report["models"]) == set(MODELS)
     assert f"Test accuracy ({selected}" in out and f"{report['models'][selected]['accuracy']:.4f}" in out
     assert report["threshold"] == c.DEFAULT_THRESHOLD and report["class_names"] == list(c.CLASS_NAMES)
+    assert report["robustness"] is None  # opt-in (--robustness: tests/test_robustness.py)
     for name in MODELS:
-        for key in ("confusion_png", "threshold_png"):
+        for key in ("confusion_png", "threshold_png", "reliability_png"):
             image = matplotlib.image.imread(run_dir / "report" / report["models"][name]["files"][key])
             assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     summary = (run_dir / "report" / "summary.md").read_text()
     assert f"**{selected}**" in summary and "| Model | Val Accuracy | Test Accuracy |" in summary
+    assert set(json.loads((run_dir / "calibration.json").read_text())["models"]) == set(MODELS)
+    # the same answers as the shared run's own evaluation (train_models → evaluate_run), which the
+    # next test checks figure by figure
+    shared = json.loads((trained_run.run / "report" / "report.json").read_text())
+    for name in MODELS:
+        assert report["models"][name]["confusion_matrix"] == shared["models"][name]["confusion_matrix"]
 
 
-def test_metrics_are_consistent(trained_run):
-    _, run_dir = trained_run
-    report = evaluate.evaluate_run(run_dir, verbose=False)
-    for name, m in report["models"].items():
-        matrix = np.array(m["confusion_matrix"])
-        assert matrix.shape == (c.NUM_CLASSES, c.NUM_CLASSES)
-        assert matrix.sum() == m["examples"] == TEST_CLIPS
-        assert m["accuracy"] == pytest.approx(np.trace(matrix) / matrix.sum())
-        support = matrix.sum(axis=1)
-        recalls, f1s = [], []
-        for i, cls in enumerate(c.CLASS_NAMES):
-            per_class = m["per_class"][cls]
-            assert per_class["support"] == support[i]
-            if support[i]:
-                assert per_class["recall"] == pytest.approx(matrix[i, i] / support[i])
-                recalls.append(per_class["recall"])
-                f1s.append(per_class["f1"])
-            if matrix[:, i].sum():
-                assert per_class["precision"] == pytest.approx(matrix[i, i] / matrix[:, i].sum())
-        assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+def test_metrics_match_an_independent_pass_over_the_test_fold(trained_run, independent):
+    """Every figure of the report against the same figure computed here from the predictions
+    (numpy, not scikit-learn or the report's own confusion matrix)."""
+    report = json.loads((trained_run.run / "report" / "report.json").read_text())
+    for name in MODELS:
+        m = report["models"][name]
+        probabilities, labels = independent[name]
+        predicted = probabilities.argmax(axis=1)
+        assert m["examples"] == len(labels) == TEST_CLIPS
+        assert m["accuracy"] == pytest.approx(np.mean(predicted == labels))
+        expected_matrix = [[int(np.sum((labels == t) & (predicted == p))) for p in range(c.NUM_CLASSES)]
+                           for t in range(c.NUM_CLASSES)]
+        assert m["confusion_matrix"] == expected_matrix  # rows: true class
+        f1s = []
+        for k, cls in enumerate(c.CLASS_NAMES):
+            hits = np.sum((predicted == k) & (labels == k))
+            support, answered = np.sum(labels == k), np.sum(predicted == k)
+            precision = hits / answered if answered else 0.0
+            recall = hits / support if support else 0.0
+            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+            assert m["per_class"][cls] == {"precision": pytest.approx(precision), "recall": pytest.approx(recall),
+                                           "f1": pytest.approx(f1), "support": support}, cls
+            if support:
+                f1s.append(f1)
+        assert m["macro_f1"] == pytest.approx(np.mean(f1s))  # over the classes the test fold holds
+        top = probabilities.max(axis=1)
         sweep = m["threshold_sweep"]
         assert [p["threshold"] for p in sweep] == list(evaluate.SWEEP_THRESHOLDS)
-        assert sweep[0]["coverage"] == 1.0 and sweep[0]["answered_accuracy"] == pytest.approx(m["accuracy"])
-        coverages = [p["coverage"] for p in sweep]
-        assert coverages == sorted(coverages, reverse=True)  # a higher threshold answers less
-        at_default = next(p for p in sweep if p["threshold"] == c.DEFAULT_THRESHOLD)
-        assert m["undetermined_rule"] == at_default
-        assert at_default["undetermined"] == round((1 - at_default["coverage"]) * TEST_CLIPS)
+        for point in sweep:
+            answered = top >= point["threshold"]
+            assert point["coverage"] == pytest.approx(answered.mean()), point
+            assert point["undetermined"] == int((~answered).sum()), point
+            if answered.any():
+                assert point["answered_accuracy"] == pytest.approx(np.mean(predicted[answered] == labels[answered]))
+            else:
+                assert point["answered_accuracy"] is None
+        assert m["undetermined_rule"] == next(p for p in sweep if p["threshold"] == c.DEFAULT_THRESHOLD)
+    # a sweep that does not move would not tell: the selected model's answers spread over the thresholds
+    coverages = {p["coverage"] for p in report["models"][report["selected"]]["threshold_sweep"]}
+    assert len(coverages) > 3
 
 
-def test_accuracy_matches_an_independent_pass_over_the_test_fold(trained_run):
-    records_dir, run_dir = trained_run
-    report = evaluate.evaluate_run(run_dir, verbose=False)
-    waveforms, labels = zip(*records.read_folds(records_dir, [3]).as_numpy_iterator())
-    for name in MODELS:
-        model = keras.models.load_model(run_dir / "checkpoints" / name / "best.keras", compile=False)
-        probabilities = model.predict(np.stack(waveforms), batch_size=5, verbose=0)
-        predicted = probabilities.argmax(axis=1)
-        assert report["models"][name]["accuracy"] == pytest.approx(np.mean(predicted == np.array(labels)))
-        confident = probabilities.max(axis=1) >= c.DEFAULT_THRESHOLD
-        assert report["models"][name]["undetermined_rule"]["coverage"] == pytest.approx(confident.mean())
-
-
-def test_threshold_option(trained_run):
-    _, run_dir = trained_run
+def test_threshold_option(trained_run, tmp_path):
+    run_dir = evaluated_copy(trained_run, tmp_path)
     assert us8k.main(["evaluate", str(run_dir), "--threshold", "0.25"]) == 0
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert report["threshold"] == 0.25

@@ -18,14 +18,15 @@ from models.architectures import build_model
 from tfdata import contract as c
 from tfdata.layout import SERVING_SIGNATURE, serving_inputs
 
+from trained_run import records_once
+
 pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")
-def mixed_run(tmp_path_factory, tone_records_writer):
+def mixed_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("mixed")
-    records, run, export = root / "records", root / "run", root / "export"
-    tone_records_writer(records, {1: 8, 2: 4, 3: 4})
+    records, run, export = records_once(tmp_path_factory, {1: 8, 2: 4, 3: 4}), root / "run", root / "export"
     assert us8k.main(["train", "--records", str(records), "--output", str(run), "--val-fold", "2", "--test-fold", "3",
                       "--models", "tiny", "--epochs", "1", "--batch-size", "4", "--mixed-precision",
                       "--skip-evaluate", "--verbose", "0"]) == 0
@@ -63,6 +64,7 @@ def test_hidden_layers_compute_in_float16_with_float32_weights(mixed_run):
     assert features.dtype == tf.float32  # the log-mel frontend
     assert feature_map.dtype == tf.float16  # what the first convolution computed
     assert probabilities.dtype == tf.float32
+    assert model.predict(clips(), verbose=0).dtype == np.float32  # Keras's predict too
 
 
 def half_precision_ops(function):

@@ -6,14 +6,17 @@ import tensorflow as tf
 from tfdata import contract as c
 from tfdata import pipeline, records
 
+from trained_run import records_once
+
 pytestmark = pytest.mark.timeout(180)
 
 PER_FOLD = {1: 13, 2: 11}  # 24 clips, two folds, three shards each
 
 
-@pytest.fixture
-def records_dir(tone_records):
-    return tone_records(PER_FOLD, shards=3)
+@pytest.fixture(scope="module")
+def records_dir(tmp_path_factory):
+    """Written once per test run; the tests only read it."""
+    return records_once(tmp_path_factory, PER_FOLD, shards=3)
 
 
 def epoch(ds):

@@ -1,5 +1,6 @@
 """models.robustness (`us8k evaluate RUN --robustness`): the conditions change the audio as named,
-and the report holds accuracy deltas against the clean test fold with calibration checked there."""
+and the report (on a copy of the shared trained run, tests/trained_run.py) holds accuracy deltas against
+the clean test fold with calibration checked there; a strong degradation costs the learned model clips."""
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from models import robustness
 from tfdata import contract as c
 from tfdata.audio import decode_audio
 
-SPLIT = ["--val-fold", "2", "--test-fold", "3"]
+from trained_run import TEST_CLIPS, run_copy, trained_run  # noqa: F401  (the fixture)
 
 
 def tone(seconds=2.0, hz=440.0):
@@ -48,28 +49,39 @@ def test_conditions_change_the_audio_as_named():
     assert np.sqrt(np.mean(conds["resampled_48kHz"](x, rng) ** 2)) > 0.2
     embedded = conds["embedded_10s"](tone(), rng)
     assert len(embedded) == 10 * c.SAMPLE_RATE and np.abs(embedded).max() > 0.25
+    # no condition but "clean" hands the clip back unchanged (a 440 Hz tone every condition keeps)
+    clip = tone()
+    for name, transform in conds.items():
+        changed = transform(clip, rng)
+        assert (name == "clean") == (len(changed) == len(clip) and np.array_equal(changed, clip)), name
 
 
 @pytest.mark.timeout(420)
-def test_evaluate_with_robustness_reports_deltas(tone_records, tmp_path):
-    records_dir = tone_records({1: 40, 2: 20, 3: 20})
-    run_dir = tmp_path / "run"
-    assert us8k.main(["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT, "--models", "tiny",
-                      "--epochs", "3", "--batch-size", "10", "--learning-rate", "0.01", "--verbose", "0",
-                      "--skip-evaluate"]) == 0
-    plain = json.loads(json.dumps(us8k.main(["evaluate", str(run_dir)])))
-    assert plain == 0
-    assert json.loads((run_dir / "report" / "report.json").read_text())["robustness"] is None  # opt-in
+def test_evaluate_with_robustness_reports_deltas(trained_run, tmp_path):
+    # opt-in: the shared run's plain evaluation (train_models → evaluate_run) has no robustness section
+    assert json.loads((trained_run.run / "report" / "report.json").read_text())["robustness"] is None
+    run_dir = run_copy(trained_run, tmp_path / "run")
     assert us8k.main(["evaluate", str(run_dir), "--robustness"]) == 0
     report = json.loads((run_dir / "report" / "report.json").read_text())
     rob = report["robustness"]
     tiny = report["models"]["tiny"]
-    assert rob["examples"] == 20 and rob["temperature"] == pytest.approx(tiny["calibration"]["temperature"])
+    assert report["selected"] == "tiny"  # the model measured
+    assert rob["examples"] == TEST_CLIPS and rob["temperature"] == pytest.approx(tiny["calibration"]["temperature"])
     conditions = rob["conditions"]
+    assert set(conditions) == set(robustness.conditions())
     assert conditions["clean"]["accuracy"] == pytest.approx(tiny["accuracy"])  # the same clips, the same answers
     assert conditions["clean"]["delta_accuracy"] == 0.0
     for name, r in conditions.items():
         assert r["delta_accuracy"] == pytest.approx(r["accuracy"] - conditions["clean"]["accuracy"])
         assert 0.0 <= r["ece_after"] <= 1.0 and 0.0 <= r["coverage"] <= 1.0
+    # every condition changed what the model heard: its raw probabilities (ECE before calibration) moved
+    for name, r in conditions.items():
+        if name != "clean":
+            assert r["ece_before"] != conditions["clean"]["ece_before"], name
+    # a model that learned the tones (chance: 0.1) loses clips when the band that tells the highest
+    # classes apart is gone: through 8 kHz nothing above 4 kHz survives (classes 8 and 9: tones of
+    # ~3.8 and ~5.8 kHz, octaves above 7 kHz)
+    assert conditions["clean"]["accuracy"] >= 0.5
+    assert conditions["resampled_8kHz"]["accuracy"] < conditions["clean"]["accuracy"]
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "## Robustness" in summary and "mp3_32k" in summary and "embedded_10s" in summary

@@ -1,5 +1,4 @@
 """models.train (`us8k train`): end to end on small tone records — outputs, resume, two replicas, stats."""
-import json
 import os
 import signal
 import subprocess
@@ -16,8 +15,18 @@ from models import train
 from models.config import TrainConfig
 from tfdata import contract as c
 from run_files import event_tags, history_rows
+from trained_run import read_json, records_once, trained_run  # noqa: F401  (the fixture)
 
 SPLIT = ["--val-fold", "2", "--test-fold", "3"]
+SMALL = {1: 8, 2: 4, 3: 4}  # training, validation, test clips
+MEDIUM = {1: 20, 2: 10, 3: 10}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """records(per_fold, **kw): tone records written once per test run for those arguments; the
+    tests only read them (each run directory is the test's own)."""
+    return lambda per_fold, **kwargs: records_once(tmp_path_factory, per_fold, **kwargs)
 
 
 def cli(records_dir, run_dir, *extra):
@@ -25,17 +34,12 @@ def cli(records_dir, run_dir, *extra):
                       "--verbose", "2", *extra])
 
 
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_path, capsys):
-    records_dir = tone_records({1: 10, 2: 10, 3: 10})
+def test_four_seed_models_end_to_end_then_resume_skips_them(records, tmp_path, capsys):
+    records_dir = records(SMALL)
     run_dir = tmp_path / "run"
     models = ["baseline", "cnn", "lstm", "crnn"]
     start = time.perf_counter()
-    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "5") == 0
+    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "4") == 0
     print(f"four models, 1 epoch: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     out = capsys.readouterr().out
 
@@ -45,7 +49,7 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
     assert (selection["val_fold"], selection["test_fold"], selection["train_folds"]) == (2, 3, [1])
     assert selection["replicas"] == 1 and selection["strategy"] == "default"
     assert selection["training_loop"] == "fit" and selection["xla"] is False
-    assert selection["train_examples"] == 10
+    assert selection["train_examples"] == 8
     assert "| Model | Val Accuracy |" in out and f"| **{selection['selected']}** |" in out
     assert "Test accuracy" in out
     for name in models:
@@ -83,7 +87,7 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
 
     # a second run skips the finished models: checkpoints untouched, the same selection
     mtimes = {m: os.stat(run_dir / "checkpoints" / m / "last.keras").st_mtime_ns for m in models}
-    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "5",
+    assert cli(records_dir, run_dir, "--models", ",".join(models), "--epochs", "1", "--batch-size", "4",
                "--skip-evaluate") == 0
     out = capsys.readouterr().out
     assert out.count("already trained") == 4 and "Normalisation statistics" not in out
@@ -92,8 +96,8 @@ def test_four_seed_models_end_to_end_then_resume_skips_them(tone_records, tmp_pa
 
 
 @pytest.mark.timeout(300)
-def test_killed_run_resumes_from_its_last_epoch(tone_records, tmp_path, capsys):
-    records_dir = tone_records({1: 40, 2: 10, 3: 10})
+def test_killed_run_resumes_from_its_last_epoch(records, tmp_path, capsys):
+    records_dir = records(MEDIUM)
     run_dir = tmp_path / "run"
     state_file = run_dir / "checkpoints" / "tiny" / "state.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -133,9 +137,9 @@ def test_killed_run_resumes_from_its_last_epoch(tone_records, tmp_path, capsys):
 
 
 @pytest.mark.timeout(240)
-def test_mirrored_strategy_two_replicas(tone_records, tmp_path):
+def test_mirrored_strategy_two_replicas(records, tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest splits the CPU
-    records_dir = tone_records({1: 12, 2: 6, 3: 6})
+    records_dir = records(SMALL)  # 8 training clips, global batch 6: the last batch splits 1 + 1
     run_dir = tmp_path / "run"
     assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "2", "--batch-size", "3",
                "--strategy", "mirrored", "--class-weights") == 0
@@ -149,25 +153,13 @@ def test_mirrored_strategy_two_replicas(tone_records, tmp_path):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.timeout(240)
-def test_mixed_precision_trains_and_predicts_float32(tone_records, tmp_path):
-    records_dir = tone_records({1: 8, 2: 4, 3: 4})
-    run_dir = tmp_path / "run"
-    assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "1", "--batch-size", "4",
-               "--mixed-precision", "--skip-evaluate") == 0
-    assert keras.mixed_precision.global_policy().name == "float32"  # restored after training
-    model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
-    assert model.predict(np.zeros((2, c.CLIP_SAMPLES), np.float32), verbose=0).dtype == np.float32
-    assert read_json(run_dir / "selection.json")["mixed_precision"] is True
-
-
 @pytest.mark.timeout(300)
-def test_normalization_stats_come_from_training_folds_only(tone_records, tmp_path):
-    per_fold = {1: 6, 2: 4, 3: 4}
+def test_normalization_stats_come_from_training_folds_only(records, tmp_path):
+    per_fold = SMALL
     variants = {"base": {}, "other_test_audio": {3: 1}, "other_val_audio": {2: 1}, "other_train_audio": {1: 1}}
     stats, frontends = {}, {}
     for name, audio_seed in variants.items():
-        records_dir = tone_records(per_fold, audio_seed=audio_seed)
+        records_dir = records(per_fold, **({"audio_seed": audio_seed} if audio_seed else {}))
         run_dir = tmp_path / name
         train.train_models(records_dir, run_dir, TrainConfig(models=("tiny",), epochs=1, batch_size=6, val_fold=2,
                                                              test_fold=3), evaluate=False, verbose=0)
@@ -183,20 +175,60 @@ def test_normalization_stats_come_from_training_folds_only(tone_records, tmp_pat
 
 
 @pytest.mark.timeout(300)
-def test_tiny_model_learns_tones_above_chance(tone_records, tmp_path):
-    records_dir = tone_records({1: 60, 2: 30, 3: 30})
-    config = TrainConfig(models=("tiny",), epochs=15, batch_size=8, val_fold=2, test_fold=3, learning_rate=5e-3,
-                         patience=15)
-    selection = train.train_models(records_dir, tmp_path / "run", config, verbose=0)
-    accuracy = selection["report"]["models"]["tiny"]["accuracy"]
+def test_tiny_model_learns_tones_above_chance(trained_run):
+    """The shared run (tests/trained_run.py: tiny, 20 epochs on 60 clips, evaluated by train_models)."""
+    selection = read_json(trained_run.run / "selection.json")
+    report = read_json(trained_run.run / "report" / "report.json")
+    accuracy = report["models"]["tiny"]["accuracy"]
     print(f"tiny on tones: val {selection['models']['tiny']['best_val_accuracy']:.3f}, test {accuracy:.3f}",
           file=sys.stderr)
+    assert selection["models"]["tiny"]["epochs_run"] == 20 and report["test_fold"] == 3
     assert accuracy > 3 / c.NUM_CLASSES  # chance is 0.1
 
 
+@pytest.mark.timeout(300)
+def test_early_stopping_stops_and_a_resumed_run_stops_where_it_would_have(records, tmp_path, capsys):
+    """Patience 2 of 6 epochs, at a learning rate too small to change any answer: val_accuracy never
+    improves after the first epoch, so training stops after epoch 3 (1 + patience). A run cut after
+    epoch 2 and resumed keeps the best value and the epochs already waited: it stops after epoch 3
+    too (forgetting the wait, it would stop after 4; the best value, after 5). The same command on a
+    stopped model trains nothing."""
+    records_dir = records(SMALL)
+    flags = ["--models", "tiny", "--batch-size", "4", "--learning-rate", "1e-9", "--patience", "2", "--skip-evaluate"]
+    state_of = lambda run: read_json(run / "checkpoints" / "tiny" / "state.json")  # noqa: E731
+
+    whole = tmp_path / "whole"
+    assert cli(records_dir, whole, *flags, "--epochs", "6") == 0
+    rows = history_rows(whole, "tiny")
+    assert len({r["val_accuracy"] for r in rows}) == 1  # the premise: no epoch improves on the first
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    state = state_of(whole)
+    assert state["stopped_early"] is True and state["epochs_run"] == 3 and state["best_epoch"] == 1
+    entry = read_json(whole / "selection.json")["models"]["tiny"]
+    assert entry["stopped_early"] is True and entry["epochs_run"] == 3
+
+    last = whole / "checkpoints" / "tiny" / "last.keras"
+    mtime = os.stat(last).st_mtime_ns
+    capsys.readouterr()
+    assert cli(records_dir, whole, *flags, "--epochs", "6") == 0
+    assert "[tiny] already trained (3 epochs" in capsys.readouterr().out
+    assert os.stat(last).st_mtime_ns == mtime and history_rows(whole, "tiny") == rows
+
+    cut = tmp_path / "cut"
+    assert cli(records_dir, cut, *flags, "--epochs", "2") == 0  # the cap, not a stop
+    state = state_of(cut)
+    assert state["stopped_early"] is False and state["epochs_run"] == 2 and state["best_epoch"] == 1
+    capsys.readouterr()
+    assert cli(records_dir, cut, *flags, "--epochs", "6") == 0
+    assert "[tiny] resuming after epoch 2 of 6" in capsys.readouterr().out
+    state = state_of(cut)
+    assert state["stopped_early"] is True and state["epochs_run"] == 3 and state["best_epoch"] == 1
+    assert [r["epoch"] for r in history_rows(cut, "tiny")] == ["0", "1", "2"]
+
+
 @pytest.mark.timeout(120)
-def test_clear_errors(tone_records, tmp_path):
-    records_dir = tone_records({1: 2, 2: 2, 3: 2})
+def test_clear_errors(records, tmp_path):
+    records_dir = records(SMALL)
     run_dir = tmp_path / "run"
     cases = [
         (["--records", str(tmp_path / "nowhere")], "records directory not found"),
@@ -217,9 +249,9 @@ def test_clear_errors(tone_records, tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_run_dir_of_other_records_is_refused(tone_records, tmp_path):
+def test_run_dir_of_other_records_is_refused(records, tmp_path):
     run_dir = tmp_path / "run"
-    first, second = tone_records({1: 4, 2: 2, 3: 2}), tone_records({1: 4, 2: 2, 3: 2}, seed=1)
+    first, second = records(SMALL), records(SMALL, seed=1)
     assert cli(first, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate") == 0
     with pytest.raises(SystemExit, match="trained on other records"):
         cli(second, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate")
@@ -231,8 +263,8 @@ def test_run_dir_of_other_records_is_refused(tone_records, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_redirected_log_has_one_plain_line_per_epoch(tone_records, tmp_path):
-    records_dir = tone_records({1: 8, 2: 4, 3: 4})
+def test_redirected_log_has_one_plain_line_per_epoch(records, tmp_path):
+    records_dir = records(SMALL)
     log_path = tmp_path / "train.log"
     env = {**os.environ, "TERM": "xterm-256color"}  # a colour terminal type: only the redirection may decide
     with open(log_path, "wb") as log:  # a file, not a terminal: --verbose auto gives Keras's verbose=2
@@ -251,8 +283,8 @@ def test_redirected_log_has_one_plain_line_per_epoch(tone_records, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_deterministic_runs_repeat_exactly_with_every_augmentation(tone_records, tmp_path):
-    records_dir = tone_records({1: 20, 2: 10, 3: 10})
+def test_deterministic_runs_repeat_exactly_with_every_augmentation(records, tmp_path):
+    records_dir = records(MEDIUM)
     flags = ["--models", "tiny", "--epochs", "2", "--batch-size", "8", "--deterministic", "--augment-mix", "mixup",
              "--augment-background", "--spec-augment", "--augment-speed", "0.1", "--class-weights", "--skip-evaluate"]
     runs = [tmp_path / "first", tmp_path / "second"]
@@ -268,8 +300,8 @@ def test_deterministic_runs_repeat_exactly_with_every_augmentation(tone_records,
 
 
 @pytest.mark.timeout(300)
-def test_schedule_label_smoothing_and_weight_decay_are_applied(tone_records, tmp_path):
-    records_dir = tone_records({1: 20, 2: 10, 3: 10})
+def test_schedule_label_smoothing_and_weight_decay_are_applied(records, tmp_path):
+    records_dir = records(MEDIUM)
     run_dir = tmp_path / "run"
     assert cli(records_dir, run_dir, "--models", "tiny", "--epochs", "3", "--batch-size", "10", "--lr-schedule",
                "cosine", "--learning-rate", "0.01", "--label-smoothing", "0.1", "--weight-decay", "0.001",
@@ -286,10 +318,10 @@ def test_schedule_label_smoothing_and_weight_decay_are_applied(tone_records, tmp
 
 
 @pytest.mark.timeout(300)
-def test_xla_compiles_the_training_step(tone_records, tmp_path):
+def test_xla_compiles_the_training_step(records, tmp_path):
     """--xla is part of the configuration, and TensorFlow really compiles a cluster with XLA (its
     one-time INFO line, printed only with TF_CPP_MIN_LOG_LEVEL=0)."""
-    records_dir = tone_records({1: 8, 2: 4, 3: 4})
+    records_dir = records(SMALL)
     run_dir = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
     done = subprocess.run([sys.executable, "-m", "us8k", "train", "--records", str(records_dir), "--output",
