@@ -50,10 +50,11 @@ setup(
     description="UrbanSound8K audio classification: Beam → TFRecord → tf.data → Keras → endpoint",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["beam", "beam.*", "tfdata", "tfdata.*", "models", "models.*",
-                                    "serving", "serving.*", "benchmarks", "benchmarks.*"]),
+                                    "serving", "serving.*", "cloud", "cloud.*", "cli", "cli.*",
+                                    "benchmarks", "benchmarks.*"]),
     py_modules=["us8k", "us8k_demo"],
     package_data={"serving": ["static/*.html", "static/*.css", "static/*.js"]},  # `us8k serve`'s page
     install_requires=CORE,
     extras_require={"aws": AWS, "gcp": GCP, "test": TEST},
-    entry_points={"console_scripts": ["us8k=us8k:main"]},
+    entry_points={"console_scripts": ["us8k=cli:main"]},
 )

@@ -260,7 +260,7 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.deploy import DeployError, boto_session, sagemaker_session
+    from cloud.aws import AwsError, boto_session, sagemaker_session
 
     try:
         session = boto_session(args.region)
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
             print_status(job_status(session.client("sagemaker"), name))
         else:
             print(f"  follow it: us8k launch-training --status {name}", flush=True)
-    except (LaunchError, DeployError, ConfigError) as error:
+    except (LaunchError, AwsError, ConfigError) as error:
         _fail(str(error))
     except Exception as error:  # botocore / SDK errors: one line
         if type(error).__module__.split(".")[0] in ("botocore", "boto3", "sagemaker"):

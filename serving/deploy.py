@@ -24,26 +24,22 @@ The container's environment belongs to the model, so each deploy sets it anew:
 `--no-wait` (the default) returns once the endpoint is being created or updated; `--wait` polls
 until it is InService.
 
-Every AWS call goes through clients built from one boto3 session, so AWS_ENDPOINT_URL,
-AWS_DEFAULT_REGION / AWS_REGION, AWS_PROFILE and the credential variables all apply (the tests
-drive a moto server that way); nothing names an endpoint URL here.
+Every AWS call goes through clients built from one boto3 session (cloud.aws), so AWS_ENDPOINT_URL,
+AWS_DEFAULT_REGION / AWS_REGION, AWS_PROFILE and the credential variables all apply.
 """
 from __future__ import annotations
 
 import datetime
-import logging
-import os
 import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-
-from serving.inference import MAX_REQUEST_WINDOWS, THRESHOLD_ENV  # noqa: E402
-from tfdata.layout import (GUNICORN_TIMEOUT_ENV, GUNICORN_WORKERS_ENV, TFS_BATCH_TIMEOUT_ENV,  # noqa: E402
-                           TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV)
+from cloud.aws import AwsError, boto_session, is_missing, sagemaker_session, upload
+from serving.inference import MAX_REQUEST_WINDOWS, THRESHOLD_ENV
+from tfdata.layout import (GUNICORN_TIMEOUT_ENV, GUNICORN_WORKERS_ENV, TFS_BATCH_TIMEOUT_ENV, TFS_ENABLE_BATCHING_ENV,
+                           TFS_MAX_BATCH_SIZE_ENV)
 
 INSTANCE_TYPE = "ml.m5.large"
 FRAMEWORK_VERSION = "2.19"  # newest TF Serving image the sagemaker 2.x SDK knows
@@ -63,7 +59,7 @@ GUNICORN_TIMEOUT_S = 60  # SageMaker ends a real-time invocation after 60 s anyw
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting")
 
 
-class DeployError(RuntimeError):
+class DeployError(AwsError):
     """A deploy, rollback or undeploy step failed; the message says which and why."""
 
 
@@ -126,51 +122,7 @@ def packaged_python(archive: str | Path) -> str | None:
     return versions.pop() if len(versions) == 1 else None
 
 
-# ---------------------------------------------------------------------------- sessions
-def boto_session(region: str | None = None):
-    """A boto3 session with a region (from --region or the environment / profile)."""
-    import boto3
-
-    session = boto3.Session(region_name=region) if region else boto3.Session()
-    if not session.region_name:
-        raise DeployError("no AWS region: pass --region or set AWS_DEFAULT_REGION")
-    return session
-
-
-def sagemaker_session(session, bucket: str):
-    """A sagemaker.Session whose clients come from `session` (so AWS_ENDPOINT_URL applies).
-
-    Its default bucket is ours: otherwise the SDK derives one from STS, through a client it
-    builds with an explicit regional STS URL that ignores AWS_ENDPOINT_URL."""
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-    import sagemaker
-
-    return sagemaker.Session(boto_session=session, sagemaker_client=session.client("sagemaker"),
-                             sagemaker_runtime_client=session.client("sagemaker-runtime"),
-                             default_bucket=bucket)
-
-
-def upload(session, archive: Path, bucket: str, key: str) -> str:
-    import botocore.exceptions
-
-    try:
-        session.client("s3").upload_file(str(archive), bucket, key)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise DeployError(f"uploading {archive} to s3://{bucket}/{key} failed: {exc}") from None
-    except Exception as exc:  # boto3's transfer manager wraps errors in its own type
-        raise DeployError(f"uploading {archive} to s3://{bucket}/{key} failed: {exc}") from None
-    return f"s3://{bucket}/{key}"
-
-
 # ---------------------------------------------------------------------------- what a name owns
-def is_missing(exc) -> bool:
-    """A ClientError that says the resource does not exist."""
-    error = exc.response.get("Error", {})
-    message = error.get("Message", "").lower()
-    return error.get("Code") in ("ValidationException", "ResourceNotFound") and (
-        "not find" in message or "not exist" in message or "not found" in message)
-
-
 def _tagged_for(client, arn: str, name: str) -> bool:
     tags = [tag for page in client.get_paginator("list_tags").paginate(ResourceArn=arn) for tag in page["Tags"]]
     return {"Key": ENDPOINT_TAG, "Value": name} in tags
@@ -402,7 +354,7 @@ def run(args) -> int:
                             threshold=args.threshold, max_batch=args.max_batch,
                             batch_timeout_ms=args.batch_timeout_ms, workers=args.workers,
                             s3_prefix=args.s3_prefix, log=log)
-    except DeployError as exc:
+    except AwsError as exc:  # DeployError, or cloud.aws's own (region, upload)
         _fail(str(exc))
     previous = f" (was {result.previous_config}, kept)" if result.previous_config else ""
     environment = " ".join(f"{key}={value}" for key, value in sorted(result.environment.items()))

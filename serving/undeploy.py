@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from serving.deploy import DeployError, boto_session, is_missing, owned_versions
+from cloud.aws import AwsError, boto_session, is_missing
+from serving.deploy import DeployError, owned_versions
 
 
 @dataclass
@@ -93,7 +94,7 @@ def run(args) -> int:
     print(f"us8k undeploy: removing endpoint {args.name}, its endpoint configs and models", flush=True)
     try:
         removal = undeploy(args.name, args.region, args.delete_archives)
-    except DeployError as exc:
+    except AwsError as exc:  # DeployError, or cloud.aws's own (the region)
         raise SystemExit(f"us8k undeploy: error: {exc}") from None
     if not removal.deleted:
         raise SystemExit(f"us8k undeploy: error: no endpoint, endpoint config or model named {args.name!r}")
