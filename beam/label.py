@@ -94,7 +94,7 @@ from tfdata.audio import AudioDecodeError, decode_audio  # noqa: E402
 PREDICTIONS_FILE = "predictions.jsonl"
 ERRORS_FILE = c.ERRORS_FILE  # errors.jsonl, as ingestion's
 SUMMARY_FILE = "summary.json"
-MAX_SECONDS = 600.0  # default --max-seconds: the endpoint's per-request limit (serving.inference.MAX_SECONDS)
+MAX_SECONDS = c.MAX_AUDIO_SECONDS  # default --max-seconds: the endpoint's per-request limit
 MAX_FILE_MB = 512.0  # default --max-file-mb: 600 s of 96 kHz 24-bit stereo WAV is 346 MB
 AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif",
                     ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64", ".wv", ".wma", ".ac3", ".mka",

@@ -65,7 +65,7 @@ import numpy as np
 from tfdata.answers import AnswerConfig, answer_config, answers_from_outputs, check_threshold
 from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError,
                           UnsupportedAudioError, decode_audio, prepare_waveform)
-from tfdata.contract import SAMPLE_RATE, WINDOW_HOP_SAMPLES
+from tfdata.contract import MAX_AUDIO_SECONDS, SAMPLE_RATE, WINDOW_HOP_SAMPLES
 from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_VALID_SAMPLES,
                            OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV,
                            TFS_MAX_BATCH_SIZE_ENV, WINDOWS_SIGNATURE, windows_inputs)
@@ -74,7 +74,7 @@ from tfdata.windowing import average_windows, clip_lengths, frame_clips
 
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time invocation payload limit
 MAX_INSTANCES = 64  # rows in one request
-MAX_SECONDS = 600.0  # audio in one request, all rows together (default of `us8k serve --max-seconds`)
+MAX_SECONDS = MAX_AUDIO_SECONDS  # audio in one request, all rows together (default of `us8k serve --max-seconds`)
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = MIN_SOURCE_RATE, MAX_SOURCE_RATE  # Hz, JSON "sample_rate" and audio files
 MAX_JSON_DEPTH = 8  # nesting of arrays/objects (a valid request nests 3 deep)
 MAX_JSON_TOKENS = 8 * MAX_INSTANCES + 32  # arrays + objects + strings (a valid request has ≤ 4 per instance)

@@ -12,6 +12,7 @@ SAMPLE_RATE = 22050  # Hz, every waveform after decoding
 CLIP_SECONDS = 4
 CLIP_SAMPLES = SAMPLE_RATE * CLIP_SECONDS  # 88200: one model window
 WINDOW_HOP_SAMPLES = SAMPLE_RATE * 2  # long audio: 4 s windows every 2 s, probabilities averaged
+MAX_AUDIO_SECONDS = 600.0  # audio per endpoint request, and per file `us8k label` classifies (both defaults)
 
 
 @dataclasses.dataclass(frozen=True)
