@@ -13,7 +13,7 @@ TOOLKIT := $(VENV)/sagemaker-toolkit
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test bench screenshot clean
+.PHONY: install demo lint test bench screenshot clean
 install: $(STAMP) $(TOOLKIT)/.installed $(CHROMIUM)
 
 $(CHROMIUM):
@@ -32,6 +32,11 @@ $(TOOLKIT)/.installed: tests/sagemaker_toolkit.txt $(STAMP)
 
 demo: install
 	$(BIN)/python -m us8k demo --workdir demo_run
+
+# The code's rules: ruff (ruff.toml) and the import layers (.importlinter, import-linter).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # Two workers (the CI machine's cores), each test file one scheduling scope (tests/conftest.py); the 20 slowest last.
 test: install

@@ -35,6 +35,8 @@ TEST = [
     "pytest==9.2.0",
     "pytest-timeout==2.4.0",
     "pytest-xdist==3.8.0",  # `make test` runs two workers
+    "ruff==0.17.6",  # `make lint` (part of `make test`): ruff.toml
+    "import-linter==2.16",  # `make lint`: the import layers in .importlinter
     "httpx==0.28.1",
     "librosa==0.11.0",  # parity tests and the seed-path benchmark only
     "moto[s3,server]==5.2.5",
