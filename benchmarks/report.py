@@ -1,4 +1,5 @@
-"""`us8k bench all`'s report: OUTPUT/bench_report.json and OUTPUT/bench_report.md.
+"""`us8k bench all`'s report: OUTPUT/bench_report.json and OUTPUT/bench_report.md (and, with
+`--markdown FILE`, the same Markdown as a page of the docs: docs/benchmarks.md).
 
 A benchmark's `run(args)` returns its figures as a dict (a benchmark that only prints returns an
 exit status, and the report says so; nothing is parsed from its output):
@@ -10,8 +11,8 @@ exit status, and the report says so; nothing is parsed from its output):
 
 Every figure is reported as the ratio value / baseline value, both measured in the same run (so a
 loaded machine moves both); a figure with a target (op ">=" or "<=" on the ratio) is marked met or
-missed. The report also holds the machine (CPU model, cores, memory), the
-package versions, the date and the load average before and after the whole run.
+missed. The report's header holds the machine (CPU model, cores, memory), the package versions, the
+date, the load average before and after the whole run, and the command that wrote it.
 """
 from __future__ import annotations
 
@@ -87,16 +88,22 @@ def build(results: dict, *, quick: bool, load_before, load_after, started: str, 
 
 
 def markdown(report: dict) -> str:
+    """The report as a Markdown page: header (command, machine, versions, load), verdicts, one table per benchmark."""
     m = report["machine"]
-    lines = [f"# us8k bench all — {report['date']}{' (--quick)' if report['quick'] else ''}", "",
-             f"Machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable), "
-             f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-             "Load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in report["load_average_before"])
-             + "; after " + ", ".join(f"{x:.2f}" for x in report["load_average_after"])
-             + f"; {report['seconds']:.0f} s in all", "",
-             "Every ratio is the figure over its baseline, both measured in this run "
-             "(for a figure where lower is better, a ratio below 1 is the improvement).", ""]
+    lines = [f"# Benchmarks: `us8k bench all` of {report['date']}{' (--quick)' if report['quick'] else ''}", ""]
+    if report.get("command"):
+        lines += [f"Written by `{report['command']}`; the next run replaces this page "
+                  "(no figure here is typed by hand).", ""]
+    lines += [f"- Machine: {m['cpu_model']}, {m['cores']} cores ({m['usable_cores']} usable), "
+              f"{m['memory_gib']} GiB; {m['os']}; Python {m['python']}",
+              "- Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+              "- Load average (1, 5, 15 min): before " + ", ".join(f"{x:.2f}" for x in report["load_average_before"])
+              + "; after " + ", ".join(f"{x:.2f}" for x in report["load_average_after"])
+              + f"; {report['seconds']:.0f} s in all", "",
+              "Every ratio is the figure over its baseline, both measured in this run "
+              "(for a figure where lower is better, a ratio below 1 is the improvement).", ""]
+    if report.get("skipped"):
+        lines += [f"Skipped: {', '.join(report['skipped'])}.", ""]
     verdicts = [(name, f.get("what", key), f["met"]) for name, r in report["benchmarks"].items()
                 for key, f in (r.get("figures") or {}).items() if f.get("met") is not None]
     if verdicts:
@@ -104,31 +111,41 @@ def markdown(report: dict) -> str:
         lines += [f"Targets: {len(verdicts) - len(missed)} of {len(verdicts)} met"
                   + (f"; missed: {'; '.join(missed)}." if missed else "."), ""]
     for name, result in report["benchmarks"].items():
-        lines.append(f"## {name}")
-        if result.get("error"):
-            lines += [f"Failed: {result['error']}", ""]
-            continue
-        if result.get("figures") is None:
-            lines += [f"No figures: {result.get('note')}.", ""]
-            continue
-        lines += ["| figure | value | baseline | baseline value | ratio | target |", "|---|---|---|---|---|---|"]
-        baselines = result.get("baselines", {})
-        for key, f in result["figures"].items():
-            base = baselines.get(f.get("baseline"), {})
-            ratio = f"{f['ratio']:.2f}×" if f.get("ratio") is not None else "–"
-            better = " (lower is better)" if f.get("lower_is_better") else ""
-            target = f.get("target")
-            verdict = "–" if not target else (f"{target['op'].replace('>=', '≥').replace('<=', '≤')} "
-                                              f"{target['ratio']:g}×: "
-                                              + {True: "**met**", False: "**missed**", None: "no ratio"}[f.get("met")])
-            lines.append(f"| {f.get('what', key)}{better} | {_number(f['value'], f.get('unit'))} | "
-                         f"{base.get('what', f.get('baseline'))} | {_number(base.get('value'), base.get('unit'))} | "
-                         f"{ratio} | {verdict} |")
-        if result.get("params"):
-            lines.append("")
-            lines.append("Settings: " + ", ".join(f"{k} {v}" for k, v in result["params"].items()))
+        lines += [f"## {name}", ""]
+        about, alone = report.get("descriptions", {}).get(name), report.get("alone", {}).get(name)
+        if about or alone:
+            lines += [" ".join(filter(None, [f"Measures: {about}." if about else None,
+                                             f"Run alone: `{alone}`." if alone else None])), ""]
+        lines += _benchmark_lines(result)
+    if report.get("separate"):
+        lines += ["## Not in this report", ""]
+        lines += [f"- `{command}`: {what}." for command, what in report["separate"]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _benchmark_lines(result: dict) -> list[str]:
+    """One benchmark's section body: its failure, its lack of figures, or its table and settings."""
+    if result.get("error"):
+        return [f"Failed: {result['error']}", ""]
+    if result.get("figures") is None:
+        return [f"No figures: {result.get('note')}.", ""]
+    lines = ["| figure | value | baseline | baseline value | ratio | target |", "|---|---|---|---|---|---|"]
+    baselines = result.get("baselines", {})
+    for key, f in result["figures"].items():
+        base = baselines.get(f.get("baseline"), {})
+        ratio = f"{f['ratio']:.2f}×" if f.get("ratio") is not None else "–"
+        better = " (lower is better)" if f.get("lower_is_better") else ""
+        target = f.get("target")
+        verdict = "–" if not target else (f"{target['op'].replace('>=', '≥').replace('<=', '≤')} "
+                                          f"{target['ratio']:g}×: "
+                                          + {True: "**met**", False: "**missed**", None: "no ratio"}[f.get("met")])
+        lines.append(f"| {f.get('what', key)}{better} | {_number(f['value'], f.get('unit'))} | "
+                     f"{base.get('what', f.get('baseline'))} | {_number(base.get('value'), base.get('unit'))} | "
+                     f"{ratio} | {verdict} |")
+    if result.get("params"):
+        lines += ["", "Settings: " + ", ".join(f"{k} {v}" for k, v in result["params"].items())]
+    return [*lines, ""]
 
 
 def _number(value, unit=None) -> str:
@@ -146,6 +163,14 @@ def write(report: dict, output_dir) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(report, indent=2, default=float))
     md_path.write_text(markdown(report))
     return json_path, md_path
+
+
+def write_page(report: dict, path) -> Path:
+    """The report's Markdown at `path` (e.g. docs/benchmarks.md), its folder created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(report))
+    return path
 
 
 def now() -> str:

@@ -1,5 +1,6 @@
 """`us8k bench all`'s report: a real (quick) run of the ingest, serving and payload benchmarks
-through the CLI, and the report's ratios, targets, machine and load figures. The benchmarks that
+through the CLI, and the report's ratios, targets, machine and load figures, also as the docs' page
+(`--markdown`). The benchmarks that
 train or time TensorFlow for minutes (frontend, pipeline, label, quality) are skipped here; the
 quality benchmark's figures are checked on a quality.json of the shape its runs write."""
 import json
@@ -23,15 +24,19 @@ def _check_ratios(result: dict, name: str) -> None:
             assert figure["met"] is None, (name, key)
         else:  # worked out here, not by report.target_met (tested on its own below)
             assert target["op"] in (">=", "<="), (name, key)
-            expected = figure["ratio"] >= target["ratio"] if target["op"] == ">=" else figure["ratio"] <= target["ratio"]
+            ratio, bound = figure["ratio"], target["ratio"]
+            expected = ratio >= bound if target["op"] == ">=" else ratio <= bound
             assert figure["met"] is expected, (name, key)
 
 
 @pytest.mark.timeout(420)
 def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
     skip = "label,frontend,pipeline,quality"
-    assert us8k.main(["bench", "all", "--quick", "--skip", skip, "--output", str(tmp_path)]) == 0
-    assert "us8k bench all: wrote" in capsys.readouterr().out
+    page = tmp_path / "docs" / "benchmarks.md"
+    assert us8k.main(["bench", "all", "--quick", "--skip", skip, "--output", str(tmp_path),
+                      "--markdown", str(page)]) == 0
+    assert f"us8k bench all: wrote {tmp_path / report.JSON_FILE}, {tmp_path / report.MARKDOWN_FILE} and {page}" \
+        in capsys.readouterr().out
     data = json.loads((tmp_path / report.JSON_FILE).read_text())
     assert data["quick"] is True and data["skipped"] == skip.split(",")
     assert set(data["benchmarks"]) == {"ingest", "serving", "payload"}
@@ -51,7 +56,13 @@ def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
     assert serving["figures"]["rps_batching_on_c4"]["target"]["op"] == ">="
     assert serving["figures"]["p50_batching_off_c1"]["lower_is_better"] is True
     md = (tmp_path / report.MARKDOWN_FILE).read_text()
-    assert md.startswith("# us8k bench all") and "## payload" in md and "| PCM windows body" in md
+    assert page.read_text() == md  # the docs' page is the report, as written
+    assert md.startswith("# Benchmarks: `us8k bench all` of ") and "## payload" in md and "| PCM windows body" in md
+    assert f"Written by `us8k bench all --output {tmp_path} --quick --skip {skip} --markdown {page}`" in md
+    assert f"Skipped: {skip.replace(',', ', ')}." in md
+    # each benchmark's section says what it measures and how to run it alone, at the sizes used here
+    assert ("Measures: endpoint requests/s and latency, batching on and off. "
+            "Run alone: `us8k bench serving --model tiny") in md
     assert "## ingest" in md and "## serving" in md and "| target |" in md and "Targets: " in md
     verdicts = [f["met"] for r in data["benchmarks"].values() for f in r["figures"].values() if f["met"] is not None]
     assert f"Targets: {sum(verdicts)} of {len(verdicts)} met" in md
@@ -79,7 +90,8 @@ def test_quality_figures_are_the_strong_arm_against_the_seed_arm():
             "strong": {"accuracy_mean": 0.2, "accuracy_std": 0.1, "macro_f1_mean": 0.1, "macro_f1_std": 0.1}}}}
     built = report.with_ratios(quality._report(result, ["seed", "strong"]))
     figures = built["figures"]
-    assert set(figures) == {"split_strong_accuracy", "split_strong_macro_f1", "cv_strong_accuracy", "cv_strong_macro_f1"}
+    assert set(figures) == {"split_strong_accuracy", "split_strong_macro_f1",
+                            "cv_strong_accuracy", "cv_strong_macro_f1"}
     assert figures["split_strong_accuracy"]["ratio"] == pytest.approx(0.6 / 0.55)
     assert figures["split_strong_accuracy"]["met"] is True and figures["split_strong_macro_f1"]["met"] is False
     assert figures["cv_strong_accuracy"]["met"] is False
@@ -96,6 +108,28 @@ def test_a_benchmark_without_figures_is_reported_as_such():
     assert "Failed: us8k bench x: error: boom" in md
 
 
-def test_unknown_skip_is_a_one_line_error():
-    with pytest.raises(SystemExit, match=r"^us8k bench: error: unknown benchmark\(s\) nope"):
-        us8k.main(["bench", "all", "--skip", "nope"])
+def test_the_header_states_the_machine_the_load_and_the_command():
+    built = report.build({"payload": 0}, quick=False, load_before=(0.25, 0.5, 1.0), load_after=(1.5, 2.0, 2.25),
+                         started="2026-12-02T10:35:18+00:00", seconds=1017.4)
+    built["machine"] = {"cpu_model": "AMD EPYC 7B13", "cores": 2, "usable_cores": 2, "memory_gib": 23.5,
+                        "os": "Linux-6.18", "python": "3.11.7"}
+    built["command"] = "us8k bench all --markdown docs/benchmarks.md"
+    header = report.markdown(built).split("## payload")[0]
+    assert header.startswith("# Benchmarks: `us8k bench all` of 2026-12-02T10:35:18+00:00\n")
+    assert "Written by `us8k bench all --markdown docs/benchmarks.md`" in header
+    assert "- Machine: AMD EPYC 7B13, 2 cores (2 usable), 23.5 GiB; Linux-6.18; Python 3.11.7\n" in header
+    assert "- Load average (1, 5, 15 min): before 0.25, 0.50, 1.00; after 1.50, 2.00, 2.25; 1017 s in all\n" in header
+
+
+def test_the_report_lists_what_it_does_not_measure():
+    built = report.build({}, quick=False, load_before=(0, 0, 0), load_after=(0, 0, 0), started=report.now(),
+                         seconds=0.0)
+    built["separate"] = [["us8k bench serving --soak 300", "five minutes at concurrency 32"]]
+    assert "## Not in this report\n\n- `us8k bench serving --soak 300`: five minutes at concurrency 32.\n" \
+        in report.markdown(built)
+
+
+def test_unknown_skip_is_a_one_line_error(capsys):
+    assert us8k.main(["bench", "all", "--skip", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("us8k bench: error: unknown benchmark(s) nope; known: ingest, label") and err.count("\n") == 1
