@@ -42,12 +42,13 @@ lint: install
 test: install
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
+# Every benchmark; the Markdown report is the docs' benchmarks page.
 bench: install
-	$(BIN)/us8k bench all
+	$(BIN)/us8k bench all --output bench_report --markdown docs/benchmarks.md
 
-# The listening page's picture in the README (the test suite writes no tracked file).
+# The listening page's picture (docs/listening-page.md; the test suite writes no tracked file).
 screenshot: install
 	$(BIN)/us8k page-screenshot --output docs/listening_page.png
 
 clean:
-	rm -rf $(VENV) demo_run
+	rm -rf $(VENV) demo_run bench_report

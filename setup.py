@@ -54,7 +54,7 @@ setup(
     packages=find_packages(include=["beam", "beam.*", "tfdata", "tfdata.*", "models", "models.*",
                                     "serving", "serving.*", "cloud", "cloud.*", "cli", "cli.*",
                                     "benchmarks", "benchmarks.*"]),
-    py_modules=["us8k", "us8k_demo"],
+    py_modules=["us8k"],
     package_data={"serving": ["static/*.html", "static/*.css", "static/*.js"]},  # `us8k serve`'s page
     install_requires=CORE,
     extras_require={"aws": AWS, "gcp": GCP, "test": TEST},
