@@ -51,9 +51,17 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from beam.files import absolute, is_remote
+from beam.notices import quiet_beam_notices
 from tfdata.contract import CLIP_SAMPLES
-from tfdata.layout import (METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, SAVED_MODEL_FILE, SERVING_SIGNATURE,
-                           serving_inputs)
+from tfdata.layout import (
+    METADATA_FILE,
+    MODEL_SUBDIR,
+    OUTPUT_PROBABILITIES,
+    SAVED_MODEL_FILE,
+    SERVING_SIGNATURE,
+    serving_inputs,
+)
 from tfdata.windowing import average_windows, fill_windows, window_count, window_index
 
 MAX_BATCH_WINDOWS = 32  # 4 s windows per model call: the endpoint's --max-batch default
@@ -86,11 +94,6 @@ class ClipOutputs(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- where the model is
-def _absolute(path: str) -> str:
-    path = os.fspath(path)
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _latest_version(parent: str) -> str | None:
     """The highest numbered parent/<n>/ holding a saved_model.pb (tfdata.layout.latest_version_dir,
     on any Beam filesystem), else None."""
@@ -111,7 +114,7 @@ def _latest_version(parent: str) -> str | None:
 def resolve_model(export: str) -> ModelLocation:
     """The SavedModel and metadata of an export directory, an unpacked package or a SavedModel
     directory (local, gs://, s3://); ModelNotFound when there is none."""
-    export = _absolute(export).rstrip("/") or "/"
+    export = absolute(export).rstrip("/") or "/"
     if FileSystems.exists(FileSystems.join(export, SAVED_MODEL_FILE)):
         saved_model_dir = export
         candidates = [FileSystems.join(export, SAVED_MODEL_ASSETS, METADATA_FILE)]
@@ -139,7 +142,7 @@ def resolve_model(export: str) -> ModelLocation:
 def local_copy(saved_model_dir: str) -> str:
     """A local directory holding the SavedModel: itself when local, else a copy made through Beam's
     FileSystems into a temporary directory (removed when the process exits)."""
-    if "://" not in saved_model_dir:
+    if not is_remote(saved_model_dir):
         return saved_model_dir
     target = tempfile.mkdtemp(prefix=LOCAL_COPY_PREFIX)
     atexit.register(shutil.rmtree, target, ignore_errors=True)
@@ -171,7 +174,7 @@ class LoadedModel:
 
     def __init__(self, saved_model_dir: str):
         global _loads
-        import tensorflow as tf  # only in the workers: the driver and a dry run import no TensorFlow
+        import tensorflow as tf  # on the workers only: the driver and a dry run never import TensorFlow
 
         self.saved_model_dir = saved_model_dir
         self._tf = tf
@@ -202,8 +205,15 @@ class SavedModelHandler(ModelHandler[Clip, PredictionResult, LoadedModel]):
         if int(max_batch_windows) < 1:
             raise ValueError(f"max_batch_windows must be at least 1, got {max_batch_windows}")
         super().__init__(max_batch_weight=int(max_batch_windows) * CLIP_SAMPLES, element_size_fn=padded_samples)
-        self._export = _absolute(export)
+        self._export = absolute(export)
         self._max_windows = int(max_batch_windows)
+
+    def set_environment_vars(self) -> None:
+        """RunInference's set-up on each worker, before it loads the model: also quiets Beam's notices
+        there (beam.notices), since a worker process of Beam's multi_processing mode or of Dataflow
+        runs no entry point of ours."""
+        super().set_environment_vars()
+        quiet_beam_notices()
 
     def load_model(self) -> LoadedModel:
         return LoadedModel(resolve_model(self._export).saved_model_dir)

@@ -21,11 +21,15 @@ clock, for Beam and the bare loop alike; the bare W-process loop is also shown w
 Each side also reports its process's peak RSS (VmHWM in /proc/self/status at the end; Beam's
 in_memory workers are threads of that process, so it is the whole job's). Prints figures and
 ratios, returns them for `us8k bench all`; asserts nothing.
+
+Imports sit inside the functions: each side runs in a fresh interpreter and imports only what it
+measures, and `us8k bench` imports every benchmark's module for its flags.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import shutil
@@ -46,14 +50,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes for the parallel bare loop and Beam workers (default: cores)")
     parser.add_argument("--modes", default="",
-                        help=f"also time the Beam job in these FnApiRunner modes, comma-separated ({', '.join(BEAM_MODES)})")
+                        help="also time the Beam job in these FnApiRunner modes, comma-separated "
+                             f"({', '.join(BEAM_MODES)})")
     parser.add_argument("--data-dir", default=None,
                         help="use this UrbanSound8K-layout dataset instead of generating one")
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed's librosa path")
 
 
 def run(args: argparse.Namespace) -> int:
-    from beam.pipeline import LOCAL_RUNNING_MODE, SHARD_TARGET_MB, local_cores
+    from beam.notices import quiet_beam_notices
+
+    quiet_beam_notices()  # before Beam is imported here (its import logs one of them), as `us8k ingest` does
+    from beam.driver import LOCAL_RUNNING_MODE, local_cores
+    from beam.ingest import SHARD_TARGET_MB
 
     workers = args.workers or local_cores()
     modes = [m.strip() for m in (args.modes or "").split(",") if m.strip()]
@@ -70,51 +79,61 @@ def run(args: argparse.Namespace) -> int:
               f"load average {os.getloadavg()[0]:.2f} (shared machine: figures move with it)", flush=True)
 
         results = []
-
-        def side(key, label, name, *extra):
-            out = os.path.join(scratch, f"out-{len(results)}")
-            figures = _run_side(name, data_dir, out, *map(str, extra))
-            figures.update(key=key, label=label)
-            results.append(figures)
-            shards = f", {figures['shards']} shards ≤ {figures['largest_shard_mb']:.1f} MB" if "shards" in figures else ""
-            peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
-            print(f"  {label:<52} {figures['rows'] / figures['seconds']:7.1f} clips/s "
-                  f"({figures['seconds']:.1f} s, {figures['failed']} failed{shards}{peak}, "
-                  f"load {figures['load']:.2f})", flush=True)
-            shutil.rmtree(out, ignore_errors=True)
-            return figures
-
-        beams = [side("default", f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)",
-                      "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner")]
-        beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers, 0, "runner"))
-        beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB,
-                          "planned"))
+        side = functools.partial(_side, results, scratch, data_dir)
+        default = f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)"
+        beams = [side("default", default, "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner")]
+        beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers,
+                          0, "runner"))
+        beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers,
+                          SHARD_TARGET_MB, "planned"))
         for mode in modes:
-            side(mode, f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB, "runner")
+            side(mode, f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB,
+                 "runner")
         bare_1 = side("bare_1", "(b) bare loop, 1 process", "bare", 1)
         bare_w = side("bare_w", f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
             if workers > 1 else bare_1
         if workers > 1:
-            steady = dict(bare_w, seconds=bare_w["steady_seconds"])
             print(f"    {'  the same, after start-up (' + format(bare_w['startup_seconds'], '.1f') + ' s)':<50} "
-                  f"{steady['rows'] / steady['seconds']:7.1f} clips/s", flush=True)
-        seed = None if args.skip_seed else side("seed", "(c) seed path: librosa load + mel + np.save, 1 process", "seed")
-
-        def rate(figures):
-            return figures["rows"] / figures["seconds"]
-
-        for beam, name in zip(beams, ("default", "no shard cap", "planned shards")):
-            line = (f"  Beam ({name}) / bare loop ×{workers}: {rate(beam) / rate(bare_w):.2f}× "
-                    f"(target ≥ {TARGET_BEAM_OVER_BARE}×)")
-            if workers > 1:
-                line += f", {rate(beam) / rate(steady):.2f}× after its start-up"
-            line += f"; / bare loop ×1: {rate(beam) / rate(bare_1):.2f}×"
-            if seed:
-                line += f"; / seed: {rate(beam) / rate(seed):.2f}× (target ≥ {TARGET_BEAM_OVER_SEED:g}×)"
-            print(line, flush=True)
+                  f"{bare_w['rows'] / bare_w['steady_seconds']:7.1f} clips/s", flush=True)
+        seed = (None if args.skip_seed
+                else side("seed", "(c) seed path: librosa load + mel + np.save, 1 process", "seed"))
+        _print_ratios(beams, bare_1, bare_w, seed, workers)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _report(results, workers=workers, rows=rows)
+
+
+def _side(results: list[dict], scratch: str, data_dir: str, key: str, label: str, name: str, *extra) -> dict:
+    """Run side `name` into a scratch output, print its line, add its figures (with `key`, `label`) to `results`."""
+    out = os.path.join(scratch, f"out-{len(results)}")
+    figures = _run_side(name, data_dir, out, *map(str, extra))
+    figures.update(key=key, label=label)
+    results.append(figures)
+    shards = (f", {figures['shards']} shards ≤ {figures['largest_shard_mb']:.1f} MB"
+              if "shards" in figures else "")
+    peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
+    print(f"  {label:<52} {figures['rows'] / figures['seconds']:7.1f} clips/s "
+          f"({figures['seconds']:.1f} s, {figures['failed']} failed{shards}{peak}, "
+          f"load {figures['load']:.2f})", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return figures
+
+
+def _print_ratios(beams: list[dict], bare_1: dict, bare_w: dict, seed: dict | None, workers: int) -> None:
+    """Each Beam job (default, no shard cap, planned shards) against the bare loops and the seed's path."""
+    def rate(figures):
+        return figures["rows"] / figures["seconds"]
+
+    steady = dict(bare_w, seconds=bare_w["steady_seconds"]) if workers > 1 else None
+    for beam, name in zip(beams, ("default", "no shard cap", "planned shards")):
+        line = (f"  Beam ({name}) / bare loop ×{workers}: {rate(beam) / rate(bare_w):.2f}× "
+                f"(target ≥ {TARGET_BEAM_OVER_BARE}×)")
+        if steady:
+            line += f", {rate(beam) / rate(steady):.2f}× after its start-up"
+        line += f"; / bare loop ×1: {rate(beam) / rate(bare_1):.2f}×"
+        if seed:
+            line += f"; / seed: {rate(beam) / rate(seed):.2f}× (target ≥ {TARGET_BEAM_OVER_SEED:g}×)"
+        print(line, flush=True)
 
 
 def _report(results: list[dict], *, workers: int, rows: int) -> dict:
@@ -196,7 +215,10 @@ def _run_side(name: str, data_dir: str, out_dir: str, *extra: str) -> dict:
 
 # ------------------------------------------------------------------------------------ sides
 def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: str, sharding: str) -> dict:
-    from beam.pipeline import run_ingest  # imported before the clock; the job imports no TensorFlow
+    from beam.notices import quiet_beam_notices
+
+    quiet_beam_notices()  # this side's process is an entry point: Beam's notices filtered as `us8k ingest` does
+    from beam.ingest import run_ingest  # imported before the clock; the job imports no TensorFlow
 
     start = time.perf_counter()
     manifest = run_ingest(data_dir, out_dir, [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],

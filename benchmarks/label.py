@@ -21,10 +21,14 @@ TARGET_BEAM_OVER_BARE × the 1-process loop; with `--modes multi_processing`, th
 processes) ≥ TARGET_BEAM_OVER_BARE × the W-process loop. Prints the figures and returns them for
 `us8k bench all` (benchmarks.report); asserts nothing. The machine's other load moves the figures:
 the load average is printed beside each side.
+
+Imports sit inside the functions: each side runs in a fresh interpreter and imports only what it
+measures, and `us8k bench` imports every benchmark's module for its flags.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -48,19 +52,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"synthetic clips of 0.3–4 s (default {DEFAULT_FILES})")
     parser.add_argument("--long", type=int, default=DEFAULT_LONG,
                         help=f"extra files of {LONG_SECONDS:g} s (default {DEFAULT_LONG})")
-    parser.add_argument("--export", default=None, help="export directory to label with (default: a random-weight model)")
+    parser.add_argument("--export", default=None,
+                        help="export directory to label with (default: a random-weight model)")
     parser.add_argument("--model", default=RANDOM_MODEL,
                         help=f"architecture to export with random weights without --export (default {RANDOM_MODEL})")
     parser.add_argument("--workers", type=int, default=None,
                         help="Beam worker threads and bare-loop processes (default: one per core)")
     parser.add_argument("--max-batch", type=int, default=None, help="4 s windows per model call (default: the job's)")
     parser.add_argument("--modes", default="",
-                        help=f"also time the Beam job in these FnApiRunner modes, comma-separated ({', '.join(BEAM_MODES)})")
+                        help="also time the Beam job in these FnApiRunner modes, comma-separated "
+                             f"({', '.join(BEAM_MODES)})")
 
 
 def run(args: argparse.Namespace) -> dict:
+    from beam.notices import quiet_beam_notices
+
+    quiet_beam_notices()  # before Beam is imported here (its import logs one of them), as `us8k label` does
+    from beam.driver import LOCAL_RUNNING_MODE, local_cores
     from beam.label_model import MAX_BATCH_WINDOWS
-    from beam.pipeline import LOCAL_RUNNING_MODE, local_cores
 
     for name in ("files", "long"):
         if getattr(args, name) < 0:
@@ -84,18 +93,7 @@ def run(args: argparse.Namespace) -> dict:
               f"{local_cores()} cores; W = {workers}; ≤ {max_batch} windows per call; load average "
               f"{os.getloadavg()[0]:.2f} (shared machine: figures move with it)", flush=True)
         sides = {}
-
-        def side(key, label, name, *extra):
-            out = os.path.join(scratch, f"out-{key}")
-            figures = _run_side(name, audio_dir, export, out, str(max_batch), *map(str, extra))
-            figures["label"], figures["predictions"] = label, _read_predictions(out)
-            figures["processes"] = int(extra[-1]) if name == "bare" else None
-            peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
-            print(f"  {label:<56} {figures['files'] / figures['seconds']:7.1f} files/s ({figures['seconds']:.1f} s, "
-                  f"{figures['failed']} failed{peak}, load {figures['load']:.2f})", flush=True)
-            sides[key] = figures
-            return figures
-
+        side = functools.partial(_side, sides, scratch, audio_dir, export, max_batch)
         beam = side("beam", f"(a) Beam job, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}", "beam", LOCAL_RUNNING_MODE,
                     workers)
         by_mode = {mode: side(f"beam_{mode}", f"    the same, {mode} ×{workers}", "beam", mode, workers)
@@ -111,23 +109,41 @@ def run(args: argparse.Namespace) -> dict:
         difference = _largest_difference(sides.values())
         print(f"  answers: {len(beam['predictions'])} files labelled by every side; largest probability "
               f"difference between sides {difference:.1e}", flush=True)
-
-        def rate(figures, seconds=None):
-            return figures["files"] / (seconds or figures["seconds"])
-
-        for mode, job in ((LOCAL_RUNNING_MODE, beam), *by_mode.items()):
-            same = bare_w if mode == "multi_processing" else bare_1  # as many processes
-            line = (f"  Beam {mode} / bare loop ×{same['processes']} (as many processes): "
-                    f"{rate(job) / rate(same):.2f}× (target ≥ {TARGET_BEAM_OVER_BARE}×)")
-            if workers > 1:
-                other = bare_1 if same is bare_w else bare_w
-                line += (f"; / bare loop ×{other['processes']}: {rate(job) / rate(other):.2f}×, "
-                         f"{rate(job) / rate(bare_w, bare_w['steady_seconds']):.2f}× after its start-up")
-            print(line, flush=True)
+        _print_ratios({LOCAL_RUNNING_MODE: beam, **by_mode}, bare_w, bare_1, workers)
         return _report(beam, by_mode, bare_w, bare_1, workers=workers, files=args.files, long=args.long,
                        model=model, max_batch=max_batch, mode=LOCAL_RUNNING_MODE, difference=difference)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _side(sides: dict, scratch: str, audio_dir: str, export: str, max_batch: int, key: str, label: str, name: str,
+          *extra) -> dict:
+    """Run side `name` into a scratch output, print its line, keep its figures (and answers) in `sides[key]`."""
+    out = os.path.join(scratch, f"out-{key}")
+    figures = _run_side(name, audio_dir, export, out, str(max_batch), *map(str, extra))
+    figures["label"], figures["predictions"] = label, _read_predictions(out)
+    figures["processes"] = int(extra[-1]) if name == "bare" else None
+    peak = f", peak RSS {figures['peak_rss_mib']:.0f} MiB" if figures.get("peak_rss_mib") else ""
+    print(f"  {label:<56} {figures['files'] / figures['seconds']:7.1f} files/s ({figures['seconds']:.1f} s, "
+          f"{figures['failed']} failed{peak}, load {figures['load']:.2f})", flush=True)
+    sides[key] = figures
+    return figures
+
+
+def _print_ratios(jobs: dict[str, dict], bare_w: dict, bare_1: dict, workers: int) -> None:
+    """Each job ({running mode: figures}) against the bare loop with as many processes, and the other."""
+    def rate(figures, seconds=None):
+        return figures["files"] / (seconds or figures["seconds"])
+
+    for mode, job in jobs.items():
+        same = bare_w if mode == "multi_processing" else bare_1  # as many processes
+        line = (f"  Beam {mode} / bare loop ×{same['processes']} (as many processes): "
+                f"{rate(job) / rate(same):.2f}× (target ≥ {TARGET_BEAM_OVER_BARE}×)")
+        if workers > 1:
+            other = bare_1 if same is bare_w else bare_w
+            line += (f"; / bare loop ×{other['processes']}: {rate(job) / rate(other):.2f}×, "
+                     f"{rate(job) / rate(bare_w, bare_w['steady_seconds']):.2f}× after its start-up")
+        print(line, flush=True)
 
 
 def _report(beam: dict, by_mode: dict, bare_w: dict, bare_1: dict, *, workers: int, files: int, long: int, model: str,
@@ -235,11 +251,15 @@ def _largest_difference(sides) -> float:
 def _side_beam(audio_dir: str, export: str, out_dir: str, max_batch: str, mode: str, workers: str) -> dict:
     import tensorflow  # noqa: F401  imported before the clock, as in the bare loop
 
+    from beam.notices import quiet_beam_notices
+
+    quiet_beam_notices()  # this side's process is an entry point: Beam's notices filtered as `us8k label` does
     from beam.label import run_label
 
     start = time.perf_counter()
-    summary = run_label(audio_dir, export, out_dir, [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],
-                        max_batch_windows=int(max_batch), progress=lambda line: None)
+    beam_args = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+    summary = run_label(audio_dir, export, out_dir, beam_args, max_batch_windows=int(max_batch),
+                        progress=lambda line: None)
     return {"files": summary["files_matched"], "failed": summary["failed"], "seconds": time.perf_counter() - start}
 
 
@@ -312,8 +332,8 @@ class _BareLabeller:
 
 
 def _files(audio_dir: str) -> list[str]:
-    """What a directory INPUT of the job takes (beam.label.AUDIO_EXTENSIONS), sorted."""
-    from beam.label import AUDIO_EXTENSIONS
+    """What a directory INPUT of the job takes (beam.label_transforms.AUDIO_EXTENSIONS), sorted."""
+    from beam.label_transforms import AUDIO_EXTENSIONS
 
     return sorted(os.path.join(d, n) for d, _, names in os.walk(audio_dir) for n in names
                   if n.lower().endswith(AUDIO_EXTENSIONS))
@@ -349,7 +369,8 @@ def _side_bare(audio_dir: str, export: str, out_dir: str, max_batch: str, proces
         return {"files": len(paths), "failed": failed, "seconds": time.perf_counter() - start}
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes + 1)
-    with context.Pool(processes, initializer=_bare_worker_init, initargs=(export, max_batch, MAX_SECONDS, barrier)) as pool:
+    with context.Pool(processes, initializer=_bare_worker_init,
+                      initargs=(export, max_batch, MAX_SECONDS, barrier)) as pool:
         barrier.wait()  # every worker has imported TensorFlow and loaded the model
         ready = time.perf_counter()
         tasks = [(paths[k::processes], os.path.join(out_dir, f"predictions-{k}.jsonl")) for k in range(processes)]

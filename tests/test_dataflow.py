@@ -2,7 +2,7 @@
 runner-API pipeline with our named steps, the --setup_file sdist staged as workflow.tar.gz, the
 worker container image) and returns before any call to Google Cloud. With no credentials and, where
 `unshare` can make one, in a network namespace of its own (so any attempt to reach the network would
-fail the run). `--dry_run=false` is not a dry run (beam.jobio.beam_args), and a submission the
+fail the run). `--dry_run=false` is not a dry run (beam.driver.beam_args), and a submission the
 service refuses leaves the earlier output as it was: Beam's own DataflowRunner submits to a
 stand-in for storage.googleapis.com that answers every request as GCS answers a caller without
 credentials (HTTP 401), on a loopback port (STORAGE_EMULATOR_HOST, which google-cloud-storage
@@ -18,21 +18,25 @@ write the job file only after that upload (the latter then submits the job).
 The arguments, the environment without credentials, the offline CLI run and the GCS stand-in are
 tests/dataflow_setup.py's (tests/test_label.py builds `us8k label`'s Dataflow job with them too).
 """
-import argparse
 import os
 import tarfile
 
 import pytest
-
-import us8k
-from beam import jobio
-from beam import label
-from beam import pipeline as ingest
-from tfdata import contract as c
-
-from dataflow_setup import (DATAFLOW_ARGS, NO_CREDENTIALS, REPO, dataflow_args, refusing_gcs_server,
-                            run_offline_cli, without_credentials)
+from dataflow_setup import (
+    DATAFLOW_ARGS,
+    NO_CREDENTIALS,
+    REPO,
+    dataflow_args,
+    refusing_gcs_server,
+    run_offline_cli,
+    without_credentials,
+)
 from synth_data import synth_dataset
+
+import cli
+import us8k
+from beam import driver, ingest, label
+from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,8 +45,9 @@ IMAGE = "europe-west1-docker.pkg.dev/us8k-offline-test/us8k/worker:0.1.0"  # doc
 EXPECTED_STEPS = (["ReadMetadata", "DecodeClips", "PartitionByFold"]
                   + [name for fold in FOLDS for name in (f"ExamplesFold{fold}", f"WriteFold{fold}")]
                   + ["ErrorsToJson", "WriteErrors"])
-OUR_MODULES = ("setup.py", "us8k.py", "beam/pipeline.py", "beam/transforms.py", "beam/sinks.py",
-               "tfdata/contract.py", "tfdata/audio.py", "tfdata/records.py")
+OUR_MODULES = ("setup.py", "us8k.py", "cli/__init__.py", "cli/ingest.py", "beam/ingest.py",
+               "beam/ingest_transforms.py", "beam/sinks.py", "beam/files.py", "beam/driver.py", "beam/notices.py",
+               "tfdata/contract.py", "tfdata/audio.py", "tfdata/example.py", "tfdata/records.py")
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +115,7 @@ def test_default_write_streams_from_the_decode_stage(dataset, monkeypatch):
 
     plan = ingest.plan_ingest(dataset, "gs://us8k-bucket/records", 100 * 10**6)
     args = dataflow_args(setup_file=False, extra=["--experiments=disable_logging_submission_environment"])
-    pipeline = beam.Pipeline(options=ingest.pipeline_options(args))
+    pipeline = beam.Pipeline(options=driver.pipeline_options(args))
     ingest.build_pipeline(pipeline, plan)
     proto = pipeline.run().job.proto_pipeline
     transforms = proto.components.transforms
@@ -142,15 +147,14 @@ def test_cli_dry_run_is_offline_and_touches_no_output(dataset, tmp_path):
 
 
 def test_cli_refuses_a_dry_run_value_it_cannot_read(dataset, tmp_path, monkeypatch, capsys):
-    """`us8k ingest` (us8k.main, in this process) exits with this one line (SystemExit with a message:
-    printed to stderr, exit status 1) and prints nothing else."""
+    """`us8k ingest` (us8k.main, in this process) exits with status 1 and this one line on stderr, and
+    prints nothing else."""
     for name, value in NO_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     out = str(tmp_path / "records")
-    with pytest.raises(SystemExit) as refused:
-        us8k.main(["ingest", "--data-dir", dataset, "--output", out, *dataflow_args(dry_run="maybe")])
-    assert refused.value.code == "us8k ingest: error: --dry_run takes true or false (1/0, yes/no), got 'maybe'"
-    assert capsys.readouterr() == ("", "") and not os.path.exists(out)
+    assert us8k.main(["ingest", "--data-dir", dataset, "--output", out, *dataflow_args(dry_run="maybe")]) == 1
+    message = "us8k ingest: error: --dry_run takes true or false (1/0, yes/no), got 'maybe'"
+    assert capsys.readouterr() == ("", message + "\n") and not os.path.exists(out)
 
 
 def test_dry_run_carries_the_custom_worker_image_to_the_job_description(dataset, monkeypatch):
@@ -168,8 +172,8 @@ def test_dry_run_carries_the_custom_worker_image_to_the_job_description(dataset,
     assert f"  worker image: {IMAGE}" in lines
 
     plan = ingest.plan_ingest(dataset, "gs://us8k-bucket/records")  # the same job again, for its proto and options
-    options = ingest.pipeline_options(args + ["--experiments=disable_logging_submission_environment"])  # no pip freeze
-    built = jobio.new_pipeline(options, ingest.build_pipeline, plan, ingest.IngestError).run().job
+    options = driver.pipeline_options(args + ["--experiments=disable_logging_submission_environment"])  # no pip freeze
+    built = driver.new_pipeline(options, ingest.build_pipeline, plan, ingest.IngestError).run().job
     environment = apiclient.Environment(packages=[], options=built.options,
                                         environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
                                         proto_pipeline_staged_url="gs://us8k-bucket/tmp/staging/pipeline.pb",
@@ -179,20 +183,23 @@ def test_dry_run_carries_the_custom_worker_image_to_the_job_description(dataset,
     assert pool.worker_harness_container_image == IMAGE
 
 
-def run_ingest_cli(dataset, out, beam_args):
-    """`us8k ingest` as the CLI runs it (its one-line SystemExit)."""
-    ingest.run(argparse.Namespace(data_dir=dataset, output=out, shard_mb=ingest.SHARD_TARGET_MB,
-                                  planned_shards=False, extra_args=beam_args))
+def run_ingest_cli(dataset, out, beam_args, capsys) -> tuple[str, str]:
+    """`us8k ingest` as the CLI runs it (us8k.main, in this process), exit status 1: its one-line error
+    (stderr) and what it printed (stdout)."""
+    assert us8k.main(["ingest", "--data-dir", dataset, "--output", out, *beam_args]) == 1
+    printed, err = capsys.readouterr()
+    assert err.endswith("\n") and "\n" not in err[:-1], err
+    return err[:-1], printed
 
 
-def run_label_job(dataset, out, beam_args):
-    """`us8k label`'s job through the shared runner (its driver would first load the model)."""
+def run_label_job(dataset, out, beam_args, capsys) -> tuple[str, str]:
+    """`us8k label`'s job through the shared runner (its driver would first load the model): the line the
+    command prints for the error it ends with (cli.error), and what was printed."""
     plan = label.plan_label("gs://us8k-bucket/recordings", "gs://us8k-bucket/export", out, check=False)
-    try:
-        jobio.run_pipeline(label.pipeline_options(beam_args, label.LabelError), label.build_pipeline, plan,
-                           label.LabelError, label.label_output(out))
-    except label.LabelError as exc:
-        raise SystemExit(f"us8k label: error: {exc}") from None
+    with pytest.raises(label.LabelError) as refused:
+        driver.run_pipeline(driver.pipeline_options(beam_args, label.LabelError), label.build_pipeline, plan,
+                            label.LabelError, label.label_output(out))
+    return cli.error("label", refused.value), capsys.readouterr().out
 
 
 RUNS = {"ingest": (run_ingest_cli, [c.MANIFEST_FILE, c.ERRORS_FILE, "fold1/fold1-00000-of-00002.tfrecord",
@@ -210,34 +217,31 @@ def test_a_refused_submission_leaves_the_earlier_output_as_it_was(command, datas
     out = str(tmp_path / "out")
     before = earlier_files(out, names)
     args = dataflow_args(dry_run="false")
-    with pytest.raises(SystemExit) as refused:
-        run(dataset, out, args)
-    message = str(refused.value)
+    message, printed = run(dataset, out, args, capsys)
     assert message.startswith(f"us8k {command}: error: DataflowRunner did not run the job (") and "\n" not in message
     assert "Anonymous credentials" in message and message.endswith(f"; nothing in {out} was removed")
     assert "state None" not in message
     assert tree(out) == before  # every earlier file, byte for byte
     assert any(request.startswith("GET /storage/v1/b/us8k-bucket") for request in refusing_gcs)  # staging was tried
     if command == "ingest":
-        assert f"earlier output: {len(names)} entries in {out}, removed once DataflowRunner has the job" in \
-            capsys.readouterr().out
+        assert f"earlier output: {len(names)} entries in {out}, removed once DataflowRunner has the job" in printed
 
 
 def test_portable_runner_options_parse():
     """The Flink and Spark options the README documents are Beam 2.77's own."""
     from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, SparkRunnerOptions
 
-    flink = ingest.pipeline_options(["--runner", "FlinkRunner", "--flink_master=flink-host:8081",
+    flink = driver.pipeline_options(["--runner", "FlinkRunner", "--flink_master=flink-host:8081",
                                      "--environment_type=PROCESS",
                                      "--environment_option=process_command=/opt/apache/beam/boot"])
     assert flink.view_as(FlinkRunnerOptions).flink_master == "flink-host:8081"
     assert flink.view_as(PortableOptions).environment_type == "PROCESS"
     assert flink.view_as(PortableOptions).environment_options == ["process_command=/opt/apache/beam/boot"]
-    spark = ingest.pipeline_options(["--runner", "SparkRunner", "--spark_master_url=spark://spark-host:7077",
+    spark = driver.pipeline_options(["--runner", "SparkRunner", "--spark_master_url=spark://spark-host:7077",
                                      "--environment_type=DOCKER"])
     assert spark.view_as(SparkRunnerOptions).spark_master_url == "spark://spark-host:7077"
-    assert ingest.describe_runner(spark) == {"runner": "SparkRunner"}
-    external = ingest.pipeline_options(["--runner", "FlinkRunner", "--environment_type=EXTERNAL",
+    assert driver.describe_runner(spark) == {"runner": "SparkRunner"}
+    external = driver.pipeline_options(["--runner", "FlinkRunner", "--environment_type=EXTERNAL",
                                         "--environment_option=external_service_address=localhost:50000"])
     assert external.view_as(PortableOptions).environment_type == "EXTERNAL"
     assert c.fold_shard_glob(1) == "fold1/*.tfrecord"  # what every runner's shards are found by

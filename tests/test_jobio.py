@@ -1,4 +1,4 @@
-"""beam/jobio.py, the part both Beam drivers share: --dry_run made explicit before Beam parses it, and
+"""beam/driver.py, the part both Beam drivers share: --dry_run made explicit before Beam parses it, and
 when an earlier output is removed (only once the runner has the job; an entry the job itself has
 rewritten is kept). Real FnApiRunner pipelines in temporary directories; the Dataflow side (a
 refused submission) is in tests/test_dataflow.py.
@@ -10,8 +10,7 @@ import apache_beam as beam
 import pytest
 from apache_beam.options import pipeline_options as beam_options
 
-from beam import jobio
-from beam import pipeline as ingest
+from beam import driver, ingest
 from tfdata.synth import generate_dataset
 
 pytestmark = pytest.mark.timeout(120)
@@ -37,7 +36,7 @@ class JobFailed(RuntimeError):
     (["--dry_run_x=1"], ["--dry_run_x=1"]),  # not ours: left to Beam
 ])
 def test_dry_run_values_become_one_explicit_flag_or_none(args, expected):
-    assert jobio.beam_args(args) == expected
+    assert driver.beam_args(args) == expected
 
 
 @pytest.mark.parametrize("args, got", [
@@ -48,22 +47,22 @@ def test_dry_run_values_become_one_explicit_flag_or_none(args, expected):
 ])
 def test_other_dry_run_values_are_refused_in_one_line(args, got):
     with pytest.raises(JobFailed) as refused:
-        jobio.beam_args(args, JobFailed)
+        driver.beam_args(args, JobFailed)
     message = str(refused.value)
     assert message == f"--dry_run takes true or false (1/0, yes/no), {got}" and "\n" not in message
 
 
-@pytest.mark.parametrize("value", jobio.DRY_RUN_TRUE + jobio.DRY_RUN_FALSE + ("TRUE", "False"))
+@pytest.mark.parametrize("value", driver.DRY_RUN_TRUE + driver.DRY_RUN_FALSE + ("TRUE", "False"))
 def test_beam_and_our_code_agree_after_normalisation(value):
     """Beam's TestOptions.dry_run has no type: the string "false" is truthy, which DataflowRunner's
     `if test_options.dry_run:` takes as a dry run. After beam_args, Beam's value is true exactly
     when we mean a dry run."""
     raw = beam_options.PipelineOptions([f"--dry_run={value}"]).view_as(beam_options.TestOptions).dry_run
     assert raw == value and bool(raw)  # what Beam would have seen: any value is "true"
-    options = ingest.pipeline_options([f"--dry_run={value}"])
-    meant = value.lower() in jobio.DRY_RUN_TRUE
+    options = driver.pipeline_options([f"--dry_run={value}"])
+    meant = value.lower() in driver.DRY_RUN_TRUE
     assert bool(options.view_as(beam_options.TestOptions).dry_run) is meant
-    assert jobio.dry_run_requested(options) is meant
+    assert driver.dry_run_requested(options) is meant
 
 
 def test_a_local_dry_run_builds_the_pipeline_and_runs_nothing(tmp_path):
@@ -110,22 +109,22 @@ def test_removal_keeps_what_the_job_rewrote_and_what_is_not_ours(tmp_path):
     out = tmp_path / "records"
     earlier_run(out)
     output = ingest.ingest_output(str(out))
-    listed = jobio._listing(output)
+    listed = driver._listing(output)
     assert sorted(os.path.relpath(p, out) for p in listed) == sorted([
         "manifest.json", "errors.jsonl", "fold1/fold1-00000-of-00002.tfrecord", "fold1/fold1-00001-of-00002.tfrecord",
         "fold2/fold2-00000-of-00001.tfrecord", "fold2/beam-temp-fold2-0123"])  # the temporary directory: one entry
     (out / "errors.jsonl").write_bytes(b'{"line": 7}\n')  # the job's finalize gave a new file this name
     (out / "fold1" / "fold1-00000-of-00001.tfrecord").write_bytes(b"new")  # a new name: not listed
-    assert jobio._remove_unchanged(output, listed) == 5
+    assert driver._remove_unchanged(output, listed) == 5
     assert contents(out) == {"errors.jsonl": b'{"line": 7}\n', "fold1/fold1-00000-of-00001.tfrecord": b"new",
                              "notes.txt": b"mine"}
     assert not (out / "fold2").exists()  # emptied: removed; OUTPUT itself stays
 
 
 def test_removal_order_puts_the_marker_first():
-    output = jobio.Output("gs://b/out", ("summary.json", "predictions.jsonl"), "summary.json")
-    assert jobio._removal_order(output, ["gs://b/out/predictions.jsonl", "gs://b/out/beam-temp-x/y",
-                                         "gs://b/out/summary.json"])[0] == "gs://b/out/summary.json"
+    output = driver.Output("gs://b/out", ("summary.json", "predictions.jsonl"), "summary.json")
+    assert driver._removal_order(output, ["gs://b/out/predictions.jsonl", "gs://b/out/beam-temp-x/y",
+                                          "gs://b/out/summary.json"])[0] == "gs://b/out/summary.json"
 
 
 def _write_lines(pipeline, out):
@@ -139,9 +138,9 @@ def test_an_in_process_run_replaces_the_earlier_output_after_the_job(tmp_path):
     out = tmp_path / "records"
     earlier_run(out)
     lines = []
-    result = jobio.run_pipeline(ingest.pipeline_options(LOCAL), lambda p, plan: _write_lines(p, plan), str(out),
-                                JobFailed, ingest.ingest_output(str(out)), lines.append)
-    assert str(result.state) in jobio.DONE_STATES
+    result = driver.run_pipeline(driver.pipeline_options(LOCAL), lambda p, plan: _write_lines(p, plan), str(out),
+                                 JobFailed, ingest.ingest_output(str(out)), lines.append)
+    assert str(result.state) in driver.DONE_STATES
     assert contents(out) == {"errors.jsonl": b"a\nb\n", "notes.txt": b"mine"}
     assert lines == [f"  earlier output: 6 entries in {out}, removed once FnApiRunner has the job",
                      f"  earlier output: 5 entries removed from {out}"]
@@ -155,8 +154,8 @@ def test_a_job_that_fails_in_run_removes_nothing(tmp_path):
     out = tmp_path / "records"
     before = earlier_run(out)
     with pytest.raises(JobFailed) as failed:
-        jobio.run_pipeline(ingest.pipeline_options(LOCAL), lambda p, plan: p | beam.Create([1]) | beam.Map(_fail),
-                           None, JobFailed, ingest.ingest_output(str(out)), progress=lambda line: None)
+        driver.run_pipeline(driver.pipeline_options(LOCAL), lambda p, plan: p | beam.Create([1]) | beam.Map(_fail),
+                            None, JobFailed, ingest.ingest_output(str(out)), progress=lambda line: None)
     message = str(failed.value)
     assert message.startswith("FnApiRunner did not run the job (") and "a worker's error" in message
     assert message.endswith(f"; nothing in {out} was removed") and "\n" not in message
@@ -176,9 +175,9 @@ def test_a_job_that_changed_the_output_before_failing_leaves_it_marked_incomplet
     out = tmp_path / "records"
     before = earlier_run(out)
     with pytest.raises(JobFailed, match="the job had changed .* before it failed: manifest.json removed"):
-        jobio.run_pipeline(ingest.pipeline_options(LOCAL),
-                           lambda p, plan: p | beam.Create([1]) | beam.Map(_write_then_fail(str(out))),
-                           None, JobFailed, ingest.ingest_output(str(out)), progress=lambda line: None)
+        driver.run_pipeline(driver.pipeline_options(LOCAL),
+                            lambda p, plan: p | beam.Create([1]) | beam.Map(_write_then_fail(str(out))),
+                            None, JobFailed, ingest.ingest_output(str(out)), progress=lambda line: None)
     after = contents(out)
     assert "manifest.json" not in after
     assert {k: v for k, v in after.items() if k != "fold1/fold1-00000-of-00001.tfrecord"} == {
@@ -187,9 +186,9 @@ def test_a_job_that_changed_the_output_before_failing_leaves_it_marked_incomplet
 
 def test_refused_options_are_one_line():
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="apache-beam[gcp] not installed")
-    options = ingest.pipeline_options(["--runner", "DataflowRunner", "--project", "p", "--region", "europe-west1",
+    options = driver.pipeline_options(["--runner", "DataflowRunner", "--project", "p", "--region", "europe-west1",
                                        "--temp_location", "gs://us8k-bucket/tmp", "--dry_run=true"])
     refusal = r"^Beam refused the options: ValueError: .*Invalid Project ID \(p\)"
     with pytest.raises(JobFailed, match=refusal) as refused:
-        jobio.new_pipeline(options, lambda p, plan: None, None, JobFailed)
+        driver.new_pipeline(options, lambda p, plan: None, None, JobFailed)
     assert "\n" not in str(refused.value)

@@ -1,5 +1,6 @@
-"""`us8k label` (beam/label.py, beam/label_model.py): real Beam runs on the default local runner over
-real files, answers checked against the local endpoint's over real HTTP.
+"""`us8k label` (cli/label.py; beam/label.py, beam/label_transforms.py, beam/label_model.py): real Beam
+runs on the default local runner over real files, answers checked against the local endpoint's over real
+HTTP.
 
 The collection: a synthetic fold (tfdata.synth: its mix of formats, rates and channel counts) with
 its three kinds of corrupt file (empty, truncated WAV, not audio), a 30 s stereo 44.1 kHz file (14
@@ -26,17 +27,15 @@ import tarfile
 import httpx
 import numpy as np
 import pytest
-
-import us8k
-from beam import label
-from beam import label_model
-from tfdata import contract as c
-from tfdata.synth import SynthConfig, generate_dataset, render_clip
-from tfdata.windowing import window_count
-
 from dataflow_setup import dataflow_args, run_offline_cli, without_credentials
 from moto_s3 import s3_server, upload_tree
 from wav_files import encode
+
+import us8k
+from beam import driver, label, label_model, label_transforms
+from tfdata import contract as c
+from tfdata.synth import SynthConfig, generate_dataset, render_clip
+from tfdata.windowing import window_count
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -80,7 +79,7 @@ def collection(tmp_path_factory):
 
 def audio_files(directory):
     return sorted(os.path.join(d, name) for d, _, names in os.walk(directory) for name in names
-                  if name.lower().endswith(label.AUDIO_EXTENSIONS))
+                  if name.lower().endswith(label_transforms.AUDIO_EXTENSIONS))
 
 
 @pytest.fixture(scope="module")
@@ -421,18 +420,19 @@ def test_cli_glob_with_threshold_prints_log_lines_only(collection, tiny_export, 
 
 @pytest.fixture
 def label_logger():
-    """`us8k label`'s run() sends the logger us8k.label to the stdout of the moment (pytest's capture
-    here): put the logger back as it was afterwards."""
-    handlers, level, propagate = list(label.log.handlers), label.log.level, label.log.propagate
-    yield label.log
-    label.log.handlers[:] = handlers
-    label.log.setLevel(level)
-    label.log.propagate = propagate
+    """`us8k label`'s run() sends the workers' progress logger to the stdout of the moment (pytest's
+    capture here): put the logger back as it was afterwards."""
+    log = label_transforms.log
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    yield log
+    log.handlers[:] = handlers
+    log.setLevel(level)
+    log.propagate = propagate
 
 
 def test_cli_errors_are_one_line(tiny_export, tmp_path, monkeypatch, capsys, label_logger):
-    """us8k.main in this process, as `python -m us8k` runs it: each refusal is a SystemExit with one
-    line (printed to stderr, exit status 1); --help exits 0. test_cli_glob_… runs the command itself."""
+    """us8k.main in this process, as `python -m us8k` runs it: each refusal is exit status 1 and one line
+    on stderr; --help exits 0. test_cli_glob_… runs the command itself."""
     monkeypatch.chdir(tmp_path)  # a relative INPUT is relative to the working directory
     cases = [(["missing-dir", "--model", str(tiny_export), "--output", str(tmp_path / "o")],
               f"us8k label: error: input not found: {tmp_path / 'missing-dir'} "
@@ -445,13 +445,13 @@ def test_cli_errors_are_one_line(tiny_export, tmp_path, monkeypatch, capsys, lab
               "us8k label: error: --max-file-mb must be a positive number, got 0.0"),
              ([str(tmp_path), "--model", str(tiny_export), "--output", str(tmp_path / "o"), "--max-file-mb", "inf"],
               "us8k label: error: --max-file-mb must be a positive number, got inf")]
-    for args, message in cases:
-        with pytest.raises(SystemExit) as refused:
-            us8k.main(["label", *args])
-        assert isinstance(refused.value.code, str) and "\n" not in refused.value.code  # exit status 1, one line
-        assert refused.value.code.startswith(message), refused.value.code
-    assert not (tmp_path / "o").exists()
     capsys.readouterr()
+    for args, message in cases:
+        assert us8k.main(["label", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.endswith("\n") and "\n" not in err[:-1], err  # one line
+        assert err.startswith(message), err
+    assert not (tmp_path / "o").exists()
     with pytest.raises(SystemExit) as helped:
         us8k.main(["label", "--help"])
     out = capsys.readouterr().out
@@ -482,7 +482,8 @@ def test_s3_input_model_and_output(s3, collection, tiny_export, labelled):
     assert len(remote) == 10
     for prediction in remote:
         assert prediction["path"].startswith("s3://us8k-label/recordings/")
-        np.testing.assert_allclose(probabilities(prediction), probabilities(local[os.path.basename(prediction["path"])]),
+        np.testing.assert_allclose(probabilities(prediction),
+                                   probabilities(local[os.path.basename(prediction["path"])]),
                                    atol=1e-6)
     stored = json.loads(client.get_object(Bucket="us8k-label", Key=f"labels/{label.SUMMARY_FILE}")["Body"].read())
     assert stored == summary
@@ -518,7 +519,7 @@ def test_batches_are_weighed_in_padded_samples():
             assert weight <= 4 * c.CLIP_SAMPLES or len(batch) == 1
         assert max(len(b) for b in batches) > 1  # light clips do share a batch
 
-    with beam.Pipeline(options=label.pipeline_options(["--direct_num_workers=1"])) as pipeline:
+    with beam.Pipeline(options=driver.pipeline_options(["--direct_num_workers=1"])) as pipeline:
         batches = (pipeline | beam.Create(clips, reshuffle=False)
                    | beam.BatchElements(**handler.batch_elements_kwargs()) | beam.combiners.ToList())
         assert_that(batches, check)
@@ -534,7 +535,7 @@ def test_dataflow_job_is_built_offline_with_our_handler(tmp_path, monkeypatch):
     plan = label.plan_label("gs://us8k-bucket/recordings/*.flac", "gs://us8k-bucket/export", "gs://us8k-bucket/labels",
                             windows=True, check=False)
     args = dataflow_args(setup_file=False, extra=["--experiments=disable_logging_submission_environment"])
-    pipeline = beam.Pipeline(options=label.pipeline_options(args))
+    pipeline = beam.Pipeline(options=driver.pipeline_options(args))
     label.build_pipeline(pipeline, plan)
     proto = pipeline.run().job.proto_pipeline
     handlers = {t.annotations["model_handler_type"] for t in proto.components.transforms.values()
@@ -551,7 +552,8 @@ def test_dataflow_job_is_built_offline_with_our_handler(tmp_path, monkeypatch):
     staged = [line.split(" ← ")[1] for line in done.stdout.splitlines() if line.startswith("  staged: workflow.tar.gz")]
     with tarfile.open(staged[0]) as sdist:
         names = sdist.getnames()
-    for module in ("beam/label.py", "beam/label_model.py", "tfdata/answers.py", "tfdata/windowing.py"):
+    for module in ("beam/label.py", "beam/label_transforms.py", "beam/label_model.py", "tfdata/answers.py",
+                   "tfdata/windowing.py"):
         assert any(name.endswith("/" + module) for name in names)
     assert not (tmp_path / "labels").exists()
 

@@ -73,3 +73,27 @@ def test_ingest_multi_processing_workers_inherit_the_log_level(dataset):
                           "--direct_num_workers=1")
     assert "10 clips written + 1 failed == 11 rows in the CSV (nothing lost)" in text
     assert_reads_well_in_a_file(text, tensorflow_processes=2)  # the driver (if it imports TF) and one worker
+
+
+WORKER_NOTICES = """
+import logging
+import beam.ingest, beam.label, beam.label_model
+from beam.notices import FILTERS
+loggers = {name for name, _ in FILTERS} | {"us8k.label"}
+print("on import:", sum(len(logging.getLogger(name).filters) + len(logging.getLogger(name).handlers)
+                        for name in loggers))
+beam.label_model.SavedModelHandler("unused").set_environment_vars()  # what RunInference's set-up calls on a worker
+logging.warning("Resource module is not available for current platform, memory usage cannot be fetched.")
+logging.warning("a warning of ours")
+"""
+
+
+def test_beam_modules_configure_no_logging_on_import_and_the_workers_handler_filters_its_notice():
+    """Importing the jobs' modules installs no filter and no handler (the entry points do: cli/ingest.py,
+    cli/label.py); a worker process, which runs no entry point, gets RunInference's notice filtered by
+    the model handler's set-up."""
+    done = subprocess.run([sys.executable, "-c", WORKER_NOTICES], capture_output=True, text=True, cwd=REPO,
+                          timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert "on import: 0" in done.stdout
+    assert "a warning of ours" in done.stderr and "Resource module" not in done.stderr

@@ -1,4 +1,4 @@
-"""beam.pipeline: real Beam runs (the default local runner) on a small synthetic UrbanSound8K with bad files.
+"""beam.ingest: real Beam runs (the default local runner) on a small synthetic UrbanSound8K with bad files.
 
 One module-scoped run feeds most tests; the re-run and CLI tests make their own. The CLI's refusals
 (a metadata CSV that is missing, empty, header-only or lacks a column; --shard-mb < 0) are checked
@@ -18,18 +18,17 @@ import threading
 
 import numpy as np
 import pytest
+import shared_dir
 import tensorflow as tf
+from synth_data import synth_dataset
+from wav_files import encode
 
 import us8k
-from beam import pipeline as ingest
+from beam import driver, ingest
 from tfdata import contract as c
 from tfdata import records
 from tfdata.audio import decode_audio, fit_to_length
 from tfdata.synth import generate_dataset
-
-import shared_dir
-from synth_data import synth_dataset
-from wav_files import encode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -129,7 +128,7 @@ def written_rows(run):
 def test_plan_and_final_counts_are_printed(run):
     text = "\n".join(run["lines"])
     assert f"{len(csv_rows(run['root']))} rows in" in text
-    assert "runner: FnApiRunner" in text and f"{ingest.LOCAL_RUNNING_MODE}" in text
+    assert "runner: FnApiRunner" in text and f"{driver.LOCAL_RUNNING_MODE}" in text
     for fold in FOLDS:
         assert f"fold  {fold}:" in text
     m = run["manifest"]
@@ -190,9 +189,9 @@ def test_manifest_records_source_and_parameters(run):
         assert m["csv"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
     p = m["parameters"]
     assert p["sample_rate"] == c.SAMPLE_RATE and p["clip_samples"] == c.CLIP_SAMPLES
-    assert p["runner"] == ingest.LOCAL_RUNNER and p["running_mode"] == ingest.LOCAL_RUNNING_MODE
+    assert p["runner"] == driver.LOCAL_RUNNER and p["running_mode"] == driver.LOCAL_RUNNING_MODE
     assert p["sharding"] == "runner" and p["shard_target_bytes"] == SHARD_RECORDS * ingest.RECORD_BYTES
-    assert p["workers"] == ingest.local_cores()
+    assert p["workers"] == driver.local_cores()
     assert m["csv"]["invalid_rows"] == 3  # unknown classID, unknown fold, contradicting class name
     assert m["errors"] == len(read_errors(run["out"]))
 
@@ -204,7 +203,11 @@ def test_errors_list_every_bad_row_with_its_reason(run):
     by_key = {}
     for error in errors:
         assert set(error) >= {"file", "fold", "line", "reason"} and error["reason"]
-        key = error["file"] or os.path.join(c.AUDIO_DIR, "fold" + error["row"].split(",")[5], error["row"].split(",")[0])
+        if error["file"]:
+            key = error["file"]
+        else:  # a bad row: its CSV fields name the file
+            fields = error["row"].split(",")
+            key = os.path.join(c.AUDIO_DIR, "fold" + fields[5], fields[0])
         by_key[key] = error
     assert sorted(by_key) == sorted(bad)
     for key, reason in bad.items():
@@ -286,16 +289,16 @@ def test_runner_chosen_sharding_without_a_cap(tmp_path):
 
 
 def test_default_local_runner_downloads_nothing():
+    import apache_beam as beam
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-    import apache_beam as beam
 
-    options = ingest.pipeline_options([])
+    options = driver.pipeline_options([])
     assert options.view_as(StandardOptions).runner == "FnApiRunner"
-    assert options.view_as(DirectOptions).direct_running_mode == ingest.LOCAL_RUNNING_MODE
-    assert options.view_as(DirectOptions).direct_num_workers == ingest.local_cores()
+    assert options.view_as(DirectOptions).direct_running_mode == driver.LOCAL_RUNNING_MODE
+    assert options.view_as(DirectOptions).direct_num_workers == driver.local_cores()
     assert isinstance(beam.Pipeline(options=options).runner, FnApiRunner)  # not the Prism-first DirectRunner
-    explicit = ingest.pipeline_options(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    explicit = driver.pipeline_options(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
     assert explicit.view_as(DirectOptions).direct_num_workers == 1
     assert explicit.view_as(DirectOptions).direct_running_mode == "in_memory"
 
@@ -324,7 +327,7 @@ def test_default_local_mode_runs_a_stage_on_parallel_workers():
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    options = ingest.pipeline_options(["--direct_num_workers=2"])  # the default mode, two workers
+    options = driver.pipeline_options(["--direct_num_workers=2"])  # the default mode, two workers
     with beam.Pipeline(options=options) as p:
         threads = (p | beam.Create(range(16)) | beam.ParDo(MeetAnotherBundle())
                    | beam.combiners.Count.PerElement() | beam.combiners.Count.Globally())
@@ -342,12 +345,12 @@ def test_dataflow_options_build_without_launching():
             "--temp_location", "gs://bucket/tmp", f"--setup_file={setup_file}"]
     args = us8k.parse_args(argv)
     assert args.data_dir == "gs://bucket/UrbanSound8K" and args.output == "gs://bucket/records"
-    options = ingest.pipeline_options(args.extra_args)
+    options = driver.pipeline_options(args.extra_args)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     cloud = options.view_as(GoogleCloudOptions)
     assert (cloud.project, cloud.region, cloud.temp_location) == ("my-project", "europe-west1", "gs://bucket/tmp")
     assert options.view_as(SetupOptions).setup_file == setup_file and os.path.isfile(setup_file)
-    assert ingest.describe_runner(options) == {"runner": "DataflowRunner"}
+    assert driver.describe_runner(options) == {"runner": "DataflowRunner"}
 
 
 def us8k_cli(*args):
@@ -356,14 +359,14 @@ def us8k_cli(*args):
                           cwd=REPO, env=env)
 
 
-def cli_refusal(*args) -> str:
-    """`us8k ARGS` run by us8k.main in this process, as `python -m us8k` runs it: the one-line message of
-    the SystemExit it ends with (printed to stderr, exit status 1)."""
-    with pytest.raises(SystemExit) as refused:
-        us8k.main(list(args))
-    message = refused.value.code
-    assert isinstance(message, str) and "\n" not in message, message
-    return message
+def cli_refusal(capsys, *args) -> str:
+    """`us8k ARGS` run by us8k.main in this process, as `python -m us8k` runs it: exit status 1, nothing
+    on stdout and one line on stderr, which is returned."""
+    capsys.readouterr()
+    assert us8k.main(list(args)) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.endswith("\n") and "\n" not in err[:-1], (out, err)
+    return err[:-1]
 
 
 def test_cli_help(capsys):
@@ -375,8 +378,8 @@ def test_cli_help(capsys):
     assert "--planned-shards" in out and "s3://" in out and "--dry_run" in out
 
 
-def test_cli_planned_shards_need_a_size(tmp_path):
-    message = cli_refusal("ingest", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out"),
+def test_cli_planned_shards_need_a_size(tmp_path, capsys):
+    message = cli_refusal(capsys, "ingest", "--data-dir", str(tmp_path), "--output", str(tmp_path / "out"),
                           "--planned-shards", "--shard-mb", "0")
     assert message == "us8k ingest: error: --planned-shards needs --shard-mb > 0"
     assert not (tmp_path / "out").exists()
@@ -394,17 +397,17 @@ GOOD_ROW = "1-3-0-0.wav,1,0.0,4.0,1,2,3,dog_bark"
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "nan"])
-def test_cli_refuses_a_negative_shard_size(tmp_path, value):
+def test_cli_refuses_a_negative_shard_size(tmp_path, value, capsys):
     root = str(tmp_path / "data")
     write_csv(root, ",".join(c.CSV_COLUMNS) + "\n" + GOOD_ROW + "\n")  # a valid CSV: only the flag is wrong
-    message = cli_refusal("ingest", "--data-dir", root, "--output", str(tmp_path / "out"), "--shard-mb", value)
+    message = cli_refusal(capsys, "ingest", "--data-dir", root, "--output", str(tmp_path / "out"), "--shard-mb", value)
     assert message == f"us8k ingest: error: --shard-mb must be positive (or 0: no cap), got {float(value)}"
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("case", ["empty", "header only", "header and blank lines",
                                   "no classID column", "no fold or class columns"])
-def test_cli_refuses_a_csv_without_rows_or_columns_before_any_job(tmp_path, case):
+def test_cli_refuses_a_csv_without_rows_or_columns_before_any_job(tmp_path, case, capsys):
     header = ",".join(c.CSV_COLUMNS)
     text, error = {
         "empty": ("", "metadata CSV is empty"),
@@ -419,7 +422,7 @@ def test_cli_refuses_a_csv_without_rows_or_columns_before_any_job(tmp_path, case
     }[case]
     root, out = str(tmp_path / "data"), tmp_path / "out"
     csv_path = write_csv(root, text)
-    message = cli_refusal("ingest", "--data-dir", root, "--output", str(out))
+    message = cli_refusal(capsys, "ingest", "--data-dir", root, "--output", str(out))
     assert message == f"us8k ingest: error: {error}: {csv_path}"
     assert not out.exists()
 
@@ -460,8 +463,8 @@ def test_cli_run_writes_records(tmp_path):
     assert manifest["parameters"]["workers"] == 1 and manifest["examples"] == 10
 
 
-def test_cli_missing_csv_fails_with_one_line(tmp_path):
-    message = cli_refusal("ingest", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
+def test_cli_missing_csv_fails_with_one_line(tmp_path, capsys):
+    message = cli_refusal(capsys, "ingest", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
     assert message.startswith("us8k ingest: error: metadata CSV not found:") and "nowhere" in message
     assert not os.path.exists(tmp_path / "out" / c.MANIFEST_FILE)
 

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from cli import parse_args
 from tfdata import synth
 from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length
 from tfdata.contract import AUDIO_DIR, CLASS_NAMES, CSV_COLUMNS, METADATA_CSV, NUM_CLASSES, SAMPLE_RATE
@@ -292,7 +293,7 @@ def test_cli_help_run_and_one_line_error(tmp_path):
                    "--overwrite"):
         assert option in help_text.stdout
     out = tmp_path / "cli"
-    args = [us8k, "synth", str(out), "--clips-per-class-per-fold", "1", "--folds", "9", "10", "--corrupt", "2",
+    args = [us8k, "synth", str(out), "--clips-per-class-per-fold", "1", "--folds", "9,10", "--corrupt", "2",
             "--difficulty", "hard", "--seed", "3"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -303,3 +304,19 @@ def test_cli_help_run_and_one_line_error(tmp_path):
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1
     assert again.stderr.strip() == f"us8k synth: error: {out} is not empty (use --overwrite to replace a dataset there)"
+
+
+def test_cli_folds_are_comma_separated(capsys):
+    """`us8k synth --folds` takes the comma-separated form of `us8k cv --folds`; anything else is a usage
+    error (exit status 2) that says what it expects."""
+    assert parse_args(["synth", "out", "--folds", "3,1, 2"]).folds == [3, 1, 2]
+    assert parse_args(["synth", "out"]).folds == list(range(1, 11))
+    for bad in ("0,1", "1;2", "a", "1,,2", "", "11"):
+        with pytest.raises(SystemExit) as refused:
+            parse_args(["synth", "out", "--folds", bad])
+        assert refused.value.code == 2
+        assert (f"us8k synth: error: argument --folds: expected comma-separated fold numbers in 1..10, e.g. 1,2,3; "
+                f"got {bad!r}") in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the space-separated form of before: its second fold is refused
+        parse_args(["synth", "out", "--folds", "9", "10"])
+    assert refused.value.code == 2 and "unrecognized arguments: 10" in capsys.readouterr().err

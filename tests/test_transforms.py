@@ -1,4 +1,4 @@
-"""beam.transforms: metadata rows are validated with a reason, and DecodeClips routes every row to
+"""beam.ingest_transforms: metadata rows are validated with a reason, and DecodeClips routes every row to
 exactly one of its tagged outputs (a real in-process Beam run on real files)."""
 
 import apache_beam as beam
@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
-
-from beam.transforms import (ERRORS_TAG, RECORDS_TAG, BadRow, ClipRow, DecodeClips, RowError, header_columns,
-                             parse_row, read_row)
-from tfdata import contract as c
-
 from wav_files import encode
+
+from beam.ingest_transforms import (
+    ERRORS_TAG,
+    RECORDS_TAG,
+    BadRow,
+    ClipRow,
+    DecodeClips,
+    RowError,
+    header_columns,
+    parse_row,
+    read_row,
+)
+from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -72,7 +80,8 @@ def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
     options = PipelineOptions(["--runner=FnApiRunner"])
     with beam.Pipeline(options=options) as p:
         out = p | beam.Create(rows) | DecodeClips(str(tmp_path))
-        folds = out[RECORDS_TAG] | "Fold" >> beam.Map(lambda kv: (kv[0], type(kv[1]).__name__, len(kv[1]) > 2 * c.CLIP_SAMPLES))
+        folds = out[RECORDS_TAG] | "Fold" >> beam.Map(
+            lambda kv: (kv[0], type(kv[1]).__name__, len(kv[1]) > 2 * c.CLIP_SAMPLES))
         assert_that(folds, equal_to([(2, "bytes", True)]), label="Records")
         reasons = out[ERRORS_TAG] | "Reason" >> beam.Map(lambda e: (e["line"], e["file"], e["fold"], e["reason"][:20]))
         assert_that(reasons, equal_to([

@@ -39,7 +39,9 @@ pytestmark = pytest.mark.timeout(300)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILE = os.path.join(REPO, "docs", "dataflow", "Dockerfile")
 LOCAL_PACKAGES = ("beam", "tfdata", "models", "serving", "benchmarks")
-WORKER_ROOTS = ("beam.pipeline", "beam.label")  # their DoFns and functions are pickled by reference
+# What the jobs' graphs hold (DoFns, functions, the sink, the model handler), pickled by reference: the
+# modules a worker imports. The drivers (beam.ingest, beam.label, beam.driver) run only where the job is submitted.
+WORKER_ROOTS = ("beam.ingest_transforms", "beam.sinks", "beam.label_transforms", "beam.label_model")
 BEAM_ON_WORKERS = {"boto3": "Beam's S3 filesystem (s3://)", "google-crc32c": "Beam's TFRecord CRCs"}
 BUCKET = "us8k-worker"
 OPT_IN = "US8K_WORKER_INSTALL_TEST"
@@ -172,7 +174,7 @@ FileSystems.set_options(PipelineOptions(["--s3_endpoint_url", url, "--s3_region_
                                          "--s3_access_key_id", "testing", "--s3_secret_access_key", "testing"]))
 with FileSystems.open(path) as handle:
     print("read:", handle.read().decode())
-import beam, beam.pipeline, beam.label, beam.label_model, beam.transforms, beam.sinks
+import beam, beam.ingest_transforms, beam.sinks, beam.label_transforms, beam.label_model, beam.files, beam.notices
 print("package:", beam.__file__)
 """
 

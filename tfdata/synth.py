@@ -7,10 +7,10 @@ real data's mix of formats (8-bit unsigned, 16/24-bit, 32-bit float; mono and st
 0.3–4 s) and listed in `OUT/metadata/UrbanSound8K.csv` with the real columns. Every clip draws from
 its own `numpy.random.Generator` seeded by (seed, fold, class, n): the same seed gives byte-identical
 files and CSV whatever the order of generation. `--corrupt N` adds N listed but unreadable files.
+The command line is cli/synth.py.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -26,8 +26,17 @@ import soundfile as sf
 import soxr
 
 from tfdata.audio import RESAMPLE_QUALITY
-from tfdata.contract import (AUDIO_DIR, CLASS_NAMES, CLIP_SECONDS, CSV_COLUMNS, METADATA_CSV, NUM_CLASSES,
-                             NUM_FOLDS, SAMPLE_RATE, fold_dir_name)
+from tfdata.contract import (
+    AUDIO_DIR,
+    CLASS_NAMES,
+    CLIP_SECONDS,
+    CSV_COLUMNS,
+    METADATA_CSV,
+    NUM_CLASSES,
+    NUM_FOLDS,
+    SAMPLE_RATE,
+    fold_dir_name,
+)
 
 DIFFICULTY_LEVELS = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
 DEFAULT_DIFFICULTY = "medium"
@@ -677,20 +686,15 @@ def _corrupt_bytes(kind: str, rng, class_id: int, config: SynthConfig) -> bytes:
 def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int = DEFAULT_CLIPS_PER_CLASS_PER_FOLD,
                      folds: Iterable[int] = range(1, NUM_FOLDS + 1), seed: int = 0, corrupt: int = 0,
                      difficulty: str | float | None = None, imbalance: bool = False,
-                     progress: Callable[[str], None] | None = print, config: SynthConfig | None = None,
+                     progress: Callable[[str], None] | None = None, config: SynthConfig | None = None,
                      overwrite: bool = False) -> dict:
     """Write the dataset; returns a summary (rows, clips, corrupt, per_class, per_fold, seconds…).
-    `difficulty` (a level name or 0–1) overrides `config.difficulty` when given."""
+    `difficulty` (a level name or 0–1) overrides `config.difficulty` when given; `progress(line)`
+    receives a line per fold and one at the end (None: no lines)."""
     config = config or SynthConfig()
     if difficulty is not None:
         config = replace(config, difficulty=parse_difficulty(difficulty))
-    folds = sorted(set(int(f) for f in folds))
-    if not folds or any(not 1 <= f <= NUM_FOLDS for f in folds):
-        raise ValueError(f"folds must be a non-empty subset of 1..{NUM_FOLDS}, got {folds}")
-    if not 1 <= clips_per_class_per_fold < _FSID_SLOTS:
-        raise ValueError(f"clips per class per fold must be in 1..{_FSID_SLOTS - 1}, got {clips_per_class_per_fold}")
-    if corrupt < 0:
-        raise ValueError(f"corrupt must be >= 0, got {corrupt}")
+    folds = _checked_folds(folds, clips_per_class_per_fold, corrupt)
     say = progress or (lambda _line: None)
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
@@ -703,41 +707,18 @@ def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int =
     corrupt_by_fold = {f: [i for i in range(corrupt) if folds[i % len(folds)] == f] for f in folds}
     for fold in folds:
         fold_started = time.perf_counter()
-        fold_dir = out / AUDIO_DIR / fold_dir_name(fold)
-        fold_dir.mkdir(parents=True, exist_ok=True)
         counts = clips_per_class(fold, clips_per_class_per_fold, imbalance, config)
+        fold_rows, durations = _write_fold(out, fold, seed, counts, corrupt_by_fold[fold], config)
+        rows += fold_rows
+        for seconds in durations:
+            audio_seconds += seconds
         for class_id, count in enumerate(counts):
-            for n, rec, occurrence, slice_index in _clip_plan(seed, fold, class_id, count, config):
-                rng = np.random.default_rng([seed, fold, class_id, n])
-                seconds = _clip_seconds(rng, class_id, config)
-                frames = render_clip(class_id, rng, rec.sample_rate, seconds, rec.channels, rec.salience, config)
-                name = f"{rec.fsid}-{class_id}-{occurrence}-{slice_index}.wav"
-                (fold_dir / name).write_bytes(wav_bytes(frames, rec.sample_rate, rec.subtype))
-                start = rec.occurrence_starts[occurrence] + slice_index * config.full_seconds
-                rows.append(_row(name, rec.fsid, start, seconds, rec.salience, fold, class_id))
-                per_class[CLASS_NAMES[class_id]] += 1
-                audio_seconds += frames.shape[0] / rec.sample_rate
-        for i in corrupt_by_fold[fold]:
-            class_id = i % NUM_CLASSES
-            rng = np.random.default_rng([seed, fold, class_id, _CORRUPT_STREAM, i])
-            fsid = _fsid(seed, NUM_FOLDS * NUM_CLASSES * _FSID_SLOTS + i)
-            name = f"{fsid}-{class_id}-0-0.wav"
-            (fold_dir / name).write_bytes(_corrupt_bytes(CORRUPT_KINDS[i % len(CORRUPT_KINDS)], rng, class_id, config))
-            start = float(np.round(rng.uniform(0, 120), 3))
-            rows.append(_row(name, fsid, start, config.full_seconds, 1, fold, class_id))
+            per_class[CLASS_NAMES[class_id]] += count
         per_fold[fold] = sum(counts)
         elapsed = time.perf_counter() - fold_started
         say(f"fold {fold}: {sum(counts)} clips + {len(corrupt_by_fold[fold])} corrupt in {elapsed:.1f} s "
             f"({sum(counts) / max(elapsed, 1e-9):.0f} clips/s)")
-
-    rows.sort(key=lambda row: row["slice_file_name"])
-    csv_path = out / METADATA_CSV
-    partial = csv_path.with_suffix(".csv.partial")
-    with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    partial.replace(csv_path)
+    _write_csv(out / METADATA_CSV, rows)
 
     seconds = time.perf_counter() - started
     clips = sum(per_class.values())
@@ -753,51 +734,57 @@ def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int =
     return summary
 
 
+def _checked_folds(folds: Iterable[int], clips_per_class_per_fold: int, corrupt: int) -> list[int]:
+    """The folds, sorted and unique; ValueError for an argument out of range."""
+    folds = sorted(set(int(f) for f in folds))
+    if not folds or any(not 1 <= f <= NUM_FOLDS for f in folds):
+        raise ValueError(f"folds must be a non-empty subset of 1..{NUM_FOLDS}, got {folds}")
+    if not 1 <= clips_per_class_per_fold < _FSID_SLOTS:
+        raise ValueError(f"clips per class per fold must be in 1..{_FSID_SLOTS - 1}, got {clips_per_class_per_fold}")
+    if corrupt < 0:
+        raise ValueError(f"corrupt must be >= 0, got {corrupt}")
+    return folds
+
+
+def _write_fold(out: Path, fold: int, seed: int, counts: list[int], corrupt_ids: list[int],
+                config: SynthConfig) -> tuple[list[dict], list[float]]:
+    """Write one fold's clips (`counts` per class) and its corrupt files; their CSV rows, and each
+    clip's duration in seconds."""
+    fold_dir = out / AUDIO_DIR / fold_dir_name(fold)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    rows, durations = [], []
+    for class_id, count in enumerate(counts):
+        for n, rec, occurrence, slice_index in _clip_plan(seed, fold, class_id, count, config):
+            rng = np.random.default_rng([seed, fold, class_id, n])
+            seconds = _clip_seconds(rng, class_id, config)
+            frames = render_clip(class_id, rng, rec.sample_rate, seconds, rec.channels, rec.salience, config)
+            name = f"{rec.fsid}-{class_id}-{occurrence}-{slice_index}.wav"
+            (fold_dir / name).write_bytes(wav_bytes(frames, rec.sample_rate, rec.subtype))
+            start = rec.occurrence_starts[occurrence] + slice_index * config.full_seconds
+            rows.append(_row(name, rec.fsid, start, seconds, rec.salience, fold, class_id))
+            durations.append(frames.shape[0] / rec.sample_rate)
+    for i in corrupt_ids:
+        class_id = i % NUM_CLASSES
+        rng = np.random.default_rng([seed, fold, class_id, _CORRUPT_STREAM, i])
+        fsid = _fsid(seed, NUM_FOLDS * NUM_CLASSES * _FSID_SLOTS + i)
+        name = f"{fsid}-{class_id}-0-0.wav"
+        (fold_dir / name).write_bytes(_corrupt_bytes(CORRUPT_KINDS[i % len(CORRUPT_KINDS)], rng, class_id, config))
+        start = float(np.round(rng.uniform(0, 120), 3))
+        rows.append(_row(name, fsid, start, config.full_seconds, 1, fold, class_id))
+    return rows, durations
+
+
+def _write_csv(csv_path: Path, rows: list[dict]) -> None:
+    """The metadata CSV, rows sorted by file name; written beside and renamed, so a CSV is never partial."""
+    rows.sort(key=lambda row: row["slice_file_name"])
+    partial = csv_path.with_suffix(".csv.partial")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    partial.replace(csv_path)
+
+
 def _row(name, fsid, start, seconds, salience, fold, class_id) -> dict:
     return {"slice_file_name": name, "fsID": fsid, "start": round(start, 6), "end": round(start + seconds, 6),
             "salience": salience, "fold": fold, "classID": class_id, "class": CLASS_NAMES[class_id]}
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def _difficulty_arg(value: str) -> float:
-    try:
-        return parse_difficulty(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", metavar="OUT", help="dataset directory to create (must be empty or absent)")
-    parser.add_argument("--clips-per-class-per-fold", type=int, default=DEFAULT_CLIPS_PER_CLASS_PER_FOLD,
-                        metavar="N", help="clips of each class in each fold (default %(default)s)")
-    parser.add_argument("--folds", type=int, nargs="+", default=list(range(1, NUM_FOLDS + 1)),
-                        metavar="K", help="folds to write (default: all 10)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed → byte-identical files and CSV")
-    parser.add_argument("--corrupt", type=int, default=0, metavar="N",
-                        help="N extra listed files that are unreadable (empty, truncated WAV, text)")
-    parser.add_argument("--difficulty", type=_difficulty_arg, default=DEFAULT_DIFFICULTY,
-                        help="easy | medium | hard, or a number in [0, 1]: lower SNR and a louder second "
-                             "class as it rises (default %(default)s)")
-    parser.add_argument("--imbalance", action="store_true",
-                        help="UrbanSound8K's class imbalance (car_horn, gun_shot ~40%% of the others)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the metadata CSV and audio/fold* in a non-empty OUT")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        generate_dataset(args.out, clips_per_class_per_fold=args.clips_per_class_per_fold, folds=args.folds,
-                         seed=args.seed, corrupt=args.corrupt, difficulty=args.difficulty,
-                         imbalance=args.imbalance, progress=None if args.quiet else _print_flush,
-                         overwrite=args.overwrite)
-    except (FileExistsError, ValueError, OSError) as exc:
-        raise SystemExit(f"us8k synth: error: {exc}") from None
-    return 0
-
-
-def _print_flush(line: str) -> None:
-    print(line, flush=True)

@@ -1,7 +1,14 @@
-"""What the Beam jobs' drivers share (`us8k ingest`, `us8k label`): Beam's arguments with --dry_run
-made unambiguous, the dry run, running a pipeline to its end (and removing what an earlier run left
-only once the runner has the job), its counters, and small text files through Beam's FileSystems
-(local, gs://, s3://).
+"""What the Beam jobs' drivers share (`us8k ingest`, `us8k label`; beam.ingest, beam.label): Beam's
+options from the command line's extra arguments (--dry_run made unambiguous, our local runner by
+default), the runner as a manifest records it, the plan's runner line, the dry run, running a
+pipeline to its end (and removing what an earlier run left only once the runner has the job) and
+its counters. The files they read and write go through beam.files.
+
+The local runner. No --runner → Beam's FnApiRunner (LOCAL_RUNNER: in-process, it downloads nothing;
+Beam 2.77's DirectRunner first tries to fetch the Prism binary) in LOCAL_RUNNING_MODE (`in_memory`)
+with one worker per core, unless the arguments set --direct_running_mode / --direct_num_workers
+themselves: the runner then runs each stage's partitions in parallel threads with in-memory data
+channels (measured fastest of the three modes for ingestion: beam.ingest).
 
 --dry_run. Beam 2.77's TestOptions declares `--dry_run` without a type, so `--dry_run=false` is the
 string "false", and DataflowRunner's `if test_options.dry_run:` takes any non-empty string as true
@@ -37,15 +44,18 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
+from typing import Callable
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, TestOptions
+from apache_beam.portability import common_urns
+from apache_beam.portability.api import beam_runner_api_pb2
+
+from beam.files import is_remote
 
 DONE_STATES = ("DONE", "PipelineState.DONE")
 DRY_RUN = "--dry_run"
@@ -54,6 +64,20 @@ DRY_RUN_FALSE = ("false", "0", "no")
 TEMP_PREFIX = "beam-temp-"  # FileBasedSink's temporary directory, beside the files it finalizes
 REASON_CHARS = 400  # an exception's text in a one-line error, at most
 DRY_RUN_RUNNERS = ("DataflowRunner",)  # Beam 2.77's only runner whose run() reads TestOptions.dry_run
+LOCAL_RUNNER = "FnApiRunner"  # in-process, downloads nothing
+LOCAL_RUNNING_MODE = "in_memory"  # with workers > 1: threads, no gRPC; measured fastest of the three modes
+LOCAL_RUNNERS = (LOCAL_RUNNER, "DirectRunner", "SwitchingDirectRunner")  # the manifest records their mode and workers
+
+Progress = Callable[[str], None]  # a driver's `progress(line)`; None: print nothing
+
+
+def silent(progress: Progress | None) -> Progress:
+    """`progress`, or a callable that prints nothing when it is None."""
+    return progress if progress is not None else _ignore
+
+
+def _ignore(line: str) -> None:
+    pass
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -85,6 +109,43 @@ def _dry_run_value(value: str | None, error: type[Exception]) -> bool:
     raise error(f"{DRY_RUN} takes true or false (1/0, yes/no), got {got}")
 
 
+def pipeline_options(pipeline_args: list[str] | None = None, error: type[Exception] = ValueError) -> PipelineOptions:
+    """Beam options from the extra command-line arguments (--dry_run made explicit by `beam_args`, a
+    bad value refused with `error`), with our local default runner (module docstring)."""
+    args = beam_args(list(pipeline_args or []), error)
+    options = PipelineOptions(args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = LOCAL_RUNNER
+        direct = options.view_as(DirectOptions)
+        if not _has_flag(args, "--direct_running_mode"):
+            direct.direct_running_mode = LOCAL_RUNNING_MODE
+        if not _has_flag(args, "--direct_num_workers"):
+            direct.direct_num_workers = local_cores()
+    return options
+
+
+def job_options(pipeline_args: list[str] | None, error: type[Exception]) -> PipelineOptions:
+    """`pipeline_options`, also given to Beam's FileSystems: the driver's own reads and writes see the
+    S3 options too."""
+    options = pipeline_options(pipeline_args, error)
+    FileSystems.set_options(options)
+    return options
+
+
+def _has_flag(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def local_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------ the runner
 def dry_run_requested(options: PipelineOptions) -> bool:
     """Whether Beam's runners will take this as a dry run (any non-empty --dry_run value; after
     `beam_args` only `--dry_run=true` is left)."""
@@ -94,6 +155,25 @@ def dry_run_requested(options: PipelineOptions) -> bool:
 def runner_name(options: PipelineOptions) -> str:
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     return runner if isinstance(runner, str) else type(runner).__name__
+
+
+def describe_runner(options: PipelineOptions) -> dict:
+    """Runner name (+ local mode and workers) as a manifest or summary records it."""
+    described = {"runner": runner_name(options)}
+    if described["runner"] in LOCAL_RUNNERS:
+        direct = options.view_as(DirectOptions)
+        workers = direct.direct_num_workers or os.cpu_count()
+        described.update(running_mode=direct.direct_running_mode, workers=workers)
+    return described
+
+
+def print_plan(lines: list[str], runner: dict, output_dir: str, progress: Progress | None) -> None:
+    """A job's plan: its own `lines`, then the runner (`describe_runner`) and where the job writes."""
+    say = silent(progress)
+    for line in lines:
+        say(line)
+    mode = f" ({runner['running_mode']}, {runner['workers']} workers)" if "running_mode" in runner else ""
+    say(f"  runner: {runner['runner']}{mode} → {output_dir}")
 
 
 def _reason(exc: BaseException) -> str:
@@ -120,9 +200,6 @@ def describe_job(result) -> dict:
     (DataflowRunner's `result.job`).
 
     {"job_name", "steps": [unique names, in order], "staged": {staged name: local file}, "images": [...]}."""
-    from apache_beam.portability import common_urns
-    from apache_beam.portability.api import beam_runner_api_pb2
-
     job = getattr(result, "job", None)
     if job is None:
         return {"job_name": None, "steps": [], "staged": {}, "images": []}
@@ -148,12 +225,13 @@ def steps(proto) -> list[str]:
     return names
 
 
-def dry_run_job(command: str, build, plan, options: PipelineOptions, untouched: str, progress,
+def dry_run_job(command: str, build, plan, options: PipelineOptions, untouched: str, progress: Progress | None,
                 error: type[Exception] = RuntimeError) -> dict:
     """Beam's --dry_run: build the job with `build(pipeline, plan)`, run it through the runner's dry
     run (nothing submitted), print and return `describe_job`'s summary. `untouched` says what was
     neither read nor written, for the progress line. Any other runner would run the whole job (Beam's
     local runners ignore --dry_run): the pipeline is built and described, never run."""
+    progress = silent(progress)
     pipeline = new_pipeline(options, build, plan, error)
     if type(pipeline.runner).__name__ in DRY_RUN_RUNNERS:
         job = describe_job(pipeline.run())
@@ -181,10 +259,11 @@ class Output:
 
 
 def run_pipeline(options: PipelineOptions, build, plan, error: type[Exception], output: Output,
-                 progress=print):
+                 progress: Progress | None = None):
     """Build (`build(pipeline, plan)`) and run a pipeline with `options`, removing what an earlier run
     left in `output` once the runner has the job (module docstring); wait for it. Its result, or
     `error` in one line when the runner does not take the job, the job fails or it ends not DONE."""
+    progress = silent(progress)
     try:
         earlier = _listing(output)
     except Exception as exc:
@@ -193,7 +272,7 @@ def run_pipeline(options: PipelineOptions, build, plan, error: type[Exception], 
     if earlier:
         progress(f"  earlier output: {_entries(len(earlier))} in {output.dir}, removed once {runner} has the job")
     pipeline = new_pipeline(options, build, plan, error)
-    if not _is_remote(output.dir):
+    if not is_remote(output.dir):
         os.makedirs(output.dir, exist_ok=True)
     try:
         result = pipeline.run()
@@ -221,24 +300,20 @@ def _entries(count: int) -> str:
     return f"{count} {'entry' if count == 1 else 'entries'}"
 
 
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def _patterns(output: Output) -> list[str]:
     """The output's file globs plus Beam's temporary entries beside them, as full paths. Locally a
     `beam-temp-*` directory is one entry (removed whole); in object stores every object under it is."""
-    temp = TEMP_PREFIX + ("**" if _is_remote(output.dir) else "*")
+    temp = TEMP_PREFIX + ("**" if is_remote(output.dir) else "*")
     dirs = sorted({os.path.dirname(name) for name in output.files})
     relative = list(output.files) + [f"{d}/{temp}" if d else temp for d in dirs]
-    if _is_remote(output.dir):
+    if is_remote(output.dir):
         return [FileSystems.join(output.dir, name) for name in relative]
     return [os.path.join(glob.escape(output.dir), name) for name in relative]
 
 
 def _listing(output: Output) -> dict[str, tuple]:
     """What is there now: path → (size, modification time)."""
-    if _is_remote(output.dir):
+    if is_remote(output.dir):
         found = FileSystems.match(_patterns(output))
         return {m.path: (m.size_in_bytes, m.last_updated_in_seconds) for r in found for m in r.metadata_list}
     entries = {}
@@ -258,7 +333,7 @@ def _remove_unchanged(output: Output, earlier: dict[str, tuple]) -> int:
     """Remove the listed entries still as they were listed; the count removed."""
     now = _listing(output)
     stale = _removal_order(output, [p for p, seen in earlier.items() if now.get(p) == seen])
-    if _is_remote(output.dir):
+    if is_remote(output.dir):
         if stale:
             FileSystems.delete(stale)
         return len(stale)
@@ -290,7 +365,7 @@ def _after_failure(output: Output, earlier: dict[str, tuple]) -> str:
     markers = [p for p in final_now if os.path.basename(p) == output.marker]
     if final_now == final_before or not markers:
         return f"nothing in {output.dir} was removed"
-    if _is_remote(output.dir):
+    if is_remote(output.dir):
         FileSystems.delete(markers)
     else:
         for path in markers:
@@ -315,24 +390,3 @@ def counters(result, namespace: str) -> dict[str, int]:
     for counter in result.metrics().query(MetricsFilter().with_namespace(namespace))["counters"]:
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(committed(counter) or 0)
     return totals
-
-
-def read_text(path: str) -> str:
-    """The file's text ("" when it does not exist)."""
-    if not FileSystems.exists(path):
-        return ""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return handle.read().decode()
-
-
-def write_text(path: str, text: str) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(text.encode())
-
-
-def sort_jsonl(path: str, key) -> list[dict]:
-    """Read a JSON-lines file (none: empty), rewrite it sorted by `key` (deterministic output),
-    one sorted-keys object per line; return its entries in that order."""
-    entries = sorted((json.loads(line) for line in read_text(path).splitlines() if line.strip()), key=key)
-    write_text(path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
-    return entries

@@ -1,4 +1,6 @@
-"""The ingestion job's row → record step: `DecodeClips`, a PTransform with two tagged outputs.
+"""`us8k ingest`'s transforms (what its workers run; beam.ingest is the driver that plans and checks the
+job): the metadata rows, `DecodeClips` (a PTransform with two tagged outputs) and the small functions
+the job's other steps map with.
 
     ClipRow | BadRow ─ DecodeClips ─┬─ records: (fold, serialised tf.train.Example)
                                     └─ errors:  {"file", "fold", "line", "reason"}
@@ -9,7 +11,7 @@ with the reason); the workers receive those records, not CSV text. A row fails (
 `errors`, counted by a Beam metrics counter) when it is a BadRow or its audio is missing,
 unreadable, undecodable, truncated, empty or not finite. Every written clip increments a counter
 per (fold, class): the driver builds the manifest from them.
-Imports no TensorFlow until a worker serialises its first clip.
+Imports no TensorFlow: tfdata.example writes the Examples.
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import dataclasses
 import posixpath
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam.files import read_audio_bytes
 from tfdata import contract as c
 from tfdata.audio import AudioDecodeError, decode_head, fit_to_length
+from tfdata.example import serialize_clip
 
 METRICS_NAMESPACE = "us8k.ingest"
 WRITTEN_COUNTER = "clips_written"
@@ -112,50 +115,14 @@ def read_row(line: int, text: str, columns: dict[str, int]) -> ClipRow | BadRow:
         return BadRow(line=line, text=text, reason=str(exc))
 
 
-READ_BLOCK_BYTES = 1 << 20  # a file of unknown size is read in blocks of this, up to the limit
-
-
-def read_audio_bytes(path: str, max_bytes: int | None = None, size: int | None = None) -> bytes:
-    """The file's bytes through Beam's FileSystems (local, gs://, s3://); "file not found" when it is
-    missing. With `max_bytes`, more than that is an AudioDecodeError, having read no more than
-    max_bytes + 1: in blocks unless `size`, known from matching, says it fits."""
-    try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            if max_bytes is None or (size is not None and size <= max_bytes):
-                data = handle.read()
-            else:
-                buffer = bytearray()
-                while len(buffer) <= max_bytes:
-                    block = handle.read(min(READ_BLOCK_BYTES, max_bytes + 1 - len(buffer)))
-                    if not block:
-                        break
-                    buffer += block
-                data = bytes(buffer)
-    except FileNotFoundError:
-        raise AudioDecodeError("file not found") from None
-    except Exception as exc:  # Beam wraps filesystem errors in BeamIOError / IOError
-        if not FileSystems.exists(path):
-            raise AudioDecodeError("file not found") from None
-        raise AudioDecodeError(f"cannot read file: {exc}") from None
-    if max_bytes is not None and len(data) > max_bytes:
-        raise AudioDecodeError(f"file is larger than the limit of {max_bytes / 2**20:g} MB (--max-file-mb)")
-    return data
-
-
 class _DecodeClipFn(beam.DoFn):
     """ClipRow | BadRow → records (fold, example bytes) | errors (dict)."""
 
     def __init__(self, data_dir: str):
         self._data_dir = data_dir
-        self._serialize = None
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, WRITTEN_COUNTER)
         self._failed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, FAILED_COUNTER)
         self._per_fold_class = {}
-
-    def setup(self):
-        from tfdata.example import serialize_clip  # no TensorFlow in the workers
-
-        self._serialize = serialize_clip
 
     def process(self, row: ClipRow | BadRow):
         if isinstance(row, BadRow):
@@ -164,8 +131,8 @@ class _DecodeClipFn(beam.DoFn):
         try:
             data = read_audio_bytes(FileSystems.join(self._data_dir, row.relative_path))
             clip, valid = fit_to_length(decode_head(data))  # decodes only the 4 s it keeps
-            example = self._serialize(clip, valid, label=row.label, fold=row.fold, fsid=row.fsid,
-                                      slice_file_name=row.slice_file_name, salience=row.salience)
+            example = serialize_clip(clip, valid, label=row.label, fold=row.fold, fsid=row.fsid,
+                                     slice_file_name=row.slice_file_name, salience=row.salience)
         except AudioDecodeError as exc:
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, str(exc)))
             return
@@ -207,3 +174,13 @@ class DecodeClips(beam.PTransform):
     def expand(self, rows):
         return rows | "DecodeResamplePad" >> beam.ParDo(_DecodeClipFn(self._data_dir)).with_outputs(
             ERRORS_TAG, main=RECORDS_TAG)
+
+
+def fold_index(keyed_example, num_partitions: int) -> int:
+    """PartitionByFold's partition of a (fold, example) record: fold k → k - 1."""
+    return keyed_example[0] - 1
+
+
+def example_bytes(keyed_example) -> bytes:
+    """A (fold, example) record's serialised Example, as WriteFold{k} writes it."""
+    return keyed_example[1]
