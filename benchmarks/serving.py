@@ -25,7 +25,11 @@ for each, and the same bodies through the SageMaker container's path in this pro
 """
 from __future__ import annotations
 
+import argparse
+import base64
+import collections
 import io
+import json
 import os
 import re
 import shutil
@@ -38,7 +42,15 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
+
+from serving import inference
 from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH  # batching on: the server's defaults
+from serving.inference import MAX_INSTANCES, MAX_SECONDS
+from serving.model_files import locate_model
+from tfdata.audio import decode_audio
+from tfdata.contract import FRONTEND, SAMPLE_RATE
 from tfdata.layout import OUTPUT_PROBABILITIES, SERVING_SIGNATURE, serving_inputs
 
 CONCURRENCY = (1, 8, 32)
@@ -57,7 +69,8 @@ WORST_CASE_REPEATS = 3
 
 def add_arguments(parser) -> None:
     parser.add_argument("--export", default=None, help="export directory to serve (default: a random-weight cnn)")
-    parser.add_argument("--model", default=RANDOM_MODEL, help=f"architecture to export without --export ({RANDOM_MODEL})")
+    parser.add_argument("--model", default=RANDOM_MODEL,
+                        help=f"architecture to export without --export ({RANDOM_MODEL})")
     parser.add_argument("--seconds", type=float, default=SECONDS, help=f"timed load per run (default {SECONDS:g})")
     parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)),
                         help="comma-separated client counts (default 1,8,32)")
@@ -72,11 +85,6 @@ def add_arguments(parser) -> None:
 
 def wav_bytes(seconds: float) -> bytes:
     """A 440 Hz tone in light noise as 16-bit WAV at the contract's rate: the benchmarks' request."""
-    import numpy as np
-    import soundfile as sf
-
-    from tfdata.contract import SAMPLE_RATE
-
     rng = np.random.default_rng(SEED)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     x = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
@@ -86,13 +94,11 @@ def wav_bytes(seconds: float) -> bytes:
 
 
 def _export_random(model_name: str, directory: Path) -> Path:
-    import numpy as np
+    # Keras and models/ only when this benchmark runs: `us8k bench` imports every benchmark for its parser.
+    import keras
 
     from models.architectures import build_model
     from models.export import export_model
-    from tfdata.contract import FRONTEND
-
-    import keras
 
     keras.utils.set_random_seed(SEED)
     model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
@@ -104,11 +110,7 @@ class _BareModel:
     """The SavedModel's signature called directly, in this process (no HTTP, no batcher)."""
 
     def __init__(self, export_dir: Path, wav: bytes, batch: int):
-        import numpy as np
-        import tensorflow as tf
-
-        from serving.model_files import locate_model
-        from tfdata.audio import decode_audio
+        import tensorflow as tf  # only when this benchmark runs: `us8k bench` imports every benchmark
 
         files = locate_model(export_dir)
         try:
@@ -147,8 +149,6 @@ class _BareModel:
 
 
 def _parameters(files) -> str:
-    import json
-
     if files.metadata_path and files.metadata_path.is_file():
         meta = json.loads(files.metadata_path.read_text())
         return f"{meta.get('model_name', '?')}, {meta.get('parameters', 0) / 1e6:.2f} M parameters"
@@ -195,7 +195,7 @@ class _Server:
 def _load(url: str, body: bytes, concurrency: int, seconds: float,
           content_type: str = "audio/wav") -> tuple[list[float], int, float]:
     """`concurrency` threads posting `body` for `seconds`: (latencies, errors, elapsed)."""
-    import httpx
+    import httpx  # the test extra
 
     latencies: list[float] = []
     errors = [0]
@@ -281,14 +281,6 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> d
 
 def _worst_case_bodies() -> dict[str, tuple[bytes, str]]:
     """The largest requests the default limits allow."""
-    import base64
-    import json
-
-    import numpy as np
-    import soundfile as sf
-
-    from serving.inference import MAX_INSTANCES, MAX_SECONDS
-
     rng = np.random.default_rng(SEED)
 
     def wav8k(seconds):
@@ -307,14 +299,7 @@ def _worst_case_bodies() -> dict[str, tuple[bytes, str]]:
 def _container_path(export_dir: Path, bodies: dict[str, tuple[bytes, str]]) -> dict[str, tuple[float, float, float]]:
     """input_handler → the signature its payload names (as TF Serving runs it) → output_handler, in
     this process: (handler in, model, handler out) seconds per body, the best of WORST_CASE_REPEATS."""
-    import base64
-    import collections
-    import json
-
-    import tensorflow as tf
-
-    from serving import inference
-    from serving.model_files import locate_model
+    import tensorflow as tf  # only when this benchmark runs: `us8k bench` imports every benchmark
 
     files = locate_model(export_dir)
     os.environ[inference.METADATA_ENV] = str(files.metadata_path)
@@ -358,9 +343,7 @@ def _container_path(export_dir: Path, bodies: dict[str, tuple[bytes, str]]) -> d
 
 
 def _worst_case(export_dir: Path, args, work: Path) -> None:
-    import httpx
-
-    from serving.inference import MAX_SECONDS
+    import httpx  # the test extra
 
     bodies = _worst_case_bodies()
     server = _Server(export_dir, args.max_batch, args.batch_timeout_ms, work / "server-worst.log")
@@ -425,6 +408,27 @@ def _report(results: dict, *, limit: float, limit_before: float, limit_after: fl
                        "limit_after": round(limit_after, 1)}}
 
 
+def _load_runs(export_dir: Path, wav: bytes, args, levels: list[int], work: Path) -> dict:
+    """One fresh server per (batching on / off, concurrency), loaded for args.seconds after a warm-up:
+    {(max batch, concurrency): (req/s, p50 s, p99 s, errors, clips per model call)}, a line printed for each."""
+    results = {}
+    for label, max_batch, timeout_ms in ((f"on (max {args.max_batch}, {args.batch_timeout_ms:g} ms)",
+                                          args.max_batch, args.batch_timeout_ms), ("off (max 1)", 1, 0.0)):
+        for concurrency in levels:
+            server = _Server(export_dir, max_batch, timeout_ms, work / f"server-{max_batch}-{concurrency}.log")
+            try:
+                _load(server.url, wav, concurrency, WARMUP_SECONDS)
+                latencies, errors, elapsed = _load(server.url, wav, concurrency, args.seconds)
+            finally:
+                clips, calls = server.stop()
+            rate = len(latencies) / elapsed
+            results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
+                                                 errors, clips / max(calls, 1))
+            print(f"  {label:<16}{concurrency:>8}{rate:>9.1f}{_percentile(latencies, 0.5) * 1e3:>9.1f}"
+                  f"{_percentile(latencies, 0.99) * 1e3:>9.1f}{clips / max(calls, 1):>12.1f}{errors:>8}", flush=True)
+    return results
+
+
 def run(args) -> int:
     levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     work = Path(tempfile.mkdtemp(prefix="us8k-bench-serving-"))
@@ -451,21 +455,7 @@ def run(args) -> int:
               f"measured again after the runs)")
         print(f"  bare decode + 1-clip forward, p50     {single * 1e3:8.1f} ms", flush=True)
         print(f"  {'batching':<16}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'clips/call':>12}{'errors':>8}")
-        results = {}
-        for label, max_batch, timeout_ms in ((f"on (max {args.max_batch}, {args.batch_timeout_ms:g} ms)",
-                                              args.max_batch, args.batch_timeout_ms), ("off (max 1)", 1, 0.0)):
-            for concurrency in levels:
-                server = _Server(export_dir, max_batch, timeout_ms, work / f"server-{max_batch}-{concurrency}.log")
-                try:
-                    _load(server.url, wav, concurrency, WARMUP_SECONDS)
-                    latencies, errors, elapsed = _load(server.url, wav, concurrency, args.seconds)
-                finally:
-                    clips, calls = server.stop()
-                rate = len(latencies) / elapsed
-                results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
-                                                     errors, clips / max(calls, 1))
-                print(f"  {label:<16}{concurrency:>8}{rate:>9.1f}{_percentile(latencies, 0.5) * 1e3:>9.1f}"
-                      f"{_percentile(latencies, 0.99) * 1e3:>9.1f}{clips / max(calls, 1):>12.1f}{errors:>8}", flush=True)
+        results = _load_runs(export_dir, wav, args, levels, work)
         limit_after = bare.limit()
         limit = max(limit_before, limit_after)  # the stricter baseline
         print(f"  bare model, batch {args.max_batch}, after the runs    {limit_after:8.1f} clips/s   "
@@ -487,8 +477,6 @@ def run(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
     _parser = argparse.ArgumentParser(prog="us8k bench serving")
     add_arguments(_parser)
     sys.exit(run(_parser.parse_args()))

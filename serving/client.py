@@ -1,29 +1,28 @@
-"""`us8k predict`: send audio files (or a JSON waveform) to an endpoint and print the answers.
-
-    us8k predict FILE… [--url http://127.0.0.1:8080 | --endpoint-name NAME [--region R]]
-                       [--threshold T] [--windows] [--json] [--waveform JSONFILE]
+"""The client of `us8k predict`: send audio files (or a JSON waveform) to an endpoint, read the answers.
 
 Each file goes as its own request with the audio content type of its extension
 (.wav audio/wav, .flac audio/flac, .ogg/.oga/.opus audio/ogg, .mp3 audio/mpeg, else
 application/octet-stream); the endpoint decodes and resamples it. `--waveform` sends a JSON file:
 a request body ({"instances": [...], "sample_rate": ...}) or one bare list of samples at 22050 Hz.
-Output: one line per clip (file, label, confidence), or with --json one JSON object per file.
+`format_lines` gives one line per clip (file, label, confidence).
 A local endpoint is reached over HTTP (standard library); a SageMaker endpoint through boto3's
-`sagemaker-runtime` `invoke_endpoint` (AWS_ENDPOINT_URL / AWS_DEFAULT_REGION / credentials from the
-environment). The threshold and windows options travel as SageMaker custom attributes in both cases.
-A file the endpoint refuses is reported on stderr and the others still go; the exit status is 1
-if any failed. An unreachable endpoint stops the command with a one-line error.
+`sagemaker-runtime` `invoke_endpoint` (a session from cloud.aws: AWS_ENDPOINT_URL /
+AWS_DEFAULT_REGION / credentials from the environment). The threshold and windows options travel
+as SageMaker custom attributes in both cases. An answer with an error status raises
+`EndpointError`; no answer at all raises `Unreachable`.
 """
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import botocore.exceptions
+
+from cloud.aws import boto_session
+from serving.address import DEFAULT_HOST, DEFAULT_PORT, http_url
 from serving.inference import CUSTOM_ATTRIBUTES_HEADER, JSON_TYPE
-from serving.server import DEFAULT_HOST, DEFAULT_PORT, http_url
 
 DEFAULT_URL = http_url(DEFAULT_HOST, DEFAULT_PORT)  # where `us8k serve` listens by default
 TIMEOUT_S = 70.0  # SageMaker allows 60 s per invocation
@@ -42,6 +41,10 @@ class EndpointError(RuntimeError):
 
 class Unreachable(RuntimeError):
     """No answer at all (connection refused, DNS, timeout, no credentials…)."""
+
+
+class WaveformFileError(ValueError):
+    """A waveform JSON file that cannot be read or holds no request."""
 
 
 def content_type_for(path: str | Path) -> str:
@@ -76,22 +79,25 @@ def invoke_url(url: str, body: bytes, content_type: str, attributes: str = "",
         raise Unreachable(f"cannot reach {url}: {exc}") from None
 
 
+def runtime_client(region: str | None = None):
+    """boto3's sagemaker-runtime client (cloud.aws.AwsError when no region is known)."""
+    return boto_session(region).client("sagemaker-runtime")
+
+
 def invoke_endpoint(name: str, body: bytes, content_type: str, attributes: str = "",
                     region: str | None = None, client=None) -> dict:
-    """Invoke a SageMaker endpoint through boto3's sagemaker-runtime client."""
-    import boto3
-    import botocore.exceptions
-
+    """Invoke a SageMaker endpoint through boto3's sagemaker-runtime client (`client`, else one for `region`)."""
+    if client is None:
+        client = runtime_client(region)
     try:
-        if client is None:
-            client = boto3.Session(region_name=region).client("sagemaker-runtime")
         kwargs = {"EndpointName": name, "Body": body, "ContentType": content_type, "Accept": JSON_TYPE}
         if attributes:
             kwargs["CustomAttributes"] = attributes
         answer = client.invoke_endpoint(**kwargs)["Body"].read()
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
-        status = exc.response.get("OriginalStatusCode") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = (exc.response.get("OriginalStatusCode")
+                  or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
         message = exc.response.get("OriginalMessage") or error.get("Message") or str(exc)
         raise EndpointError(status, f"{error.get('Code', 'error')}: {_error_message(message)}") from None
     except (botocore.exceptions.NoRegionError, botocore.exceptions.NoCredentialsError,
@@ -100,7 +106,8 @@ def invoke_endpoint(name: str, body: bytes, content_type: str, attributes: str =
     try:
         return json.loads(answer)
     except (UnicodeDecodeError, ValueError):
-        raise EndpointError(None, f"endpoint {name!r} answered with something that is not JSON: {answer[:80]!r}") from None
+        raise EndpointError(None, f"endpoint {name!r} answered with something that is not JSON: "
+                                  f"{answer[:80]!r}") from None
 
 
 def format_lines(source: str, answer: dict) -> list[str]:
@@ -126,70 +133,15 @@ def _error_message(raw) -> str:
     return " ".join(text.split())[:300]
 
 
-def _waveform_body(path: Path) -> bytes:
+def waveform_body(path: str | Path) -> bytes:
+    """A request body from a JSON file: a request ({"instances": [...], ...}) or one bare list of samples."""
+    path = Path(path)
     try:
         content = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SystemExit(f"us8k predict: error: cannot read waveform JSON {path}: {exc}") from None
+        raise WaveformFileError(f"cannot read waveform JSON {path}: {exc}") from None
     if isinstance(content, list):
         content = {"instances": [content] if content and not isinstance(content[0], list) else content}
     if not isinstance(content, dict) or "instances" not in content:
-        raise SystemExit(f'us8k predict: error: {path}: expected {{"instances": [...]}} or a list of samples')
+        raise WaveformFileError(f'{path}: expected {{"instances": [...]}} or a list of samples')
     return json.dumps(content).encode()
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files, one request each")
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument("--url", default=None, help=f"local endpoint (default {DEFAULT_URL})")
-    target.add_argument("--endpoint-name", default=None, help="SageMaker endpoint name (boto3)")
-    parser.add_argument("--region", default=None, help="AWS region for --endpoint-name (default: environment)")
-    parser.add_argument("--threshold", type=float, default=None, help="per-request 'undetermined' threshold")
-    parser.add_argument("--windows", action="store_true", help="per-window results (4 s windows every 2 s)")
-    parser.add_argument("--json", action="store_true", help="print each answer as JSON (one line per file)")
-    parser.add_argument("--waveform", metavar="JSONFILE", default=None,
-                        help='send a JSON waveform file ({"instances": [...]} or a list of samples)')
-    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help=f"seconds per request (default {TIMEOUT_S:g})")
-
-
-def run(args) -> int:
-    if not args.files and not args.waveform:
-        raise SystemExit("us8k predict: error: give audio FILEs and/or --waveform JSONFILE")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise SystemExit("us8k predict: error: --threshold must be in [0, 1]")
-    attributes = custom_attributes(args.threshold, args.windows)
-    requests = [(args.waveform, lambda p=Path(args.waveform): _waveform_body(p), JSON_TYPE)] if args.waveform else []
-    requests += [(name, lambda p=Path(name): p.read_bytes(), content_type_for(name)) for name in args.files]
-    client = None
-    if args.endpoint_name:
-        import boto3
-        import botocore.exceptions
-
-        try:
-            client = boto3.Session(region_name=args.region).client("sagemaker-runtime")
-        except botocore.exceptions.NoRegionError:
-            raise SystemExit("us8k predict: error: no AWS region: pass --region or set AWS_DEFAULT_REGION") from None
-    failed = 0
-    for source, read_body, content_type in requests:
-        try:
-            body = read_body()
-        except OSError as exc:
-            print(f"us8k predict: error: {source}: {exc.strerror or exc}", file=sys.stderr)
-            failed += 1
-            continue
-        try:
-            if client is not None:
-                answer = invoke_endpoint(args.endpoint_name, body, content_type, attributes, client=client)
-            else:
-                answer = invoke_url(args.url or DEFAULT_URL, body, content_type, attributes, args.timeout)
-        except Unreachable as exc:
-            raise SystemExit(f"us8k predict: error: {exc}") from None
-        except EndpointError as exc:
-            print(f"us8k predict: error: {source}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        if args.json:
-            print(json.dumps({"file": source, **answer}), flush=True)
-        else:
-            print("\n".join(format_lines(source, answer)), flush=True)
-    return 1 if failed else 0

@@ -1,5 +1,5 @@
-"""`us8k deploy model.tar.gz --bucket B --role ARN [--name N]`: create or update a SageMaker endpoint;
-`us8k deploy --rollback N`: point it back at the model it served before.
+"""Deploy a model.tar.gz to a SageMaker endpoint (`deploy`: create or update it), and point an endpoint
+back at the model it served before (`rollback`); the command line is cli/deploy.py.
 
 Every deploy uploads the archive (from `us8k package`) to s3://B/<prefix>/N/<stamp>/model.tar.gz and
 creates a model and an endpoint config both named N-<stamp> (<stamp>: UTC time YYYYmmdd-HHMMSS-ffffff)
@@ -13,16 +13,18 @@ which updates N to the config made before its current one (again and again, one 
 time). `us8k undeploy --name N` (serving.undeploy) deletes the endpoint and every config and model
 tagged for it.
 
-The container's environment belongs to the model, so each deploy sets it anew:
-  SAGEMAKER_TFS_ENABLE_BATCHING        "true" (--max-batch > 0) / "false" (--max-batch 0)
-  SAGEMAKER_TFS_MAX_BATCH_SIZE         --max-batch: 4 s windows per TF Serving batch (default: the
+What a deploy makes is one `DeployConfig`, passed whole. The container's environment belongs to the
+model, so each deploy sets it anew (from the config's fields, which are `us8k deploy`'s flags):
+  SAGEMAKER_TFS_ENABLE_BATCHING        "true" (max_batch > 0) / "false" (max_batch 0)
+  SAGEMAKER_TFS_MAX_BATCH_SIZE         max_batch: 4 s windows per TF Serving batch (default: the
                                        most a valid request holds, so none is refused)
-  SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS   --batch-timeout-ms × 1000 (default 5 ms)
-  SAGEMAKER_GUNICORN_WORKERS           --workers (default 2: decode two requests at once)
+  SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS   batch_timeout_ms × 1000 (default 5 ms)
+  SAGEMAKER_GUNICORN_WORKERS           workers (default 2: decode two requests at once)
   SAGEMAKER_GUNICORN_TIMEOUT_SECONDS   60, SageMaker's own limit per invocation (gunicorn's default: 30)
-  US8K_THRESHOLD                       --threshold, when given
-`--no-wait` (the default) returns once the endpoint is being created or updated; `--wait` polls
-until it is InService.
+  US8K_THRESHOLD                       threshold, when given
+Without `wait` (the default) a deploy returns once the endpoint is being created or updated; with
+it, it polls until the endpoint is InService. Failures raise `DeployError` (a cloud.aws.AwsError)
+with the reason.
 
 Every AWS call goes through clients built from one boto3 session (cloud.aws), so AWS_ENDPOINT_URL,
 AWS_DEFAULT_REGION / AWS_REGION, AWS_PROFILE and the credential variables all apply.
@@ -36,10 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import botocore.exceptions
+
 from cloud.aws import AwsError, boto_session, is_missing, sagemaker_session, upload
 from serving.inference import MAX_REQUEST_WINDOWS, THRESHOLD_ENV
-from tfdata.layout import (GUNICORN_TIMEOUT_ENV, GUNICORN_WORKERS_ENV, TFS_BATCH_TIMEOUT_ENV, TFS_ENABLE_BATCHING_ENV,
-                           TFS_MAX_BATCH_SIZE_ENV)
+from tfdata.layout import (
+    GUNICORN_TIMEOUT_ENV,
+    GUNICORN_WORKERS_ENV,
+    TFS_BATCH_TIMEOUT_ENV,
+    TFS_ENABLE_BATCHING_ENV,
+    TFS_MAX_BATCH_SIZE_ENV,
+)
 
 INSTANCE_TYPE = "ml.m5.large"
 FRAMEWORK_VERSION = "2.19"  # newest TF Serving image the sagemaker 2.x SDK knows
@@ -61,6 +70,24 @@ IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack", "Deletin
 
 class DeployError(AwsError):
     """A deploy, rollback or undeploy step failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """One deploy: where the archive goes, the endpoint, its instances and its container's environment."""
+    bucket: str  # S3 bucket for the model archive
+    role: str  # IAM role ARN SageMaker assumes for the model
+    name: str = DEFAULT_NAME  # the endpoint; an existing one is updated in place
+    instance_type: str = INSTANCE_TYPE
+    instance_count: int = 1
+    framework_version: str = FRAMEWORK_VERSION  # of the TensorFlow Serving image
+    threshold: float | None = None  # endpoint-wide 'undetermined' threshold (None: the model's)
+    max_batch: int = MAX_REQUEST_WINDOWS  # 4 s windows per TF Serving batch; 0 turns batching off
+    batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS  # how long TF Serving waits to fill a batch
+    workers: int = DEFAULT_WORKERS  # gunicorn workers running the handler
+    s3_prefix: str = S3_PREFIX  # key prefix in the bucket
+    region: str | None = None  # AWS region (None: the environment's)
+    wait: bool = False  # return only once the endpoint is InService
 
 
 @dataclass
@@ -91,23 +118,22 @@ def check_name(name: str) -> str:
     return name
 
 
-def container_environment(*, max_batch: int = MAX_REQUEST_WINDOWS, batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS,
-                          workers: int = DEFAULT_WORKERS, threshold: float | None = None) -> dict[str, str]:
+def container_environment(config: DeployConfig) -> dict[str, str]:
     """The model container's environment (the container's own variable names; see the module doc)."""
-    if max_batch < 0:
-        raise DeployError(f"--max-batch must be ≥ 0 (0 turns batching off), got {max_batch}")
-    if batch_timeout_ms < 0:
-        raise DeployError(f"--batch-timeout-ms must be ≥ 0, got {batch_timeout_ms:g}")
-    if workers < 1:
-        raise DeployError(f"--workers must be ≥ 1, got {workers}")
-    env = {TFS_ENABLE_BATCHING_ENV: "true" if max_batch else "false"}
-    if max_batch:
-        env[TFS_MAX_BATCH_SIZE_ENV] = str(int(max_batch))
-        env[TFS_BATCH_TIMEOUT_ENV] = str(int(round(batch_timeout_ms * 1000)))
-    env[GUNICORN_WORKERS_ENV] = str(int(workers))
+    if config.max_batch < 0:
+        raise DeployError(f"--max-batch must be ≥ 0 (0 turns batching off), got {config.max_batch}")
+    if config.batch_timeout_ms < 0:
+        raise DeployError(f"--batch-timeout-ms must be ≥ 0, got {config.batch_timeout_ms:g}")
+    if config.workers < 1:
+        raise DeployError(f"--workers must be ≥ 1, got {config.workers}")
+    env = {TFS_ENABLE_BATCHING_ENV: "true" if config.max_batch else "false"}
+    if config.max_batch:
+        env[TFS_MAX_BATCH_SIZE_ENV] = str(int(config.max_batch))
+        env[TFS_BATCH_TIMEOUT_ENV] = str(int(round(config.batch_timeout_ms * 1000)))
+    env[GUNICORN_WORKERS_ENV] = str(int(config.workers))
     env[GUNICORN_TIMEOUT_ENV] = str(GUNICORN_TIMEOUT_S)
-    if threshold is not None:
-        env[THRESHOLD_ENV] = f"{threshold:g}"
+    if config.threshold is not None:
+        env[THRESHOLD_ENV] = f"{config.threshold:g}"
     return env
 
 
@@ -146,8 +172,6 @@ def owned_versions(client, name: str) -> tuple[list[str], list[str]]:
 
 
 def _describe_endpoint(client, name: str) -> dict | None:
-    import botocore.exceptions
-
     try:
         return client.describe_endpoint(EndpointName=name)
     except botocore.exceptions.ClientError as exc:
@@ -157,8 +181,6 @@ def _describe_endpoint(client, name: str) -> dict | None:
 
 
 def _wait_in_service(client, name: str) -> None:
-    import botocore.exceptions
-
     try:  # boto3's waiter looks at once, then every WAIT_DELAY_S (the SDK's own wait sleeps 30 s first)
         client.get_waiter("endpoint_in_service").wait(
             EndpointName=name, WaiterConfig={"Delay": WAIT_DELAY_S, "MaxAttempts": WAIT_ATTEMPTS})
@@ -178,23 +200,49 @@ def _summary(client, name: str, action: str, config_name: str, previous: str | N
 
 
 # ---------------------------------------------------------------------------- deploy, rollback
-def deploy(archive: str | Path, *, bucket: str, role: str, name: str = DEFAULT_NAME,
-           instance_type: str = INSTANCE_TYPE, framework_version: str = FRAMEWORK_VERSION,
-           region: str | None = None, wait: bool = False, instance_count: int = 1,
-           threshold: float | None = None, max_batch: int = MAX_REQUEST_WINDOWS,
-           batch_timeout_ms: float = DEFAULT_BATCH_TIMEOUT_MS, workers: int = DEFAULT_WORKERS,
-           s3_prefix: str = S3_PREFIX, log: Callable[[str], None] | None = None) -> Deployment:
-    """Upload `archive`, create model + endpoint config N-<stamp>, then create endpoint `name` on it
-    or update the existing one to it (the previous config and model are kept)."""
-    import botocore.exceptions
-
+def deploy(archive: str | Path, config: DeployConfig, log: Callable[[str], None] | None = None) -> Deployment:
+    """Upload `archive`, create model + endpoint config N-<stamp>, then create endpoint N (config.name)
+    on it or update the existing one to it (the previous config and model are kept)."""
     log = log or (lambda message: None)
-    archive = Path(archive)
+    archive, name = Path(archive), config.name
     if not archive.is_file():
         raise DeployError(f"model archive not found: {archive}")
     check_name(name)
-    env = container_environment(max_batch=max_batch, batch_timeout_ms=batch_timeout_ms, workers=workers,
-                                threshold=threshold)
+    container_environment(config)  # refuse bad knobs before any AWS call
+    _check_python(archive, config.framework_version, log)
+    session = boto_session(config.region)
+    client = session.client("sagemaker")
+    existing = _describe_endpoint(client, name)
+    if existing and existing["EndpointStatus"] in IN_PROGRESS:
+        raise DeployError(f"endpoint {name!r} is {existing['EndpointStatus']}: wait until it is InService, then deploy")
+    version = version_name(name)
+    sm_session = sagemaker_session(session, config.bucket)
+    key = f"{config.s3_prefix}/{name}/{version[len(name) + 1:]}/model.tar.gz"
+    log(f"uploading {archive} to s3://{config.bucket}/{key}")
+    model_data = upload(session, archive, config.bucket, key)
+    created: list[tuple[str, str]] = []
+    try:
+        _create_version(client, sm_session, config, version, model_data, created)
+        log(f"created model and endpoint config {version}")
+        if existing:
+            log(f"updating endpoint {name} from {existing['EndpointConfigName']} to {version} "
+                f"(the old config and model are kept)")
+            client.update_endpoint(EndpointName=name, EndpointConfigName=version)
+        else:
+            log(f"creating endpoint {name} on {version}")
+            client.create_endpoint(EndpointName=name, EndpointConfigName=version, Tags=_tags(name))
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ValueError) as exc:
+        _remove(client, created)
+        step = "updating" if existing else "creating"
+        raise DeployError(f"{step} endpoint {name!r} failed: {exc}") from None
+    if config.wait:
+        _wait_in_service(client, name)
+    return _summary(client, name, "updated" if existing else "created", version,
+                    existing["EndpointConfigName"] if existing else None)
+
+
+def _check_python(archive: Path, framework_version: str, log: Callable[[str], None]) -> None:
+    """Refuse an archive whose vendored wheels are built for another CPython than the image's."""
     try:
         vendored = packaged_python(archive)
     except (tarfile.TarError, OSError) as exc:
@@ -206,54 +254,31 @@ def deploy(archive: str | Path, *, bucket: str, role: str, name: str = DEFAULT_N
     if vendored and not expected:
         log(f"note: the CPython of the TF Serving {framework_version} image is not known here; the archive "
             f"vendors wheels for {vendored}")
-    session = boto_session(region)
-    client = session.client("sagemaker")
-    existing = _describe_endpoint(client, name)
-    if existing and existing["EndpointStatus"] in IN_PROGRESS:
-        raise DeployError(f"endpoint {name!r} is {existing['EndpointStatus']}: wait until it is InService, then deploy")
-    version = version_name(name)
-    sm_session = sagemaker_session(session, bucket)
-    key = f"{s3_prefix}/{name}/{version[len(name) + 1:]}/model.tar.gz"
-    log(f"uploading {archive} to s3://{bucket}/{key}")
-    model_data = upload(session, archive, bucket, key)
 
-    from sagemaker.tensorflow import TensorFlowModel
 
-    tags = [{"Key": ENDPOINT_TAG, "Value": name}]
-    created: list[tuple[str, str]] = []
-    try:
-        TensorFlowModel(model_data=model_data, role=role, framework_version=framework_version,
-                        sagemaker_session=sm_session, name=version, env=env).create(
-            instance_type=instance_type, tags=tags)
-        created.append(("model", version))
-        client.create_endpoint_config(
-            EndpointConfigName=version, Tags=tags,
-            ProductionVariants=[{"VariantName": VARIANT_NAME, "ModelName": version, "InstanceType": instance_type,
-                                 "InitialInstanceCount": instance_count, "InitialVariantWeight": 1.0}])
-        created.append(("config", version))
-        log(f"created model and endpoint config {version}")
-        if existing:
-            log(f"updating endpoint {name} from {existing['EndpointConfigName']} to {version} "
-                f"(the old config and model are kept)")
-            client.update_endpoint(EndpointName=name, EndpointConfigName=version)
-        else:
-            log(f"creating endpoint {name} on {version}")
-            client.create_endpoint(EndpointName=name, EndpointConfigName=version, Tags=tags)
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, ValueError) as exc:
-        _remove(client, created)
-        step = "updating" if existing else "creating"
-        raise DeployError(f"{step} endpoint {name!r} failed: {exc}") from None
-    if wait:
-        _wait_in_service(client, name)
-    return _summary(client, name, "updated" if existing else "created", version,
-                    existing["EndpointConfigName"] if existing else None)
+def _tags(name: str) -> list[dict[str, str]]:
+    return [{"Key": ENDPOINT_TAG, "Value": name}]
+
+
+def _create_version(client, sm_session, config: DeployConfig, version: str, model_data: str,
+                    created: list[tuple[str, str]]) -> None:
+    """Model and endpoint config `version`, tagged for the endpoint; each is added to `created` once made."""
+    from sagemaker.tensorflow import TensorFlowModel  # the aws extra; slow to import
+
+    TensorFlowModel(model_data=model_data, role=config.role, framework_version=config.framework_version,
+                    sagemaker_session=sm_session, name=version, env=container_environment(config)).create(
+        instance_type=config.instance_type, tags=_tags(config.name))
+    created.append(("model", version))
+    client.create_endpoint_config(
+        EndpointConfigName=version, Tags=_tags(config.name),
+        ProductionVariants=[{"VariantName": VARIANT_NAME, "ModelName": version, "InstanceType": config.instance_type,
+                             "InitialInstanceCount": config.instance_count, "InitialVariantWeight": 1.0}])
+    created.append(("config", version))
 
 
 def rollback(name: str, region: str | None = None, wait: bool = False,
              log: Callable[[str], None] | None = None) -> Deployment:
     """Update endpoint `name` to the config `us8k deploy` made for it before its current one."""
-    import botocore.exceptions
-
     log = log or (lambda message: None)
     client = boto_session(region).client("sagemaker")
     endpoint = _describe_endpoint(client, name)
@@ -294,77 +319,3 @@ def _remove(client, created: list[tuple[str, str]]) -> None:
                 client.delete_model(ModelName=resource)
         except Exception:  # noqa: BLE001  (the deploy error is the one to report)
             pass
-
-
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    import argparse
-
-    parser.add_argument("archive", metavar="MODEL_TAR_GZ", nargs="?", help="the archive from `us8k package`")
-    parser.add_argument("--bucket", default=None, help="S3 bucket for the model archive (required to deploy)")
-    parser.add_argument("--role", default=None, help="IAM role ARN SageMaker assumes for the model (required to deploy)")
-    parser.add_argument("--name", default=DEFAULT_NAME,
-                        help=f"endpoint name (default {DEFAULT_NAME}); an existing endpoint is updated in place")
-    parser.add_argument("--rollback", metavar="NAME", default=None,
-                        help="instead of deploying, point endpoint NAME back at its previous model")
-    parser.add_argument("--instance-type", default=INSTANCE_TYPE, help=f"default {INSTANCE_TYPE}")
-    parser.add_argument("--instance-count", type=int, default=1, help="default 1")
-    parser.add_argument("--framework-version", default=FRAMEWORK_VERSION,
-                        help=f"TensorFlow Serving image version (default {FRAMEWORK_VERSION})")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="endpoint-wide 'undetermined' threshold (default: the model's, else 0.6)")
-    parser.add_argument("--max-batch", type=int, default=MAX_REQUEST_WINDOWS,
-                        help="most 4 s windows per TF Serving batch; 0 turns batching off (default "
-                             f"{MAX_REQUEST_WINDOWS}, the most one valid request holds: a request over it gets 413)")
-    parser.add_argument("--batch-timeout-ms", type=float, default=DEFAULT_BATCH_TIMEOUT_MS,
-                        help=f"how long TF Serving waits to fill a batch (default {DEFAULT_BATCH_TIMEOUT_MS:g})")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"gunicorn workers running the handler (default {DEFAULT_WORKERS})")
-    parser.add_argument("--s3-prefix", default=S3_PREFIX, help=f"key prefix in the bucket (default {S3_PREFIX})")
-    parser.add_argument("--region", default=None, help="AWS region (default: the environment's)")
-    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
-                        help="wait until the endpoint is InService (default: no)")
-
-
-def _fail(reason: str):
-    raise SystemExit(f"us8k deploy: error: {reason}")
-
-
-def run(args) -> int:
-    def log(message):
-        print(f"us8k deploy: {message}", flush=True)
-
-    try:
-        if args.rollback:
-            if args.archive:
-                _fail("--rollback NAME takes no MODEL_TAR_GZ")
-            result = rollback(args.rollback, args.region, args.wait, log)
-        else:
-            missing = [what for what, value in (("MODEL_TAR_GZ", args.archive), ("--bucket", args.bucket),
-                                                ("--role", args.role)) if not value]
-            if missing:
-                _fail(f"deploying needs {', '.join(missing)} (or --rollback NAME)")
-            if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-                _fail("--threshold must be in [0, 1]")
-            if args.instance_count < 1:
-                _fail("--instance-count must be at least 1")
-            result = deploy(args.archive, bucket=args.bucket, role=args.role, name=args.name,
-                            instance_type=args.instance_type, framework_version=args.framework_version,
-                            region=args.region, wait=args.wait, instance_count=args.instance_count,
-                            threshold=args.threshold, max_batch=args.max_batch,
-                            batch_timeout_ms=args.batch_timeout_ms, workers=args.workers,
-                            s3_prefix=args.s3_prefix, log=log)
-    except AwsError as exc:  # DeployError, or cloud.aws's own (region, upload)
-        _fail(str(exc))
-    previous = f" (was {result.previous_config}, kept)" if result.previous_config else ""
-    environment = " ".join(f"{key}={value}" for key, value in sorted(result.environment.items()))
-    print(f"us8k deploy: endpoint {result.name} {result.action}: {result.status} on {result.config_name}{previous}\n"
-          f"  model      : {result.model_name}\n"
-          f"  model data : {result.model_data}\n"
-          f"  image      : {result.image_uri}\n"
-          f"  environment: {environment}\n"
-          f"  instances  : {result.instance_count} × {result.instance_type}\n"
-          f"  try it     : us8k predict clip.wav --endpoint-name {result.name}\n"
-          f"  roll back  : us8k deploy --rollback {result.name}\n"
-          f"  remove it  : us8k undeploy --name {result.name}", flush=True)
-    return 0

@@ -63,12 +63,28 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from tfdata.answers import AnswerConfig, answer_config, answers_from_outputs, check_threshold
-from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError,
-                          UnsupportedAudioError, decode_audio, prepare_waveform)
+from tfdata.audio import (
+    MAX_SOURCE_RATE,
+    MIN_SOURCE_RATE,
+    AudioDecodeError,
+    AudioTooLongError,
+    UnsupportedAudioError,
+    decode_audio,
+    prepare_waveform,
+)
 from tfdata.contract import MAX_AUDIO_SECONDS, SAMPLE_RATE, WINDOW_HOP_SAMPLES
-from tfdata.layout import (METADATA_FILE, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES, OUTPUT_VALID_SAMPLES,
-                           OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES, TFS_ENABLE_BATCHING_ENV,
-                           TFS_MAX_BATCH_SIZE_ENV, WINDOWS_SIGNATURE, windows_inputs)
+from tfdata.layout import (
+    METADATA_FILE,
+    OUTPUT_CLIP_INDEX,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_VALID_SAMPLES,
+    OUTPUT_WINDOW_COUNT,
+    OUTPUT_WINDOW_PROBABILITIES,
+    TFS_ENABLE_BATCHING_ENV,
+    TFS_MAX_BATCH_SIZE_ENV,
+    WINDOWS_SIGNATURE,
+    windows_inputs,
+)
 from tfdata.pcm import to_pcm16
 from tfdata.windowing import average_windows, clip_lengths, frame_clips
 

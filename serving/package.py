@@ -1,4 +1,5 @@
-"""`us8k package EXPORT --output model.tar.gz`: an export in the SageMaker TF Serving layout, self-contained.
+"""An export in the SageMaker TF Serving layout, self-contained: `write_package` (`us8k package`, whose
+command line is cli/package.py).
 
 At the archive's root, as the SageMaker TensorFlow Serving container expects:
 
@@ -42,9 +43,13 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from packaging import tags
+from packaging.requirements import Requirement
+from packaging.utils import parse_wheel_filename
+
 import serving.inference
 import tfdata
-from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, SAVED_MODEL_FILE, latest_version_dir, read_json_in
+from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, latest_version_dir, read_json_in
 
 CODE_DIR = "code"
 LIB_DIR = f"{CODE_DIR}/lib"
@@ -93,8 +98,6 @@ def target_environment(python_version: str) -> dict[str, str]:
 
 
 def target_tags(python_version: str) -> set:
-    from packaging import tags
-
     version = check_python_version(python_version)
     interpreter = f"cp{version[0]}{version[1]}"
     return set(tags.cpython_tags(version, abis=[interpreter], platforms=PLATFORMS)) | \
@@ -139,23 +142,21 @@ def fetch_wheels(python_version: str = CONTAINER_PYTHON, wheel_dir: str | Path |
             if fetched.returncode != 0:
                 lines = [line.strip() for line in (fetched.stderr + fetched.stdout).splitlines()
                          if line.strip() and not line.lstrip().startswith("WARNING")]
+                reason = lines[-1] if lines else f"exit status {fetched.returncode}"
                 raise PackageError(f"pip could not fetch wheels of {' '.join(requirements)} for CPython "
-                                   f"{python_version}: {lines[-1] if lines else 'exit status ' + str(fetched.returncode)}")
+                                   f"{python_version}: {reason}")
     return wheel_closure(python_version, wheel_dir, pins)
 
 
 def wheel_closure(python_version: str, wheel_dir: Path, pins: dict[str, str]) -> list[Path]:
     """VENDORED and, through their Requires-Dist (markers for the target), every dependency: one
     wheel each, at its pinned version, whose tags the target accepts."""
-    from packaging.requirements import Requirement
-    from packaging.utils import parse_wheel_filename
-
     accepted = target_tags(python_version)
     environment = target_environment(python_version)
     available: dict[tuple[str, str], list[Path]] = {}
     for path in sorted(wheel_dir.glob("*.whl")):
-        name, version, _, tags = parse_wheel_filename(path.name)
-        if tags & accepted:
+        name, version, _, wheel_tags = parse_wheel_filename(path.name)
+        if wheel_tags & accepted:
             available.setdefault((_canonical(name), str(version)), []).append(path)
     chosen: dict[str, Path] = {}
     pending = [(_canonical(name), "the handler") for name in VENDORED]
@@ -275,7 +276,8 @@ def archive_members(export_dir: str | Path, wheels: list[Path] | None = None) ->
     members.append((METADATA_FILE, export_dir / METADATA_FILE))
     names = [name for name, _ in members]
     if len(set(names)) != len(names):
-        raise PackageError(f"a vendored wheel overwrites one of our files: {sorted({n for n in names if names.count(n) > 1})}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise PackageError(f"a vendored wheel overwrites one of our files: {twice}")
     for name in names:
         parts = name.split("/")
         if name.startswith("/") or ".." in parts or "" in parts:
@@ -325,31 +327,3 @@ def _info(name: str, kind: bytes, size: int, mode: int) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("export", metavar="EXPORT", help="export directory (EXPORT/model/1/ + metadata.json)")
-    parser.add_argument("--output", default="model.tar.gz", help="archive to write (default model.tar.gz)")
-    parser.add_argument("--python-version", default=CONTAINER_PYTHON,
-                        help=f"CPython the container runs, for the vendored wheels (default {CONTAINER_PYTHON}: "
-                             "the SageMaker TF Serving 2.19 image)")
-    parser.add_argument("--wheel-dir", default=None,
-                        help=f"wheel cache (default {default_wheel_dir()}); reused without the network when it "
-                             "holds the wheels")
-
-
-def run(args) -> int:
-    print(f"us8k package: packaging {args.export} for CPython {args.python_version} (manylinux x86_64)", flush=True)
-    try:
-        output = write_package(args.export, args.output, python_version=args.python_version,
-                               wheel_dir=args.wheel_dir, log=lambda message: print(f"us8k package: {message}",
-                                                                                    flush=True))
-    except (PackageError, OSError, subprocess.SubprocessError) as exc:
-        raise SystemExit(f"us8k package: error: {exc}") from None
-    with tarfile.open(output, "r:gz") as archive:
-        names = [m.name for m in archive.getmembers() if m.isfile()]
-    version = next(name.split("/")[0] for name in names if name.endswith(f"/{SAVED_MODEL_FILE}"))
-    size_mb = output.stat().st_size / 1e6
-    print(f"us8k package: wrote {output} ({size_mb:.1f} MB, {len(names)} files: {version}/ SavedModel, "
-          f"code/inference.py, {LIB_DIR}/ (tfdata + vendored wheels), {METADATA_FILE})", flush=True)
-    return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from serving.http_helpers import DISCONNECTED, error_response, internal_error, parse_slot, read_body, unauthorized
 from serving.inference import MAX_BODY_BYTES, RequestError, parse_request
 from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
 from tfdata.layout import LOG_MEL_ROUTE, METADATA_ROUTE, PAGE_ROUTE, PAGE_STATIC_DIR, PAGE_STATIC_ROUTE
@@ -37,8 +37,6 @@ LOG_MEL_AT_ONCE = 1  # /log_mel requests computing at once (each holds ≈ 10 MB
 # The page loads nothing from anywhere else (no CDN): the browser enforces it.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; "
                            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
-
-log = logging.getLogger("us8k.serve")
 
 
 def _no_cache(response: Response) -> Response:
@@ -60,9 +58,7 @@ class _PageFiles(StaticFiles):
 
 async def metadata(request: Request) -> Response:
     """What the page shows and checks before sending: classes, threshold, rate, limits."""
-    from serving.server import _unauthorized  # serving.server imports this module
-
-    refused = _unauthorized(request)
+    refused = unauthorized(request)
     if refused is not None:
         return refused
     state = request.app.state
@@ -81,9 +77,7 @@ async def metadata(request: Request) -> Response:
 
 async def log_mel(request: Request) -> Response:
     """One clip → its first LOG_MEL_MAX_WINDOWS windows of log-mel features, as the model sees them."""
-    from serving.server import _unauthorized, error_response
-
-    refused = _unauthorized(request)
+    refused = unauthorized(request)
     if refused is not None:
         return refused
     try:
@@ -91,21 +85,17 @@ async def log_mel(request: Request) -> Response:
     except RequestError as exc:
         return error_response(exc.status, exc.message)
     except ClientDisconnect:
-        return error_response(400, "client disconnected before sending the whole body")
+        return error_response(400, DISCONNECTED)
     except Exception as exc:  # a bug or a model failure: say so, keep serving
-        log.exception("log_mel failed")
-        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        return error_response(500, f"internal error: {type(exc).__name__}: {first_line}")
+        return internal_error(exc, "log_mel")
 
 
 async def _features(request: Request) -> dict:
-    from serving.server import _read_body, parse_slot
-
     state = request.app.state
     run = getattr(state, "log_mel", None)
     if run is None:
         raise RequestError(501, "this endpoint's model has no log_mel signature")
-    body = await _read_body(request)
+    body = await read_body(request)
     async with parse_slot(state):
         waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"),
                                             max_seconds=state.max_seconds)

@@ -1,31 +1,26 @@
-"""`us8k serve`: a local endpoint with the SageMaker container's contract, on Starlette + uvicorn.
-
-    us8k serve EXPORT|model.tar.gz [--port 8080] [--host 127.0.0.1] [--threshold T]
-                                   [--max-batch 32] [--batch-timeout-ms 5] [--max-seconds 600]
-                                   [--auth-token-file FILE | --no-auth] [--quiet]
+"""The local endpoint (`us8k serve`): the SageMaker container's contract, on Starlette + uvicorn.
 
 `GET /ping` answers 200 once the model is loaded; `POST /invocations` takes what the SageMaker
 handlers take (`serving.inference`: the same pure functions parse requests and build answers)
-and runs the SavedModel in-process (`tf.saved_model.load`; no Docker, no TF Serving). Concurrent
-requests share model calls through `serving.batcher` (--max-batch 4 s windows at most, waiting up to
---batch-timeout-ms for company); the model is found by `serving.model_files`.
+and runs the SavedModel in-process (`serving.model_runner`; no Docker, no TF Serving). Concurrent
+requests share model calls through `serving.batcher` (`max_batch` 4 s windows at most, waiting up to
+`batch_timeout_ms` for company); the model is found by `serving.model_files`.
 
 Bad input (see serving.inference for the limits) gets a 4xx with {"error": "..."}; the server
 keeps serving; a 500 means a server fault (the model failed). `GET /metrics` is Prometheus's
-text format (serving.metrics). Off loopback, `--auth-token-file` (Bearer token on every request
-but /ping, serving.auth) or an explicit `--no-auth` is required. One line per request on stdout
-(status, body bytes, clips, ms) unless --quiet. At most PARSE_WORKERS requests are decoded at
-once, so the memory of parsing is bounded by that many requests, whatever the concurrency. SIGTERM / Ctrl-C stop it gracefully: in-flight requests finish, the batcher drains.
-For tests and benchmarks `start_server(...)` runs the same app in a background thread.
+text format (serving.metrics). With an auth token, every request but /ping needs it (serving.auth).
+An access-log callback gets one line per request (status, body bytes, clips, ms). At most
+PARSE_WORKERS requests are decoded at once (serving.http_helpers), so the memory of parsing is
+bounded by that many requests, whatever the concurrency. The listening page's routes are
+serving.page's. `serve_until_stopped` runs the app in the foreground until SIGTERM / Ctrl-C
+(in-flight requests finish, the batcher drains); `start_server(...)` runs it in a background
+thread, for tests, benchmarks and the page's screenshot.
 """
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
-import sys
-import tarfile
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -33,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -41,78 +36,58 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from serving.auth import AuthConfigError, BearerToken, is_loopback, read_token_file
-from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH, DynamicBatcher, ModelCall
-from serving.inference import (ANSWER_OUTPUTS, CUSTOM_ATTRIBUTES_HEADER, JSON_TYPE, MAX_BODY_BYTES, MAX_SECONDS,
-                               RequestError, ServingConfig, check_body_size, load_config, parse_options,
-                               parse_request, predictions_from_signature, response_json)
+from serving.address import DEFAULT_HOST, http_url
+from serving.auth import BearerToken
+from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH, BatchStats, DynamicBatcher, ModelCall
+from serving.http_helpers import (
+    DISCONNECTED,
+    PARSE_WORKERS,
+    error_response,
+    internal_error,
+    parse_slot,
+    read_body,
+    unauthorized,
+)
+from serving.inference import (
+    CUSTOM_ATTRIBUTES_HEADER,
+    JSON_TYPE,
+    MAX_SECONDS,
+    RequestError,
+    ServingConfig,
+    parse_options,
+    parse_request,
+    predictions_from_signature,
+    response_json,
+)
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import ServingMetrics
-from serving.model_files import ModelFiles, locate_model
+from serving.model_runner import ServedModel, load_served_model
 from serving.page import PAGE_ROUTES
 from tfdata.contract import SAMPLE_RATE
-from tfdata.layout import (LOG_MEL_SIGNATURE, OUTPUT_LOG_MEL, OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, log_mel_inputs,
-                           serving_inputs)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 GRACEFUL_SHUTDOWN_S = 30  # in-flight requests get this long after SIGTERM
-DISCARD_LIMIT = 64 * 1024 * 1024  # an oversized body is read (and dropped) up to this, then cut off
-PARSE_WORKERS = 2  # requests decoded / parsed at once (the machine's cores); the others wait their turn
-
-log = logging.getLogger("us8k.serve")
+STARTUP_TIMEOUT_S = 120.0  # start_server: the model's loading and the server's start
 
 
-# ---------------------------------------------------------------- the model
-
-
-class ModelRunner:
-    """The SavedModel's serving signature as a numpy function (waveform [n, L], lengths [n])."""
-
-    def __init__(self, saved_model_dir: str | Path):
-        import tensorflow as tf  # only here: the handlers and the client import no TensorFlow
-
-        self._tf = tf
-        self._loaded = tf.saved_model.load(str(saved_model_dir))
-        self._signature = self._loaded.signatures[SERVING_SIGNATURE]
-        self(np.zeros((1, 1), np.float32), np.ones((1,), np.int32))  # warm up, and fail early
-
-    def __call__(self, batch: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self._signature(**serving_inputs(self._tf.constant(batch, self._tf.float32),
-                                                   self._tf.constant(lengths, self._tf.int32)))
-        return {name: outputs[name].numpy() for name in ANSWER_OUTPUTS}
-
-    def log_mel(self, waveform: np.ndarray) -> tuple[np.ndarray, int]:
-        """The `log_mel` signature on one clip (float32 [samples]) → features [windows, frames, mels], windows."""
-        outputs = self._loaded.signatures[LOG_MEL_SIGNATURE](**log_mel_inputs(
-            self._tf.constant(waveform[None], self._tf.float32)))
-        return outputs[OUTPUT_LOG_MEL].numpy()[0], int(outputs[OUTPUT_WINDOW_COUNT].numpy()[0])
+@dataclass(frozen=True)
+class EndpointOptions:
+    """How the endpoint serves (`us8k serve`'s flags, start_server's options), passed whole."""
+    threshold: float | None = None  # endpoint-wide 'undetermined' threshold (None: the model's)
+    max_batch: int = MAX_BATCH  # most 4 s windows per model call (1: no batching)
+    batch_timeout_ms: float = BATCH_TIMEOUT_MS  # how long a request waits for others to batch with
+    max_seconds: float = MAX_SECONDS  # most audio per request, all rows together
+    auth_token: str | None = None  # every route but /ping needs it (None: no token)
 
 
 # ---------------------------------------------------------------- the HTTP app
-
-
-def error_response(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 async def ping(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _unauthorized(request: Request) -> Response | None:
-    """A 401 when the app checks tokens and the request has no valid `Authorization: Bearer`."""
-    auth: BearerToken | None = request.app.state.auth
-    if auth is None or auth.allows(request.headers.get("authorization")):
-        return None
-    request.app.state.metrics.auth_failures.inc()
-    response = error_response(401, "missing or wrong token: send Authorization: Bearer <token>")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="us8k"'
-    return response
-
-
 async def metrics(request: Request) -> Response:
-    refused = _unauthorized(request)
+    refused = unauthorized(request)
     if refused is not None:
         return refused
     return Response(request.app.state.metrics.render(), media_type=METRICS_CONTENT_TYPE)
@@ -125,7 +100,7 @@ async def invocations(request: Request) -> Response:
     state.metrics.in_flight.inc()
     clips, size = [0], [0]
     try:
-        response = _unauthorized(request)
+        response = unauthorized(request)
         if response is None:
             response = await _answer(request, clips, size)
     finally:
@@ -147,11 +122,9 @@ async def _answer(request: Request, clips: list[int], size: list[int]) -> Respon
             request.app.state.metrics.decode_failures.labels(exc.reason).inc()
         return error_response(exc.status, exc.message)
     except ClientDisconnect:  # the client went away mid-body: nobody to answer
-        return error_response(400, "client disconnected before sending the whole body")
+        return error_response(400, DISCONNECTED)
     except Exception as exc:  # a bug or a model failure: say so, keep serving
-        log.exception("invocation failed")
-        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        return error_response(500, f"internal error: {type(exc).__name__}: {first_line}")
+        return internal_error(exc, "invocation")
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -170,7 +143,7 @@ async def _predict(request: Request, clips: list[int], size: list[int]) -> list[
     state = request.app.state
     batcher: DynamicBatcher = state.batcher
     with batcher.incoming():
-        body = await _read_body(request, size)
+        body = await read_body(request, size)
         options = parse_options(request.headers.get(CUSTOM_ATTRIBUTES_HEADER), dict(request.query_params))
         async with parse_slot(state):
             waveforms = await run_in_threadpool(parse_request, body, request.headers.get("content-type"),
@@ -180,41 +153,6 @@ async def _predict(request: Request, clips: list[int], size: list[int]) -> list[
     durations = [w.shape[0] / SAMPLE_RATE for w in waveforms]
     outputs = await batcher.submit(waveforms)
     return predictions_from_signature(outputs, config=state.config, options=options, durations=durations)
-
-
-@asynccontextmanager
-async def parse_slot(state):
-    """One of the PARSE_WORKERS slots a request holds while it is decoded / parsed; /metrics counts
-    the requests waiting for one (us8k_requests_waiting_to_parse) and holding one (us8k_requests_parsing)."""
-    state.metrics.parse_waiting.inc()
-    try:
-        await state.parsing.acquire()
-    finally:
-        state.metrics.parse_waiting.dec()
-    state.metrics.parsing.inc()
-    try:
-        yield
-    finally:
-        state.metrics.parsing.dec()
-        state.parsing.release()
-
-
-async def _read_body(request: Request, seen: list[int] | None = None) -> bytes:
-    """The body, refusing (413) past MAX_BODY_BYTES without keeping more than that in memory."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > DISCARD_LIMIT:
-        check_body_size(int(declared))
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if seen is not None:
-            seen[0] = size
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-        elif size > DISCARD_LIMIT:
-            break
-    check_body_size(size)
-    return b"".join(chunks)
 
 
 @asynccontextmanager
@@ -229,21 +167,21 @@ async def lifespan(app: Starlette):
         await app.state.batcher.close()
 
 
-def create_app(run: ModelCall, config: ServingConfig, *, max_batch: int = MAX_BATCH,
-               batch_timeout_ms: float = BATCH_TIMEOUT_MS, on_ready: Callable[[], None] | None = None,
-               max_seconds: float = MAX_SECONDS, auth_token: str | None = None,
+def create_app(run: ModelCall, config: ServingConfig, options: EndpointOptions = EndpointOptions(), *,
+               on_ready: Callable[[], None] | None = None,
                access_log: Callable[[str], None] | None = None) -> Starlette:
     """The Starlette app; `app.state.batcher` holds the batcher (its `.stats` say how it batched),
-    `app.state.metrics` the Prometheus metrics. `auth_token`: every route but /ping needs it."""
+    `app.state.metrics` the Prometheus metrics. `on_ready` is called once it serves, `access_log`
+    with one line per request. (`options.threshold` is already in `config`.)"""
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     app.state.metrics = ServingMetrics()
-    app.state.batcher = DynamicBatcher(run, max_batch=max_batch, timeout_ms=batch_timeout_ms,
+    app.state.batcher = DynamicBatcher(run, max_batch=options.max_batch, timeout_ms=options.batch_timeout_ms,
                                        observer=app.state.metrics.observe_model_call)
     app.state.metrics.queue_depth.set_function(lambda: app.state.batcher.queue_depth)
     app.state.config = config
     app.state.on_ready = on_ready
-    app.state.max_seconds = float(max_seconds)
-    app.state.auth = BearerToken(auth_token) if auth_token is not None else None
+    app.state.max_seconds = float(options.max_seconds)
+    app.state.auth = BearerToken(options.auth_token) if options.auth_token is not None else None
     app.state.access_log = access_log
     app.state.parsing = asyncio.Semaphore(PARSE_WORKERS)
     app.state.log_mel = getattr(run, "log_mel", None)  # POST /log_mel (serving.page); None: 501
@@ -251,24 +189,6 @@ def create_app(run: ModelCall, config: ServingConfig, *, max_batch: int = MAX_BA
 
 
 # ---------------------------------------------------------------- running it
-
-
-@dataclass
-class ServedModel:
-    files: ModelFiles
-    runner: ModelRunner
-    config: ServingConfig
-
-
-def load_served_model(path: str | Path, threshold: float | None = None) -> ServedModel:
-    files = locate_model(path)
-    try:
-        config = load_config(files.metadata_path, threshold)
-        runner = ModelRunner(files.saved_model_dir)
-    except Exception:
-        files.cleanup()
-        raise
-    return ServedModel(files, runner, config)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -287,16 +207,19 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def http_url(host: str, port: int) -> str:
-    """The endpoint's base URL (an IPv6 address in brackets)."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _uvicorn_server(app: Starlette):
-    import uvicorn
-
+def uvicorn_server(app: Starlette) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                                          timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+
+
+def serve_until_stopped(app: Starlette, sock: socket.socket) -> BatchStats:
+    """Serve `app` on `sock` in this thread until SIGINT / SIGTERM; how the batcher batched."""
+    # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal to the
+    # handler that was there before: make that one a no-op so the caller cleans up and exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    uvicorn_server(app).run(sockets=[sock])
+    return app.state.batcher.stats
 
 
 class ServerHandle:
@@ -322,16 +245,13 @@ class ServerHandle:
         self.stop()
 
 
-def start_server(model_path: str | Path, host: str = DEFAULT_HOST, port: int = 0, *,
-                 threshold: float | None = None, max_batch: int = MAX_BATCH,
-                 batch_timeout_ms: float = BATCH_TIMEOUT_MS, startup_timeout: float = 120.0,
-                 max_seconds: float = MAX_SECONDS, auth_token: str | None = None) -> ServerHandle:
+def start_server(model_path: str | Path, options: EndpointOptions = EndpointOptions(), *, host: str = DEFAULT_HOST,
+                 port: int = 0, startup_timeout: float = STARTUP_TIMEOUT_S) -> ServerHandle:
     """Load the model and serve it from a background thread; returns once /ping would answer."""
-    model = load_served_model(model_path, threshold)
+    model = load_served_model(model_path, options.threshold)
     sock = bind_socket(host, port)
-    app = create_app(model.runner, model.config, max_batch=max_batch, batch_timeout_ms=batch_timeout_ms,
-                     max_seconds=max_seconds, auth_token=auth_token)
-    server = _uvicorn_server(app)
+    app = create_app(model.runner, model.config, options)
+    server = uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="us8k-serve", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -342,91 +262,3 @@ def start_server(model_path: str | Path, host: str = DEFAULT_HOST, port: int = 0
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
     return ServerHandle(server, thread, sock, model, app)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("model", metavar="EXPORT|MODEL_TAR_GZ",
-                        help="an export directory (from `us8k export`) or a model.tar.gz (from `us8k package`)")
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"port (default {DEFAULT_PORT}, the SageMaker container's; 0 picks a free one)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="endpoint-wide 'undetermined' threshold (default: the model's, else 0.6)")
-    parser.add_argument("--max-batch", type=int, default=MAX_BATCH,
-                        help=f"most 4 s windows per model call; 1 turns batching off (default {MAX_BATCH})")
-    parser.add_argument("--batch-timeout-ms", type=float, default=BATCH_TIMEOUT_MS,
-                        help=f"how long a request waits for others to batch with (default {BATCH_TIMEOUT_MS:g})")
-    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
-                        help=f"most audio per request, all rows together, after decoding (default {MAX_SECONDS:g}; "
-                             "a 6 MB body limits it too)")
-    parser.add_argument("--auth-token-file", default=None, metavar="FILE",
-                        help="require `Authorization: Bearer <token>` (the file's first line) on every request "
-                             "but GET /ping; needed with a --host other than loopback, unless --no-auth")
-    parser.add_argument("--no-auth", action="store_true",
-                        help="serve a non-loopback --host without a token (anyone who reaches the port may use it)")
-    parser.add_argument("--quiet", action="store_true", help="no line per request on stdout")
-
-
-def _auth_token(args) -> str | None:
-    """The token to require, or None; refuses a non-loopback host with neither a token nor --no-auth."""
-    if args.auth_token_file and args.no_auth:
-        raise SystemExit("us8k serve: error: give --auth-token-file or --no-auth, not both")
-    if args.auth_token_file:
-        try:
-            return read_token_file(args.auth_token_file)
-        except AuthConfigError as exc:
-            raise SystemExit(f"us8k serve: error: {exc}") from None
-    if not args.no_auth and not is_loopback(args.host):
-        raise SystemExit(f"us8k serve: error: --host {args.host} is not loopback: give --auth-token-file FILE "
-                         "(clients send Authorization: Bearer <token>) or --no-auth")
-    return None
-
-
-def run(args) -> int:
-    if args.max_batch < 1:
-        raise SystemExit("us8k serve: error: --max-batch must be at least 1")
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise SystemExit("us8k serve: error: --threshold must be in [0, 1]")
-    if not 0.0 < args.max_seconds < float("inf"):
-        raise SystemExit("us8k serve: error: --max-seconds must be a positive number")
-    token = _auth_token(args)
-    print(f"us8k serve: loading {args.model}", flush=True)
-    try:
-        model = load_served_model(args.model, args.threshold)
-    except (FileNotFoundError, ValueError, tarfile.TarError) as exc:
-        raise SystemExit(f"us8k serve: error: {exc}") from None
-    try:
-        try:
-            sock = bind_socket(args.host, args.port)
-        except OSError as exc:
-            raise SystemExit(f"us8k serve: error: cannot bind {args.host}:{args.port}: {exc.strerror or exc}") from None
-        url = http_url(*sock.getsockname()[:2])
-
-        def ready():
-            print(f"us8k serve: serving {args.model} at {url} (GET /ping, POST /invocations, GET /metrics, "
-                  f"listening page at {url}/; threshold {model.config.threshold:g}, max batch {args.max_batch}, "
-                  f"batch timeout {args.batch_timeout_ms:g} ms, max {args.max_seconds:g} s per request, "
-                  f"{'token required' if token else 'no token'})", flush=True)
-
-        app = create_app(model.runner, model.config, max_batch=args.max_batch,
-                         batch_timeout_ms=args.batch_timeout_ms, on_ready=ready, max_seconds=args.max_seconds,
-                         auth_token=token, access_log=None if args.quiet else lambda line: print(line, flush=True))
-        # uvicorn catches SIGINT/SIGTERM, shuts down gracefully, then re-raises the signal to the
-        # handler that was there before: make that one a no-op so we clean up and exit 0.
-        stopped_by = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: stopped_by.append(signum))
-        _uvicorn_server(app).run(sockets=[sock])
-        stats = app.state.batcher.stats
-        print(f"us8k serve: stopped ({stats.clips} clips in {stats.batches} model calls)", flush=True)
-        return 0
-    finally:
-        model.files.cleanup()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import argparse
-
-    _parser = argparse.ArgumentParser(prog="us8k serve")
-    add_arguments(_parser)
-    sys.exit(run(_parser.parse_args()))

@@ -14,16 +14,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.server import ServerHandle, start_server
+from serving.server import EndpointOptions, ServerHandle, start_server
 
 CLIENT_TIMEOUT_S = 60
 
 
 def server_fixture(**options):
-    """A module-scoped `server` fixture: `tiny_export` served by start_server(port=0, **options)."""
+    """A module-scoped `server` fixture: `tiny_export` served on a free port with EndpointOptions(**options)."""
     @pytest.fixture(scope="module")
     def server(tiny_export):
-        with start_server(tiny_export, port=0, **options) as handle:
+        with start_server(tiny_export, EndpointOptions(**options), port=0) as handle:
             yield handle
 
     return server
@@ -39,7 +39,7 @@ def http(server):
 @contextlib.contextmanager
 def endpoint(model_path, **options) -> Iterator[tuple[ServerHandle, httpx.Client]]:
     """`model_path` served with `options` for the block, and a client on it; both closed after."""
-    with start_server(model_path, port=0, **options) as handle, \
+    with start_server(model_path, EndpointOptions(**options), port=0) as handle, \
             httpx.Client(base_url=handle.url, timeout=CLIENT_TIMEOUT_S) as client:
         yield handle, client
 

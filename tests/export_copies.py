@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import shared_dir
+
 from tfdata.layout import METADATA_FILE, MODEL_SUBDIR
 
 

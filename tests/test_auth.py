@@ -5,9 +5,9 @@ import secrets
 
 import httpx
 import pytest
-
-import us8k
+from cli_failure import failure
 from endpoint_servers import endpoint
+
 from serving.auth import BearerToken, is_loopback, read_token_file
 
 pytestmark = pytest.mark.timeout(300)
@@ -63,6 +63,5 @@ def test_token_file_and_loopback_rules(tmp_path):
 ])
 def test_cli_refuses_open_non_loopback(tmp_path, args, message):
     """`us8k serve` refuses before loading anything (the model path does not even exist)."""
-    with pytest.raises(SystemExit) as refused:
-        us8k.main(["serve", str(tmp_path / "not-loaded"), "--port", "0", *args])
-    assert str(refused.value).startswith("us8k serve: error: ") and message in str(refused.value)
+    refused = failure(["serve", str(tmp_path / "not-loaded"), "--port", "0", *args])
+    assert refused.startswith("us8k serve: error: ") and message in refused

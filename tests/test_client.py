@@ -3,12 +3,13 @@ refused files reported while the others go on, clear errors for an unreachable e
 import json
 import socket
 
+import endpoint_servers
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_failure import failure
 
-import endpoint_servers
 import us8k
 from serving.client import content_type_for
 from tfdata.contract import CLASS_NAMES, UNDETERMINED
@@ -20,7 +21,8 @@ server = endpoint_servers.server_fixture()
 
 def clip(seconds, rate, freq, seed=0):
     t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
+    noise = np.random.default_rng(seed).standard_normal(t.size)
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +110,10 @@ def test_unreachable_endpoint_is_one_line(files):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(SystemExit) as caught:
-        us8k.main(["predict", str(files["dog.wav"]), "--url", f"http://127.0.0.1:{port}"])
-    assert str(caught.value) == f"us8k predict: error: cannot reach http://127.0.0.1:{port}: Connection refused"
+    assert failure(["predict", str(files["dog.wav"]), "--url", f"http://127.0.0.1:{port}"]) == \
+        f"us8k predict: error: cannot reach http://127.0.0.1:{port}: Connection refused"
 
 
 def test_argument_errors():
-    with pytest.raises(SystemExit, match="give audio FILEs"):
-        us8k.main(["predict", "--url", "http://127.0.0.1:1"])
-    with pytest.raises(SystemExit, match=r"--threshold must be in \[0, 1\]"):
-        us8k.main(["predict", "x.wav", "--threshold", "3"])
+    assert "give audio FILEs" in failure(["predict", "--url", "http://127.0.0.1:1"])
+    assert "--threshold must be in [0, 1]" in failure(["predict", "x.wav", "--threshold", "3"])

@@ -28,26 +28,37 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
-import pytest
-
 import container_context
 import export_copies
+import numpy as np
+import pytest
 import tf_serving_rest
 import wheel_cache
 from container_context import context
 from endpoint_servers import endpoint, post
+from wav_files import encode as _encode
+
 from serving import inference
 from serving.package import write_package
 from tfdata.audio import LIBSNDFILE_FORMATS, decode_audio
 from tfdata.batching import pad_batch
 from tfdata.contract import CLASS_NAMES, CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
-from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_PCM16, INPUT_VALID_SAMPLES, METADATA_FILE, OUTPUT_PROBABILITIES,
-                           OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE, TFS_ENABLE_BATCHING_ENV, TFS_MAX_BATCH_SIZE_ENV,
-                           WINDOWS_SIGNATURE, find_saved_model, serving_inputs)
+from tfdata.layout import (
+    INPUT_CLIP_INDEX,
+    INPUT_PCM16,
+    INPUT_VALID_SAMPLES,
+    METADATA_FILE,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_WINDOW_COUNT,
+    SERVING_SIGNATURE,
+    TFS_ENABLE_BATCHING_ENV,
+    TFS_MAX_BATCH_SIZE_ENV,
+    WINDOWS_SIGNATURE,
+    find_saved_model,
+    serving_inputs,
+)
 from tfdata.pcm import PCM_BYTES_PER_SAMPLE, quantize, to_pcm16
 from tfdata.windowing import frame, window_count
-from wav_files import encode as _encode
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -416,7 +427,8 @@ def test_packaged_handler_refuses_what_tf_serving_would_refuse(handler):
                                       unset=[TFS_MAX_BATCH_SIZE_ENV])  # the container's default: 8 rows
     nine = wav(scene(19.0, 6), SAMPLE_RATE)  # 9 windows
     answer = handler.input(nine, "audio/wav", env={TFS_ENABLE_BATCHING_ENV: "true"})
-    assert answer["status"] == 413 and "cuts into 9 windows of 4 s" in answer["error"] and "at most 8" in answer["error"]
+    assert answer["status"] == 413
+    assert "cuts into 9 windows of 4 s" in answer["error"] and "at most 8" in answer["error"]
 
 
 # ------------------------------------------------------------------ the windows signature and batching

@@ -13,15 +13,21 @@ import urllib.request
 
 import boto3
 import botocore.exceptions
-import pytest
-
 import moto_sagemaker
+import pytest
+from cli_failure import failure
+
 import us8k
-from serving.deploy import ENDPOINT_TAG, MAX_NAME_LENGTH, DeployError
+from serving.deploy import ENDPOINT_TAG, MAX_NAME_LENGTH, DeployConfig, DeployError
 from serving.deploy import deploy as deploy_now
 from serving.inference import MAX_REQUEST_WINDOWS, THRESHOLD_ENV
-from tfdata.layout import (GUNICORN_TIMEOUT_ENV, GUNICORN_WORKERS_ENV, TFS_BATCH_TIMEOUT_ENV, TFS_ENABLE_BATCHING_ENV,
-                           TFS_MAX_BATCH_SIZE_ENV)
+from tfdata.layout import (
+    GUNICORN_TIMEOUT_ENV,
+    GUNICORN_WORKERS_ENV,
+    TFS_BATCH_TIMEOUT_ENV,
+    TFS_ENABLE_BATCHING_ENV,
+    TFS_MAX_BATCH_SIZE_ENV,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -62,8 +68,8 @@ def deploy(package, name, *options):
 def versions(prefix):
     """Every model and endpoint config whose name starts with `prefix`, as the emulator holds them."""
     models = sorted(m["ModelName"] for m in sagemaker().list_models()["Models"] if m["ModelName"].startswith(prefix))
-    configs = sorted(c["EndpointConfigName"] for c in sagemaker().list_endpoint_configs(MaxResults=100)["EndpointConfigs"]
-                     if c["EndpointConfigName"].startswith(prefix))
+    listed = sagemaker().list_endpoint_configs(MaxResults=100)["EndpointConfigs"]
+    configs = sorted(c["EndpointConfigName"] for c in listed if c["EndpointConfigName"].startswith(prefix))
     return models, configs
 
 
@@ -146,8 +152,8 @@ def test_update_rollback_undeploy_account_for_every_resource(moto_url, small_arc
     assert us8k.main(["deploy", "--rollback", name]) == 0
     assert f"endpoint {name} rolled back: InService on {v1} (was {v2}, kept)" in capsys.readouterr().out
     assert current_config(name) == v1 and versions(name) == ([v1, v2], [v1, v2])
-    with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' runs its oldest config"):
-        us8k.main(["deploy", "--rollback", name])
+    assert re.search(f"us8k deploy: error: endpoint '{name}' runs its oldest config",
+                     failure(["deploy", "--rollback", name]))
 
     assert deploy(small_archive, name, "--threshold", "0.9") == 0  # v3, from v1
     (_, _, v3), _ = versions(name)
@@ -211,13 +217,13 @@ def test_undeploy_removes_what_deploy_made(moto_url, capsys):
         (model,), (config,) = versions(name + "-")
         assert us8k.main(["undeploy", "--name", name]) == 0
         out = capsys.readouterr().out.splitlines()
-        assert out[1:4] == [f"us8k undeploy: deleted endpoint {name}", f"us8k undeploy: deleted endpoint config {config}",
-                            f"us8k undeploy: deleted model {model}"]
+        assert out[1:4] == [f"us8k undeploy: deleted endpoint {name}",
+                            f"us8k undeploy: deleted endpoint config {config}", f"us8k undeploy: deleted model {model}"]
         assert versions(name + "-") == ([], [])
         with pytest.raises(botocore.exceptions.ClientError):
             sagemaker().describe_endpoint(EndpointName=name)
-    with pytest.raises(SystemExit, match="no endpoint, endpoint config or model named 'us8k-test'"):
-        us8k.main(["undeploy", "--name", "us8k-test"])
+    assert re.search("no endpoint, endpoint config or model named 'us8k-test'",
+                     failure(["undeploy", "--name", "us8k-test"]))
     assert sagemaker().list_endpoints()["Endpoints"] == []
     assert [m["ModelName"] for m in sagemaker().list_models()["Models"]] == []
     assert sagemaker().list_endpoint_configs()["EndpointConfigs"] == []
@@ -230,8 +236,8 @@ def test_undeploy_cleans_an_endpoint_made_elsewhere(moto_url, tiny_package, caps
     client.create_endpoint_config(EndpointConfigName="legacy", ProductionVariants=[
         {"VariantName": "AllTraffic", "ModelName": "legacy", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
     client.create_endpoint(EndpointName="legacy", EndpointConfigName="legacy")
-    with pytest.raises(SystemExit, match="runs config 'legacy', which `us8k deploy` did not make"):
-        us8k.main(["deploy", "--rollback", "legacy"])
+    assert re.search("runs config 'legacy', which `us8k deploy` did not make",
+                     failure(["deploy", "--rollback", "legacy"]))
     assert us8k.main(["undeploy", "--name", "legacy"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [
         "us8k undeploy: deleted endpoint legacy", "us8k undeploy: deleted endpoint config legacy",
@@ -240,9 +246,9 @@ def test_undeploy_cleans_an_endpoint_made_elsewhere(moto_url, tiny_package, caps
 
 def test_deploy_errors_are_one_line(moto_url, tiny_package, tmp_path):
     def error(*argv, match):
-        with pytest.raises(SystemExit, match=match) as raised:
-            us8k.main(["deploy", *argv])
-        assert str(raised.value).startswith("us8k deploy: error: ") and "\n" not in str(raised.value)
+        refused = failure(["deploy", *argv])
+        assert re.search(match, refused)
+        assert refused.startswith("us8k deploy: error: ") and "\n" not in refused
 
     base = ["--bucket", BUCKET, "--role", ROLE]
     error(str(tmp_path / "none.tar.gz"), *base, match="model archive not found")
@@ -273,9 +279,10 @@ def test_deploy_errors_are_one_line(moto_url, tiny_package, tmp_path):
 def test_a_refused_endpoint_config_leaves_no_model_behind(moto_url, small_archive):
     """CreateEndpointConfig refuses the instance type (AWS's enum check) after the model was made:
     the model is deleted again, and nothing is left for a later rollback to find."""
-    with pytest.raises(SystemExit, match=r"us8k deploy: error: creating endpoint 'us8k-badtype' failed: .*"
-                                         r"ValidationException.*instanceType"):
-        deploy(small_archive, "us8k-badtype", "--instance-type", "ml.nonesuch.xlarge")
+    refused = failure(["deploy", str(small_archive), "--bucket", BUCKET, "--role", ROLE, "--name", "us8k-badtype",
+                       "--instance-type", "ml.nonesuch.xlarge"])
+    assert re.search(r"us8k deploy: error: creating endpoint 'us8k-badtype' failed: .*"
+                     r"ValidationException.*instanceType", refused)
     assert versions("us8k-badtype") == ([], [])
     with pytest.raises(botocore.exceptions.ClientError):
         sagemaker().describe_endpoint(EndpointName="us8k-badtype")
@@ -296,7 +303,7 @@ def test_a_refused_create_endpoint_removes_its_model_and_config(moto_url, small_
             client.create_endpoint(EndpointName="us8k-race", EndpointConfigName="elsewhere")
 
     with pytest.raises(DeployError, match=r"creating endpoint 'us8k-race' failed: .*already existing endpoint"):
-        deploy_now(small_archive, bucket=BUCKET, role=ROLE, name="us8k-race", log=meanwhile)
+        deploy_now(small_archive, DeployConfig(bucket=BUCKET, role=ROLE, name="us8k-race"), log=meanwhile)
     assert versions("us8k-race") == ([], [])  # its model and config were removed
     assert current_config("us8k-race") == "elsewhere"
     assert [m["ModelName"] for m in client.list_models()["Models"] if m["ModelName"].startswith("elsewhere")] \
@@ -312,11 +319,10 @@ def test_deploy_and_rollback_refuse_an_endpoint_that_is_updating(moto_url, small
     assert deploy(small_archive, name) == 0
     before = versions(name)
     moto_sagemaker.set_endpoint_status(REGION, name, "Updating")  # another update is under way
-    with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is "
-                                         "InService, then deploy"):
-        deploy(small_archive, name)
-    with pytest.raises(SystemExit, match=f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is InService"):
-        us8k.main(["deploy", "--rollback", name])
+    assert re.search(f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is InService, then deploy",
+                     failure(["deploy", str(small_archive), "--bucket", BUCKET, "--role", ROLE, "--name", name]))
+    assert re.search(f"us8k deploy: error: endpoint '{name}' is Updating: wait until it is InService",
+                     failure(["deploy", "--rollback", name]))
     assert versions(name) == before and current_config(name) == before[1][1]  # nothing made, nothing moved
     assert len(archives(f"us8k/{name}/")) == 2  # not even uploaded
     moto_sagemaker.set_endpoint_status(REGION, name, "InService")
@@ -335,7 +341,7 @@ def test_an_endpoint_that_fails_while_waited_on_is_an_error_with_the_reason(moto
 
     with pytest.raises(DeployError, match=f"endpoint '{name}' did not come into service: Failed to download "
                                           f"model data .*s3://{BUCKET}/us8k/{name}/"):
-        deploy_now(small_archive, bucket=BUCKET, role=ROLE, name=name, wait=True, log=meanwhile)
+        deploy_now(small_archive, DeployConfig(bucket=BUCKET, role=ROLE, name=name, wait=True), log=meanwhile)
     assert sagemaker().describe_endpoint(EndpointName=name)["EndpointStatus"] == "Failed"
     assert us8k.main(["undeploy", "--name", name]) == 0
 
@@ -346,8 +352,7 @@ def test_rollback_to_a_config_whose_model_was_deleted_is_refused(moto_url, small
     assert deploy(small_archive, name) == 0
     (v1, v2), _ = versions(name)
     sagemaker().delete_model(ModelName=v1)
-    with pytest.raises(SystemExit, match=f"us8k deploy: error: config '{v1}' serves model '{v1}', which no "
-                                         "longer exists"):
-        us8k.main(["deploy", "--rollback", name])
+    assert re.search(f"us8k deploy: error: config '{v1}' serves model '{v1}', which no longer exists",
+                     failure(["deploy", "--rollback", name]))
     assert current_config(name) == v2  # still serving the model it had
     assert us8k.main(["undeploy", "--name", name]) == 0

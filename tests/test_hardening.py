@@ -13,18 +13,20 @@ import socket
 import threading
 import time
 
+import endpoint_servers
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-
-import endpoint_servers
 from endpoint_servers import http, metric, scrape  # noqa: F401  (http: the module's client fixture)
+from wav_files import encode as wav
+
+from serving.address import http_url
+from serving.http_helpers import DISCARD_LIMIT, PARSE_WORKERS
 from serving.inference import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_SECONDS, ServingConfig
-from serving.server import DISCARD_LIMIT, PARSE_WORKERS, _uvicorn_server, bind_socket, create_app, http_url
+from serving.server import bind_socket, create_app, uvicorn_server
 from tfdata.audio import BLOCK_SAMPLES
 from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
-from wav_files import encode as wav
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -84,14 +86,16 @@ BAD = [  # (class, body, content type, query, expected text in the error); all 4
     ("null sample_rate", b'{"instances": [[0.1]], "sample_rate": null}', "json", None, "sample_rate"),
     ("instances object", b'{"instances": {"a": 1}}', "json", None, '"instances" must be a non-empty list'),
     ("instance number", b'{"instances": [3]}', "json", None, "instance 0: expected a list"),
-    ("string samples", b'{"instances": [["0.5"]]}', "json", None, "instance 0: samples must all be numbers, found a string"),
+    ("string samples", b'{"instances": [["0.5"]]}', "json", None,
+     "instance 0: samples must all be numbers, found a string"),
     ("bool samples", b'{"instances": [[true, false]]}', "json", None, "found a boolean"),
     ("null sample", b'{"instances": [[0.1, null]]}', "json", None, "found null"),
     ("object sample", b'{"instances": [[{}]]}', "json", None, "found an object"),
     ("b64 not a string", b'{"instances": [{"b64": 5}]}', "json", None, '{"b64"'),
     ("top-level list", b'[[0.1]]', "json", None, '"instances"'),
     # nesting, any depth
-    ("nested 9", b'{"instances": ' + b"[" * 9 + b"0.1" + b"]" * 9 + b"}", "json", None, f"deeper than {MAX_JSON_DEPTH}"),
+    ("nested 9", b'{"instances": ' + b"[" * 9 + b"0.1" + b"]" * 9 + b"}", "json", None,
+     f"deeper than {MAX_JSON_DEPTH}"),
     ("nested 50000", b'{"instances": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}", "json", None, "deeper than"),
     ("nested unclosed", b"[" * 200_000, "json", None, "deeper than"),
     ("nested objects", b'{"a":' * 40_000 + b"1" + b"}" * 40_000, "json", None, "deeper than"),
@@ -175,7 +179,8 @@ def test_declared_lengths_are_refused_before_decoding(http, libsndfile_reads):
         assert libsndfile_reads == []
         assert http.get("/ping").status_code == 200
     # what the count sees when a file is decoded: every frame of it
-    ok = http.post("/invocations", content=wav(np.zeros(8000 * 3, np.float32), 8000), headers={"Content-Type": "audio/wav"})
+    ok = http.post("/invocations", content=wav(np.zeros(8000 * 3, np.float32), 8000),
+                   headers={"Content-Type": "audio/wav"})
     assert ok.status_code == 200 and sum(libsndfile_reads) == 8000 * 3
 
 
@@ -203,7 +208,7 @@ def test_a_model_failure_is_a_500_and_the_server_goes_on():
 
     app = create_app(broken_model, ServingConfig())
     sock = bind_socket("127.0.0.1", 0)
-    server = _uvicorn_server(app)
+    server = uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -279,7 +284,8 @@ def read_response(sock: socket.socket) -> tuple[int, dict]:
         assert more, f"connection closed before a response: {data!r}"
         data += more
     head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     while len(body) < length:
         more = sock.recv(65536)
         assert more, "connection closed mid-response"

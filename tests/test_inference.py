@@ -9,16 +9,24 @@ import sys
 import numpy as np
 import pytest
 import tf_serving_rest
-
 from container_context import context
+from wav_files import encode
+
 from serving import inference
-from serving.inference import (MAX_BODY_BYTES, RequestError, RequestOptions, ServingConfig, load_config,
-                               parse_options, parse_request, predictions_from_outputs)
+from serving.inference import (
+    MAX_BODY_BYTES,
+    RequestError,
+    RequestOptions,
+    ServingConfig,
+    load_config,
+    parse_options,
+    parse_request,
+    predictions_from_outputs,
+)
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.batching import pad_batch
 from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED
 from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, SERVING_SIGNATURE, VERSION, serving_inputs
-from wav_files import encode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -250,7 +258,8 @@ def test_handlers_as_the_container_calls_them(container, signature):
         assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[top])
     assert [len(p["windows"]) for p in predictions] == [1, 1, 3]  # 7 s → windows at 0, 2, 4 s
     # one clip alone gives the same answer as inside the padded batch
-    alone = tf_serving_rest.predict(signature, inference.input_handler(io.BytesIO(body({"instances": [clips[0].tolist()]})), ctx))
+    alone_request = io.BytesIO(body({"instances": [clips[0].tolist()]}))
+    alone = tf_serving_rest.predict(signature, inference.input_handler(alone_request, ctx))
     (single,) = json.loads(inference.output_handler(alone, ctx)[0])["predictions"]
     for c in CLASS_NAMES:
         assert abs(single["probabilities"][c] - predictions[0]["probabilities"][c]) <= 1e-5
@@ -262,13 +271,15 @@ def test_container_threshold_from_attributes_and_environment(container, signatur
     (base,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
     above = min(1.0, base["confidence"] + 1e-3)
     assert base["confidence"] < above
-    (strict,) = json.loads(inference.output_handler(response, context("audio/wav", f"threshold={above}"))[0])["predictions"]
+    (strict,) = json.loads(
+        inference.output_handler(response, context("audio/wav", f"threshold={above}"))[0])["predictions"]
     assert strict["label"] == UNDETERMINED and strict["undetermined"] and strict["confidence"] == base["confidence"]
     monkeypatch.setenv(inference.THRESHOLD_ENV, str(above))
     assert inference.reload_container_config().threshold == above
     (endpoint_wide,) = json.loads(inference.output_handler(response, context("audio/wav"))[0])["predictions"]
     assert endpoint_wide["undetermined"]
-    (request_wins,) = json.loads(inference.output_handler(response, context("audio/wav", "threshold=0"))[0])["predictions"]
+    (request_wins,) = json.loads(
+        inference.output_handler(response, context("audio/wav", "threshold=0"))[0])["predictions"]
     assert not request_wins["undetermined"] and request_wins["label"] != UNDETERMINED
 
 

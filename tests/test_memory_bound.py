@@ -16,9 +16,9 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+from wav_files import encode
 
 from serving.inference import MAX_BODY_BYTES, MAX_INSTANCES, MAX_SECONDS
-from wav_files import encode
 
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")]
@@ -43,7 +43,10 @@ def largest_requests():
     """The largest requests the limits allow, one per path that allocates."""
     rng = np.random.default_rng(0)
     seconds = MAX_SECONDS
-    tone = lambda n, rate: (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / rate) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+    def tone(n, rate):
+        return (0.3 * np.sin(np.arange(n) * 2 * np.pi * 440 / rate) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
     long_wav = wav(tone(int(seconds * 8000), 8000), 8000)  # 4.8 MB: 600 s at 8 kHz, 8-bit
     flac = io.BytesIO()
     with sf.SoundFile(flac, "w", 48000, 2, "PCM_16", format="FLAC") as out:  # 600 s of 48 kHz stereo near-silence
@@ -62,8 +65,10 @@ def largest_requests():
     long_b64 = wav(tone(520 * 8000, 8000), 8000)
     many = json.dumps({"instances": [{"b64": base64.b64encode(short).decode()}] * (MAX_INSTANCES - 1)
                        + [{"b64": base64.b64encode(long_b64).decode()}]}).encode()
-    cases = {"WAV 600 s 8 kHz": (long_wav, "audio/wav"), "FLAC 600 s 48 kHz stereo": (flac.getvalue(), "audio/flac"),
-             "JSON 600 s at 1 kHz": (rows_1k, "application/json"), "JSON 6 MB of numbers": (json_6mb, "application/json"),
+    cases = {"WAV 600 s 8 kHz": (long_wav, "audio/wav"),
+             "FLAC 600 s 48 kHz stereo": (flac.getvalue(), "audio/flac"),
+             "JSON 600 s at 1 kHz": (rows_1k, "application/json"),
+             "JSON 6 MB of numbers": (json_6mb, "application/json"),
              "JSON 64 files, 583 s": (many, "application/json")}
     for name, (body, _) in cases.items():
         assert len(body) <= MAX_BODY_BYTES, (name, len(body))
@@ -106,7 +111,8 @@ def test_peak_memory_of_the_largest_requests(tiny_export, capsys):
         try:
             pid = server.process.pid
             with httpx.Client(base_url=server.url, timeout=300) as client:
-                assert client.post("/invocations", content=warm, headers={"Content-Type": "audio/wav"}).status_code == 200
+                warmed = client.post("/invocations", content=warm, headers={"Content-Type": "audio/wav"})
+                assert warmed.status_code == 200
                 time.sleep(0.2)
                 reset_peak(pid)
                 before = kib(pid, "VmRSS")
@@ -117,7 +123,8 @@ def test_peak_memory_of_the_largest_requests(tiny_export, capsys):
         finally:
             server.stop()
     with capsys.disabled():
-        print(f"\npeak RSS over the idle server (≈ {min(idle.values()):.0f}–{max(idle.values()):.0f} MB) during one request:")
+        print(f"\npeak RSS over the idle server (≈ {min(idle.values()):.0f}–{max(idle.values()):.0f} MB) "
+              "during one request:")
         for name, peak in peaks.items():
             print(f"  {name:<28} {peak:7.1f} MB")
     assert max(peaks.values()) <= PEAK_BOUND_MB, peaks

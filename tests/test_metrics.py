@@ -2,11 +2,11 @@
 refusals by reason class; each server has its own registry."""
 import numpy as np
 import pytest
-
 from endpoint_servers import endpoint, scrape
 from endpoint_servers import metric as value
-from tfdata.contract import SAMPLE_RATE
 from wav_files import encode
+
+from tfdata.contract import SAMPLE_RATE
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -18,10 +18,13 @@ def wav(seconds):
 def test_metrics_count_requests_latency_and_refusals(tiny_export):
     with endpoint(tiny_export) as (server, client), endpoint(tiny_export) as (other, other_client):
         for seconds in (1.0, 2.0, 9.0):
-            assert client.post("/invocations", content=wav(seconds), headers={"Content-Type": "audio/wav"}).status_code == 200
+            answered = client.post("/invocations", content=wav(seconds), headers={"Content-Type": "audio/wav"})
+            assert answered.status_code == 200
         assert client.post("/invocations", json={"instances": [[0.1] * 100, [0.2] * 50]}).status_code == 200
-        assert client.post("/invocations", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
-        assert client.post("/invocations", content=b"not audio", headers={"Content-Type": "audio/wav"}).status_code == 400
+        assert client.post("/invocations", content=b"{",
+                           headers={"Content-Type": "application/json"}).status_code == 400
+        assert client.post("/invocations", content=b"not audio",
+                           headers={"Content-Type": "audio/wav"}).status_code == 400
         assert client.post("/invocations", content=b"a", headers={"Content-Type": "text/csv"}).status_code == 415
         samples = scrape(client)
         assert value(samples, "us8k_requests_total", status="200") == 4

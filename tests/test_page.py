@@ -3,28 +3,35 @@
 and ten bars, the timeline of a long file, the log-mel features of the model's own `log_mel`
 signature, the threshold slider, the endpoint's errors as messages, a two-second recording through
 Chromium's fake microphone, a 360 px viewport, axe-core (run in the page) and the keyboard alone.
-Also the routes themselves over HTTP, and `us8k page-screenshot` (serving.screenshot), which makes
+Also the routes themselves over HTTP, and `us8k page-screenshot` (cli.page_screenshot), which makes
 the README's docs/listening_page.png: here it writes into the test's temporary directory only."""
 import base64
 import io
 import json
 from pathlib import Path
 
+import endpoint_servers
 import numpy as np
 import pytest
 import soundfile as sf
-
-from playwright.sync_api import expect
-
-import endpoint_servers
 from endpoint_servers import http  # noqa: F401  (the module's client fixture)
+from playwright.sync_api import expect
+from wav_files import duration, encode
+
+from cli.page_screenshot import screenshot_model
 from serving import screenshot
 from serving.page import LOG_MEL_MAX_WINDOWS
-from serving.server import start_server
+from serving.server import EndpointOptions, start_server
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
-from tfdata.layout import (LOG_MEL_ROUTE, LOG_MEL_SIGNATURE, METADATA_ROUTE, MODEL_SUBDIR, OUTPUT_LOG_MEL, VERSION,
-                           log_mel_inputs)
-from wav_files import duration, encode
+from tfdata.layout import (
+    LOG_MEL_ROUTE,
+    LOG_MEL_SIGNATURE,
+    METADATA_ROUTE,
+    MODEL_SUBDIR,
+    OUTPUT_LOG_MEL,
+    VERSION,
+    log_mel_inputs,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,7 +49,8 @@ def wav(samples, rate=SAMPLE_RATE):
     return encode(samples, rate)
 
 
-SERVED_THRESHOLD = screenshot.DEFAULT_THRESHOLD  # the tiny model's answers are far from one-hot: labels and events at 0.3
+# the tiny model's answers are far from one-hot: labels and events at 0.3
+SERVED_THRESHOLD = screenshot.DEFAULT_THRESHOLD
 
 server = endpoint_servers.server_fixture(threshold=SERVED_THRESHOLD)
 
@@ -193,10 +201,10 @@ def test_upload_shows_label_bars_timeline_and_slider_relabels(page, http, files)
 
 
 def test_page_screenshot_command_writes_a_png(tiny_export, browser, files, tmp_path):
-    """What `us8k page-screenshot` runs (serving.screenshot; in this test's Chromium), into the test's
-    directory: a full-page PNG of the page after classifying the long file (README: docs/listening_page.png)."""
-    output = screenshot.take_screenshot(tiny_export, tmp_path / "shots" / "page.png", audio=files["long.wav"],
-                                        browser=browser)
+    """What `us8k page-screenshot` runs (cli.page_screenshot, serving.screenshot; in this test's Chromium),
+    into the test's directory: a full-page PNG of the page after classifying the long file (README:
+    docs/listening_page.png)."""
+    output = screenshot_model(tiny_export, tmp_path / "shots" / "page.png", audio=files["long.wav"], browser=browser)
     data = output.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -219,14 +227,14 @@ def test_endpoint_errors_are_messages(page, files, tiny_export, tmp_path):
     page.set_input_files("#file-input", str(tmp_path / "huge.wav"))
     wait_text(page, "#error", "at most 6 MiB")
     # too long for an endpoint started with --max-seconds 5
-    with start_server(tiny_export, port=0, max_seconds=5) as short_server:
+    with start_server(tiny_export, EndpointOptions(max_seconds=5), port=0) as short_server:
         page.goto(short_server.url + "/")
         wait_text(page, "#model-info", "threshold")
         page.set_input_files("#file-input", str(files["long.wav"]))
         error.wait_for(state="visible", timeout=WAIT_MS)
         assert "11.0 s of audio" in error.inner_text() and "limit is 5 s" in error.inner_text()
     # an endpoint that wants a token: the page says so
-    with start_server(tiny_export, port=0, auth_token="t" * 24) as locked:
+    with start_server(tiny_export, EndpointOptions(auth_token="t" * 24), port=0) as locked:
         page.goto(locked.url + "/")
         wait_text(page, "#error", "needs a token")
     # the endpoint gone: a message too, not a blank page

@@ -14,22 +14,30 @@ import sys
 import threading
 import time
 
-import httpx
-import numpy as np
-import pytest
-
 import container_context
 import endpoint_servers
 import export_copies
-import us8k
+import httpx
+import numpy as np
+import pytest
+from cli_failure import failure
 from endpoint_servers import endpoint, http, post  # noqa: F401  (http: the module's client fixture)
+from wav_files import encode
+
+import us8k
 from serving import inference
-from serving.server import start_server
+from serving.server import EndpointOptions, start_server
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
-from tfdata.layout import (METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT, SERVING_SIGNATURE,
-                           VERSION, serving_inputs)
-from wav_files import encode
+from tfdata.layout import (
+    METADATA_FILE,
+    MODEL_SUBDIR,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_WINDOW_COUNT,
+    SERVING_SIGNATURE,
+    VERSION,
+    serving_inputs,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -254,7 +262,7 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout(tiny_export):
     """The batcher waits for company only while other requests are being read: with a 60 s
     batch timeout, lone requests still answer well inside the client's 30 s timeout."""
     wav = encode(clip(1.0), 22050)
-    with start_server(tiny_export, port=0, batch_timeout_ms=60_000) as lone, \
+    with start_server(tiny_export, EndpointOptions(batch_timeout_ms=60_000), port=0) as lone, \
             httpx.Client(base_url=lone.url, timeout=30) as client:
         for _ in range(3):
             assert post(client, wav, "audio/wav").status_code == 200
@@ -384,9 +392,7 @@ def test_cli_serve_with_a_token_answers_logs_and_stops_on_sigterm(tiny_package, 
 ])
 def test_cli_serve_refuses_bad_flags_before_loading(tmp_path, flags, message):
     """Refused from the flags alone: the model path does not even exist."""
-    with pytest.raises(SystemExit) as refused:
-        us8k.main(["serve", str(tmp_path / "not-loaded"), "--port", "0", *flags])
-    assert str(refused.value) == f"us8k serve: error: {message}"
+    assert failure(["serve", str(tmp_path / "not-loaded"), "--port", "0", *flags]) == f"us8k serve: error: {message}"
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -402,12 +408,11 @@ def test_cli_serve_refuses_malformed_flags(tiny_export, capsys, flags, message):
 
 
 def test_cli_serve_refuses_a_missing_or_empty_export(tmp_path):
-    with pytest.raises(SystemExit, match=r"^us8k serve: error: .*nowhere is neither an export directory nor a "
-                                         r"model.tar.gz$"):
-        us8k.main(["serve", str(tmp_path / "nowhere"), "--port", "0"])
+    assert re.search(r"^us8k serve: error: .*nowhere is neither an export directory nor a model.tar.gz$",
+                     failure(["serve", str(tmp_path / "nowhere"), "--port", "0"]))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match=r"^us8k serve: error: no SavedModel under .*empty"):
-        us8k.main(["serve", str(tmp_path / "empty"), "--port", "0"])
+    assert re.search(r"^us8k serve: error: no SavedModel under .*empty",
+                     failure(["serve", str(tmp_path / "empty"), "--port", "0"]))
 
 
 def test_cli_serve_refuses_a_port_in_use(tiny_export):
@@ -415,9 +420,8 @@ def test_cli_serve_refuses_a_port_in_use(tiny_export):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(SystemExit) as refused:
-            us8k.main(["serve", str(tiny_export), "--port", str(port), "--quiet"])
-        assert str(refused.value) == f"us8k serve: error: cannot bind 127.0.0.1:{port}: Address already in use"
+        assert failure(["serve", str(tiny_export), "--port", str(port), "--quiet"]) == \
+            f"us8k serve: error: cannot bind 127.0.0.1:{port}: Address already in use"
 
 
 def test_listening_socket_is_tcp_so_replies_are_not_delayed():

@@ -15,7 +15,6 @@ import base64
 import json
 
 import numpy as np
-
 from container_context import Response  # what `requests.post(context.rest_uri, data=...)` hands output_handler
 
 
