@@ -67,7 +67,7 @@ def wait_for_ping(url: str, server: subprocess.Popen, timeout_s: float = PING_TI
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.server import DEFAULT_HOST, http_url
+    from serving.address import DEFAULT_HOST, http_url
     from tfdata.contract import CLASS_NAMES
 
     work = Path(args.workdir)
