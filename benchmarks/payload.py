@@ -53,8 +53,15 @@ def _answers(windows: int):
     import numpy as np
 
     from tfdata.contract import CLASS_NAMES, NUM_CLASSES
-    from tfdata.layout import (OUTPUT_CLASS_ID, OUTPUT_CLASS_NAME, OUTPUT_CLIP_INDEX, OUTPUT_PROBABILITIES,
-                               OUTPUT_VALID_SAMPLES, OUTPUT_WINDOW_COUNT, OUTPUT_WINDOW_PROBABILITIES)
+    from tfdata.layout import (
+        OUTPUT_CLASS_ID,
+        OUTPUT_CLASS_NAME,
+        OUTPUT_CLIP_INDEX,
+        OUTPUT_PROBABILITIES,
+        OUTPUT_VALID_SAMPLES,
+        OUTPUT_WINDOW_COUNT,
+        OUTPUT_WINDOW_PROBABILITIES,
+    )
     from tfdata.windowing import padded_length, valid_samples
 
     rows = np.random.default_rng(SEED).dirichlet(np.ones(NUM_CLASSES), windows)
@@ -101,7 +108,8 @@ def run(args) -> int:
           f"{'of which the body':>17} | {'output_handler ms':>17}")
     for label, size, total, build, out in (("JSON floats", len(float_body), float_total, float_build, float_out),
                                            ("PCM windows", len(pcm_body), pcm_total, pcm_build, pcm_out)):
-        print(f"  {label:<14} | {size / 1e6:6.2f} | {size / samples:12.2f} | {total:16.0f} | {build:17.0f} | {out:17.1f}")
+        print(f"  {label:<14} | {size / 1e6:6.2f} | {size / samples:12.2f} | {total:16.0f} | {build:17.0f} "
+              f"| {out:17.1f}")
     print(f"  PCM windows vs JSON floats: {len(float_body) / len(pcm_body):.1f}× smaller, handler "
           f"{float_total / pcm_total:.1f}× faster (windows overlap by half: each sample is sent twice, "
           f"as 2 bytes of int16 in 4/3 base64)", flush=True)

@@ -17,10 +17,8 @@ os.environ.setdefault("KERAS_HOME", os.path.join(_SCRATCH, "keras"))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_SCRATCH, "matplotlib"))
 
 import pytest  # noqa: E402
-
 import shared_dir  # noqa: E402
 import wheel_cache  # noqa: E402
-
 
 # Files that start several TensorFlow processes, or a server whose memory they measure: one at a time.
 PROCESS_HUNGRY = ("test_multiworker.py", "test_end_to_end.py", "test_memory_bound.py", "test_job_entry.py")

@@ -11,12 +11,20 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-
-from tfdata.audio import (MAX_SOURCE_RATE, MIN_SOURCE_RATE, AudioDecodeError, AudioTooLongError, decode_audio,
-                          decode_head, fit_to_length, prepare_waveform, to_mono)
-from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
-
 from wav_files import encode
+
+from tfdata.audio import (
+    MAX_SOURCE_RATE,
+    MIN_SOURCE_RATE,
+    AudioDecodeError,
+    AudioTooLongError,
+    decode_audio,
+    decode_head,
+    fit_to_length,
+    prepare_waveform,
+    to_mono,
+)
+from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,7 +239,8 @@ def test_max_seconds_refuses_from_the_header_and_while_decoding():
 
 @pytest.mark.parametrize("rate", [1, 500, 999, 384_001, 10**6])
 def test_source_rates_outside_the_range_are_refused_before_decoding(rate):
-    with pytest.raises(AudioDecodeError, match=f"sample rate {rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE}"):
+    refusal = f"sample rate {rate} Hz is outside {MIN_SOURCE_RATE}..{MAX_SOURCE_RATE}"
+    with pytest.raises(AudioDecodeError, match=refusal):
         prepare_waveform(np.zeros(10, np.float32), rate)
     with pytest.raises(AudioDecodeError, match="is outside"):
         decode_audio(encode(np.zeros(100, np.float32), rate))

@@ -64,7 +64,7 @@ def test_read_folds_loads_shape_88200(tmp_path):
     items = list(records.read_folds(tmp_path, [2, 5]))
     assert len(items) == 5
     assert all(w.shape == (c.CLIP_SAMPLES,) and w.dtype == tf.float32 for w, _ in items)
-    assert sorted(int(l) for _, l in items) == [0, 1, 2, 3, 9]
+    assert sorted(int(label) for _, label in items) == [0, 1, 2, 3, 9]
 
 
 def test_missing_fold_is_a_clear_error(tmp_path):

@@ -16,7 +16,6 @@ from tfdata import contract as c
 from tfdata.example import serialize_clip  # noqa: F401  (re-exported: writing and reading in one place)
 from tfdata.pcm import PCM_SCALE
 
-
 FEATURE_SPEC = {
     c.KEY_AUDIO: tf.io.FixedLenFeature([], tf.string),
     c.KEY_NUM_SAMPLES: tf.io.FixedLenFeature([], tf.int64),
