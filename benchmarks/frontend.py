@@ -14,6 +14,8 @@ import os
 import statistics
 import time
 
+from benchmarks import BenchmarkError
+
 BATCH = 64
 ITERATIONS = 10  # timed batches for each TensorFlow variant (after two warm-up calls)
 LIBROSA_CLIPS = 128  # per worker process
@@ -141,9 +143,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     for name in ("batch", "iterations", "librosa_clips", "repeats"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"us8k bench: error: --{name.replace('_', '-')} must be at least 1")
+            raise BenchmarkError(f"--{name.replace('_', '-')} must be at least 1")
     if args.workers is not None and args.workers < 1:
-        raise SystemExit("us8k bench: error: --workers must be at least 1")
+        raise BenchmarkError("--workers must be at least 1")
     from tfdata.contract import CLIP_SAMPLES
 
     print(f"frontend: log-mel of {CLIP_SAMPLES}-sample clips on {_cores()} cores, {args.repeats} rounds of "

@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import BenchmarkError
+
 DEFAULT_CLIPS = 1000
 BEAM_MODES = ("in_memory", "multi_threading", "multi_processing")
 TARGET_BEAM_OVER_SEED = 3.0
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in (args.modes or "").split(",") if m.strip()]
     unknown = [m for m in modes if m not in BEAM_MODES]
     if unknown:
-        raise SystemExit(f"us8k bench ingest: error: unknown mode(s) {', '.join(unknown)}")
+        raise BenchmarkError(f"unknown mode(s) {', '.join(unknown)}")
     scratch = tempfile.mkdtemp(prefix="us8k-bench-ingest-")
     try:
         data_dir = args.data_dir or _generate(os.path.join(scratch, "data"), args.clips)
@@ -208,7 +210,7 @@ def _run_side(name: str, data_dir: str, out_dir: str, *extra: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "benchmarks.ingest", name, data_dir, out_dir, *extra],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"us8k bench ingest: error: side {name} failed: "
+        raise BenchmarkError(f"side {name} failed: "
                          f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 

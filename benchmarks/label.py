@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks import BenchmarkError
+
 DEFAULT_FILES = 400
 DEFAULT_LONG = 4  # files of LONG_SECONDS
 LONG_SECONDS = 30.0
@@ -73,17 +75,17 @@ def run(args: argparse.Namespace) -> dict:
 
     for name in ("files", "long"):
         if getattr(args, name) < 0:
-            raise SystemExit(f"us8k bench label: error: --{name} must not be negative")
+            raise BenchmarkError(f"--{name} must not be negative")
     if args.files + args.long < 1:
-        raise SystemExit("us8k bench label: error: nothing to label (--files 0 --long 0)")
+        raise BenchmarkError("nothing to label (--files 0 --long 0)")
     workers = args.workers or local_cores()
     max_batch = args.max_batch or MAX_BATCH_WINDOWS
     if workers < 1 or max_batch < 1:
-        raise SystemExit("us8k bench label: error: --workers and --max-batch must be at least 1")
+        raise BenchmarkError("--workers and --max-batch must be at least 1")
     modes = [m.strip() for m in (args.modes or "").split(",") if m.strip() and m.strip() != LOCAL_RUNNING_MODE]
     unknown = [m for m in modes if m not in BEAM_MODES]
     if unknown:
-        raise SystemExit(f"us8k bench label: error: unknown mode(s) {', '.join(unknown)}")
+        raise BenchmarkError(f"unknown mode(s) {', '.join(unknown)}")
     scratch = tempfile.mkdtemp(prefix="us8k-bench-label-")
     try:
         audio_dir = _generate(os.path.join(scratch, "data"), args.files, args.long)
@@ -220,7 +222,7 @@ def _run_side(name: str, audio_dir: str, export: str, out_dir: str, *extra: str)
     done = subprocess.run([sys.executable, "-m", "benchmarks.label", name, audio_dir, export, out_dir, *extra],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"us8k bench label: error: side {name} failed: "
+        raise BenchmarkError(f"side {name} failed: "
                          f"{(done.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 

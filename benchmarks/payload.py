@@ -18,6 +18,7 @@ import json
 import statistics
 import time
 
+from benchmarks import BenchmarkError
 from benchmarks.serving import wav_bytes
 
 SECONDS = 60.0
@@ -80,7 +81,7 @@ def run(args) -> int:
     from tfdata.windowing import window_count
 
     if args.seconds <= 0 or args.repeats < 1:
-        raise SystemExit("us8k bench payload: error: --seconds must be positive and --repeats at least 1")
+        raise BenchmarkError("--seconds must be positive and --repeats at least 1")
     body = wav_bytes(args.seconds)
     Context = collections.namedtuple("Context", "custom_attributes request_content_type")
     context = Context("windows=true", "audio/wav")

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks import BenchmarkError
 from serving import inference
 from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH  # batching on: the server's defaults
 from serving.inference import MAX_INSTANCES, MAX_SECONDS
@@ -441,7 +442,7 @@ def run(args) -> int:
         wav = wav_bytes(CLIP_SECONDS)
         if args.soak is not None:
             if not 0 < args.soak < float("inf"):
-                raise SystemExit("us8k bench serving: error: --soak must be a positive number of seconds")
+                raise BenchmarkError("--soak must be a positive number of seconds")
             return _soak(export_dir, wav, args, max(levels), work)
         if args.worst_case:
             _worst_case(export_dir, args, work)

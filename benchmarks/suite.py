@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import BenchmarkError, report
 
 # name: (module, one-line description: `us8k bench`'s help and the report's heading line)
 BENCHMARKS = {
@@ -74,8 +74,10 @@ def run_one(name: str, flags: list[str]):
     module.add_arguments(parser)
     try:
         return module.run(parser.parse_args(flags))
-    except SystemExit as exc:  # a benchmark's own one-line failure: recorded, the others still run
-        return {"error": str(exc.code)}
+    except BenchmarkError as exc:  # a benchmark's own one-line failure: recorded, the others still run
+        return {"error": f"us8k bench {name}: error: {exc}"}
+    except SystemExit as exc:  # argparse refused the flags
+        return {"error": f"us8k bench {name}: error: flags {' '.join(flags)} refused (exit status {exc.code})"}
     except Exception as exc:  # noqa: BLE001  (one benchmark's crash must not lose the others' figures)
         return {"error": f"{type(exc).__name__}: {exc}"}
 

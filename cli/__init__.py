@@ -47,7 +47,12 @@ COMMANDS = {
 
 
 class CommandError(Exception):
-    """A command's one-line reason to stop; `main` prints it as `us8k CMD: error: REASON`, exit 1."""
+    """A command's one-line reason to stop; `main` prints it as `us8k CMD: error: REASON`, exit 1.
+    `command` names it where the subcommand is not the whole story (`bench ingest`)."""
+
+    def __init__(self, reason, command: str | None = None):
+        super().__init__(reason)
+        self.command = command
 
 
 def command_module(name: str):
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except CommandError as exc:
-        print(error(args.command, exc), file=sys.stderr, flush=True)
+        print(error(exc.command or args.command, exc), file=sys.stderr, flush=True)
         return 1
     except getattr(module, "ERRORS", ()) as exc:
         print(error(args.command, exc), file=sys.stderr, flush=True)

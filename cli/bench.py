@@ -56,10 +56,13 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import suite
+    from benchmarks import BenchmarkError, suite
 
     if args.benchmark != "all":
-        result = importlib.import_module(suite.BENCHMARKS[args.benchmark][0]).run(args)
+        try:
+            result = importlib.import_module(suite.BENCHMARKS[args.benchmark][0]).run(args)
+        except BenchmarkError as exc:
+            raise CommandError(exc, command=f"bench {args.benchmark}") from None
         return 0 if isinstance(result, dict) else int(result or 0)
     skipped = benchmark_names(args.skip, suite.BENCHMARKS)
     names = [n for n in suite.BENCHMARKS if n not in skipped]
