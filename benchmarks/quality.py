@@ -1,14 +1,15 @@
-"""`us8k bench quality`: does the stronger model with augmentation beat the seed CNN? Measured, not assumed.
+"""`us8k bench quality`: does the stronger model with augmentation beat the baseline's CNN? Measured, not assumed.
 
-On a synthetic set (`us8k synth --difficulty hard`, so the seed CNN is far from 100 %), ingested with
+On a synthetic set (`us8k synth --difficulty hard`, so the baseline's CNN is far from 100 %), ingested with
 `us8k ingest`, it trains two arms with the same commands a user types:
 
-    seed     us8k train --models cnn        (the seed's recipe: Adam 1e-3, roll/placement/gain only)
+    seed     us8k train --models cnn        (the baseline's recipe: Adam 1e-3, roll/placement/gain only)
     strong   us8k train --models deep_cnn   + background mixing, mixup, SpecAugment, cosine schedule with
                                               a 2-epoch warm-up, label smoothing, weight decay, patience 15
                                               (STRONG_FLAGS: the README's real-data recipe)
 
-`--protocol cost` times each augmentation per batch against a training step. `--protocol split`: folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and
+`--protocol cost` times each augmentation per batch against a training step. `--protocol split`:
+folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and
 macro-F1 as mean ± std (sample std) over the seeds. `--protocol cv`: `us8k cv` over the folds
 (`--folds`) once per arm, the per-fold mean ± std. `both` runs the two. Every run's wall time is
 recorded. Writes WORK/quality.json and prints a Markdown table. Runs are resumable (finished
@@ -17,6 +18,7 @@ runs are read back, not retrained); `--deterministic` is passed through to every
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -24,6 +26,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.architectures import build_model
+from tfdata import contract as c
+from tfdata import dataset
+from tfdata.layout import CV_SUMMARY_JSON, REPORT_DIR, REPORT_FILE, SELECTION_FILE
 
 DIFFICULTY = "hard"
 SPLIT_CLIPS = 6  # per class per fold: 480 training, 60 validation, 60 test clips
@@ -34,7 +45,8 @@ BATCH_SIZE = 32
 SEEDS = "0,1,2"
 SEED_FLAGS = ("--models", "cnn")
 STRONG_FLAGS = ("--models", "deep_cnn", "--augment-background", "--augment-mix", "mixup", "--spec-augment",
-                "--lr-schedule", "cosine", "--warmup-epochs", "2", "--label-smoothing", "0.1", "--weight-decay", "0.0001",
+                "--lr-schedule", "cosine", "--warmup-epochs", "2", "--label-smoothing", "0.1",
+                "--weight-decay", "0.0001",
                 "--patience", "15")
 ARMS = {"seed": SEED_FLAGS, "strong": STRONG_FLAGS}
 
@@ -74,7 +86,7 @@ def _us8k(*args: str, log: Path | None = None) -> float:
 
 def _records(work: Path, name: str, clips: int, difficulty: str) -> Path:
     data, records = work / f"data_{name}", work / f"records_{name}"
-    if not (records / "manifest.json").is_file():
+    if not (records / c.MANIFEST_FILE).is_file():
         _us8k("synth", str(data), "--clips-per-class-per-fold", str(clips), "--difficulty", difficulty,
               "--seed", "0", "--overwrite")
         _us8k("ingest", "--data-dir", str(data), "--output", str(records))
@@ -92,7 +104,7 @@ def run_split(work: Path, args, arms) -> dict:
         runs = []
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
             run_dir = work / f"split_{arm}_seed{seed}"
-            report_path = run_dir / "report" / "report.json"
+            report_path = run_dir / REPORT_DIR / REPORT_FILE
             seconds = None
             if not report_path.is_file():
                 flags = [*ARMS[arm], "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
@@ -100,7 +112,7 @@ def run_split(work: Path, args, arms) -> dict:
                 seconds = _us8k("train", "--records", str(records), "--output", str(run_dir), *flags,
                                 log=work / f"split_{arm}_seed{seed}.log")
             report = json.loads(report_path.read_text())
-            selection = json.loads((run_dir / "selection.json").read_text())
+            selection = json.loads((run_dir / SELECTION_FILE).read_text())
             model = report["selected"]
             entry = report["models"][model]
             runs.append({"seed": seed, "model": model, "test_accuracy": entry["accuracy"],
@@ -125,7 +137,7 @@ def run_cv(work: Path, args, arms) -> dict:
                  "--verbose", "2", *(["--deterministic"] if args.deterministic else [])]
         seconds = _us8k("cv", "--records", str(records), "--output", str(run_dir), "--folds", args.folds, *flags,
                         log=work / f"cv_{arm}.log")
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads((run_dir / CV_SUMMARY_JSON).read_text())
         model = next(iter(summary["models"]))
         results[arm] = {"model": model, **summary["models"][model], "wall_seconds": seconds}
         print(f"  {arm}: 10-fold mean accuracy {summary['models'][model]['accuracy_mean']:.4f}", flush=True)
@@ -151,9 +163,11 @@ def table(result: dict) -> str:
     if "cv" in result:
         cv = result["cv"]
         lines += [f"10-fold CV, {cv['clips_per_class_per_fold']} clips per class per fold, {cv['epochs']} epochs:", "",
-                  "| Arm | Model | Folds | Accuracy mean ± std | Macro-F1 mean ± std | Wall s |", "|---|---|---|---|---|---|"]
+                  "| Arm | Model | Folds | Accuracy mean ± std | Macro-F1 mean ± std | Wall s |",
+                  "|---|---|---|---|---|---|"]
         for arm, r in cv["arms"].items():
-            lines.append(f"| {arm} | {r['model']} | {len(r['folds'])} | {r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} "
+            lines.append(f"| {arm} | {r['model']} | {len(r['folds'])} | "
+                         f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f} "
                          f"| {r['macro_f1_mean']:.3f} ± {r['macro_f1_std']:.3f} | {r['wall_seconds']:.0f} |")
         lines.append("")
     return "\n".join(lines)
@@ -165,26 +179,17 @@ COST_REPEATS = 5
 
 def augmentation_cost(batch_size: int = COST_BATCH, repeats: int = COST_REPEATS) -> dict:
     """Seconds per batch of each augmentation (graph mode, after a warm-up call) and of one training
-    step of the seed CNN and of deep_cnn (with SpecAugment) on the same batch, measured together."""
-    import dataclasses
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from models.architectures import build_model
-    from tfdata import contract as c
-    from tfdata import pipeline
-
+    step of the baseline's CNN and of deep_cnn (with SpecAugment) on the same batch, measured together."""
     rng = np.random.default_rng(0)
     x = tf.constant((0.1 * rng.standard_normal((batch_size, c.CLIP_SAMPLES))).astype(np.float32))
     n = tf.constant(rng.integers(c.SAMPLE_RATE, c.CLIP_SAMPLES + 1, batch_size).astype(np.int32))
     y = tf.one_hot(tf.constant(rng.integers(0, c.NUM_CLASSES, batch_size)), c.NUM_CLASSES)
-    off = pipeline.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
-    variants = {"none": off, "roll + place + gain (seed)": pipeline.DEFAULT_AUGMENT,
+    off = dataset.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
+    variants = {"none": off, "roll + place + gain (seed)": dataset.DEFAULT_AUGMENT,
                 "speed ±10 % (pitch + tempo)": dataclasses.replace(off, speed=0.1),
                 "background mix": dataclasses.replace(off, background=True),
-                "mixup": dataclasses.replace(off, mix="mixup"), "between-class": dataclasses.replace(off, mix="between_class")}
+                "mixup": dataclasses.replace(off, mix="mixup"),
+                "between-class": dataclasses.replace(off, mix="between_class")}
 
     def timed(fn):
         fn()
@@ -195,7 +200,7 @@ def augmentation_cost(batch_size: int = COST_BATCH, repeats: int = COST_REPEATS)
 
     out = {}
     for name, params in variants.items():
-        step = tf.function(lambda a, b, d, s, p=params: pipeline.augment_training_batch(a, b, d, s, p))
+        step = tf.function(lambda a, b, d, s, p=params: dataset.augment_training_batch(a, b, d, s, p))
         out[name] = timed(lambda: [t.numpy() for t in step(x, n, y, tf.constant([1, 2], tf.int64))])
     spec = {"time_masks": 2, "time_mask_frames": 20, "freq_masks": 2, "freq_mask_bins": 16, "seed": 0}
     for name, model_name, spec_augment in (("cnn training step", "cnn", None),

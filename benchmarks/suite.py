@@ -20,7 +20,7 @@ BENCHMARKS = {
     "label": ("benchmarks.label",
               "labelling job (Beam RunInference) vs a bare loop over the same SavedModel (files/s)"),
     "frontend": ("benchmarks.frontend", "in-graph log-mel vs librosa on the same cores (examples/s)"),
-    "pipeline": ("benchmarks.pipeline", "tf.data delivery vs one CNN training step; training peak memory"),
+    "pipeline": ("benchmarks.training_input", "tf.data delivery vs one CNN training step; training peak memory"),
     "serving": ("benchmarks.serving", "endpoint requests/s and latency, batching on and off"),
     "payload": ("benchmarks.payload", "SageMaker handler → TF Serving body for a 60 s clip: JSON floats vs int16 PCM"),
     "quality": ("benchmarks.quality", "stronger model + augmentation vs the seed CNN, single split and 10-fold"),

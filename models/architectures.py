@@ -1,18 +1,18 @@
-"""The seed's four architectures (baseline, cnn, lstm, crnn), a stronger `deep_cnn`, and a `tiny` one for tests.
+"""The baseline's four architectures (baseline, cnn, lstm, crnn), a stronger `deep_cnn`, and a `tiny` one for tests.
 
 Every model takes the raw waveform `keras.Input(shape=(CLIP_SAMPLES,), name="waveform")` and starts
 with the shared `LogMelFrontend` (normalisation statistics from the training folds), giving
-(frames=173, mels=128). Convolutional models see the seed's image layout (mels, frames, 1);
+(frames=173, mels=128). Convolutional models see the baseline's image layout (mels, frames, 1);
 sequence models see time as the sequence axis.
 
-Layer for layer as in the seed's README, with two fixes:
-- the seed's LSTM and CRNN used `Reshape` to turn (mels, frames) into (frames, mels), which
+Layer for layer as in the baseline's README, with two fixes:
+- the baseline's LSTM and CRNN used `Reshape` to turn (mels, frames) into (frames, mels), which
   reorders memory without transposing: the "time steps" were scrambled slices of the
   spectrogram. Here the LSTM reads the frontend's (frames, mels) output directly and the CRNN
   transposes its feature map with `Permute` before flattening each time step;
-- the seed's inference notebook resized inputs to (128, 160, 1); a centred STFT of 4 s at
+- the baseline's inference notebook resized inputs to (128, 160, 1); a centred STFT of 4 s at
   hop 512 has 173 frames (`contract.FRONTEND.frames_per_window`), which is what these models take.
-The seed's baseline is kept as it was, a deliberate floor: GlobalAveragePooling2D over a
+The baseline's `baseline` model is kept as it was, a deliberate floor: GlobalAveragePooling2D over a
 one-channel spectrogram leaves a single number per clip (its mean level) for the dense layers.
 The final softmax is float32 so the models are safe under a mixed-precision policy.
 Models are returned uncompiled (training owns optimiser, loss and metrics).
@@ -37,7 +37,7 @@ POOL = (2, 2)
 BASELINE_UNITS = (256, 256, 128, 64)
 BASELINE_DROPOUT = 0.4  # after each of the first three dense layers
 CNN_FILTERS = (32, 64, 128, 256)
-CNN_BATCH_NORM = (False, True, False, True)  # the seed normalised after the 2nd and 4th conv only
+CNN_BATCH_NORM = (False, True, False, True)  # the baseline normalised after the 2nd and 4th conv only
 CNN_DENSE, CNN_DROPOUT = 256, 0.5
 LSTM_UNITS = (128, 64)
 CRNN_FILTERS = (32, 64, 128)
@@ -62,7 +62,7 @@ def _waveform_and_features(mean, variance, spec_augment=None):
 
 
 def _as_image(features):
-    """(frames, mels) → the seed's image layout (mels, frames, 1)."""
+    """(frames, mels) → the baseline's image layout (mels, frames, 1)."""
     x = layers.Permute((2, 1), name="mels_first")(features)  # [b, 128, 173]
     return layers.Reshape((FRONTEND.n_mels, FRONTEND.frames_per_window, 1), name="image")(x)  # [b, 128, 173, 1]
 
@@ -72,14 +72,14 @@ def _classifier(x):
 
 
 def _rnn_head(x):
-    """The seed's LSTM and CRNN head: Dense 128 relu, Dropout 0.3, then the softmax."""
+    """The baseline's LSTM and CRNN head: Dense 128 relu, Dropout 0.3, then the softmax."""
     x = layers.Dense(RNN_DENSE, activation="relu")(x)
     x = layers.Dropout(RNN_DROPOUT)(x)
     return _classifier(x)
 
 
 def _conv_blocks(x, filters_per_block, batch_norm_per_block):
-    """The seed's conv block, repeated: Conv 3×3 same relu, [BatchNorm], MaxPool 2×2."""
+    """The baseline's conv block, repeated: Conv 3×3 same relu, [BatchNorm], MaxPool 2×2."""
     for filters, batch_norm in zip(filters_per_block, batch_norm_per_block):
         x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
         if batch_norm:
@@ -146,7 +146,7 @@ def build_deep_cnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
     then global pooling (mean over mels, max + mean over time) → Dropout 0.3 → softmax.
 
     Every conv is batch-normalised (stable training at a higher learning rate), depth goes where
-    the maps are small (two convs in the last block), and global pooling replaces the seed's
+    the maps are small (two convs in the last block), and global pooling replaces the baseline's
     Flatten + Dense 256 (5.2 M of its 5.6 M weights): the answer no longer depends on where in the
     4 s window the event sits, and the head cannot memorise positions (PANNs' CNN10 pooling)."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)

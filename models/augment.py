@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.config import TrainConfig
+
 RANDOM_OP_PREFIXES = ("StatelessRandom", "RandomUniform", "RandomStandardNormal", "StatelessTruncated",
                       "RandomShuffle", "RandomGamma", "StatelessParameterized", "Multinomial", "RngRead",
                       "RngSkip", "StatefulUniform", "StatefulStandardNormal", "StatelessShuffle")
@@ -70,3 +72,12 @@ def graph_random_ops(graph_def) -> list[str]:
     for function in graph_def.library.function:
         ops += [node.op for node in function.node_def]
     return sorted({op for op in ops if op.startswith(RANDOM_OP_PREFIXES)})
+
+
+def spec_augment_params(config: TrainConfig) -> dict | None:
+    """`SpecAugment`'s arguments for a run's configuration, or None when SpecAugment is off."""
+    if not config.spec_augment:
+        return None
+    return {"time_masks": config.spec_time_masks, "time_mask_frames": config.spec_time_mask_frames,
+            "freq_masks": config.spec_freq_masks, "freq_mask_bins": config.spec_freq_mask_bins,
+            "seed": config.seed}

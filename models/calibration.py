@@ -15,17 +15,20 @@ the calibrated validation probabilities for a stated target:
   `reached: false` and a warning that the report shows;
 - `coverage`: the largest threshold that still answers at least that fraction of the clips.
 
-`us8k evaluate` writes the result to RUN/calibration.json; `us8k export` puts the temperature into
+`us8k evaluate` writes the result to RUN/calibration.json (`tfdata.layout.CALIBRATION_FILE`);
+`us8k export` puts the temperature into
 the serving graph and the threshold into metadata.json, the endpoint's default.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+
+from models.figures import figure_png
 
 ECE_BINS = 15
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 PROBABILITY_FLOOR = 1e-12
-CALIBRATION_FILE = "calibration.json"
 TARGETS = ("precision", "coverage")
 
 
@@ -45,8 +48,6 @@ def nll(probabilities, labels) -> float:
 
 def fit_temperature(probabilities, labels) -> float:
     """The T in [MIN_TEMPERATURE, MAX_TEMPERATURE] minimising the NLL (bounded search over log T)."""
-    from scipy.optimize import minimize_scalar
-
     result = minimize_scalar(lambda log_t: nll(apply_temperature(probabilities, np.exp(log_t)), labels),
                              bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)), method="bounded",
                              options={"xatol": 1e-4})
@@ -130,7 +131,8 @@ def check_on(probabilities, labels, temperature: float, threshold: float) -> dic
     calibrated = apply_temperature(probabilities, temperature)
     answered = calibrated.max(axis=1) >= threshold
     correct = calibrated.argmax(axis=1) == np.asarray(labels)
-    return {"examples": int(len(labels)), "ece_before": ece(probabilities, labels), "ece_after": ece(calibrated, labels),
+    return {"examples": int(len(labels)), "ece_before": ece(probabilities, labels),
+            "ece_after": ece(calibrated, labels),
             "nll_before": nll(probabilities, labels), "nll_after": nll(calibrated, labels),
             "threshold": float(threshold), "coverage": float(answered.mean()),
             "answered_precision": float(correct[answered].mean()) if answered.any() else None,
@@ -140,8 +142,6 @@ def check_on(probabilities, labels, temperature: float, threshold: float) -> dic
 
 def reliability_png(panels: list[tuple[str, list[dict], list[dict]]]) -> bytes:
     """Reliability diagrams, one panel per (title, bins before, bins after): accuracy against confidence."""
-    from models.figures import figure_png
-
     def draw(*axes):
         for ax, (title, before, after) in zip(axes, panels):
             ax.plot([0, 1], [0, 1], color="gray", linestyle=":", label="perfect")

@@ -3,11 +3,12 @@
 `TrainConfig` holds every choice that decides what a run computes: which models, how long and how
 fast they train (optimiser, schedule, regularisation), the fold split, the input pipeline and its
 augmentation (waveform mixing, SpecAugment), the devices and numerics (strategy, mixed precision,
-XLA), the seed and determinism, and the target
-the "undetermined" threshold is calibrated for.
-`us8k train` builds one from its flags (or from a run's config.json plus the flags given beside
-`--config`), writes it to RUN/config.json and trains with it; `train_models(records, run, config)`
-takes one directly.
+XLA), the seed and determinism, and the target the "undetermined" threshold is calibrated for.
+`train_models(records, run, config)` takes one; `us8k train`, `us8k cv` and `us8k launch-training`
+build one from their flags, which are generated from the fields below (`cli.train_config_flags`):
+each field's metadata carries its flag's help (and, where they differ from the field's name and
+type, the flag's name and choices), so a new field is one edit here. A tuple field is a
+comma-separated flag, a bool a --x/--no-x switch; every flag's default is the field's.
 
 RUN/config.json (`tfdata.layout.CONFIG_FILE`):
 
@@ -30,16 +31,27 @@ import os
 import platform
 import types
 import typing
+from importlib import metadata
 
+from models.run_files import write_json
 from tfdata import contract as c
+from tfdata.layout import CONFIG_FILE
 
 STRATEGIES = ("auto", "default", "mirrored")
 LR_SCHEDULES = ("constant", "cosine", "one_cycle")
 MIX_MODES = ("none", "mixup", "between_class")
+CALIBRATION_TARGETS = ("precision", "coverage")
+SPLIT_FIELDS = ("val_fold", "test_fold", "train_folds")  # the fold split: `us8k cv` chooses it per fold
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used: unknown key, wrong type or value, unreadable file."""
+
+
+def knob(default, help: str, **flag):
+    """A TrainConfig field with its flag's help in the field's metadata. `flag` may give the flag's
+    `name` (default --field-name), `choices`, and `default_text` (how the help states a None default)."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,57 +65,71 @@ class TrainConfig:
     """
 
     # What is trained and how.
-    models: tuple[str, ...] = ("baseline", "cnn", "lstm", "crnn")  # the seed's four (also: deep_cnn, tiny)
-    epochs: int = 30
-    batch_size: int = 32  # per replica; the global batch is batch_size × replicas
-    learning_rate: float = 1e-3  # Adam (AdamW when weight_decay > 0): the peak rate of a schedule
-    lr_schedule: str = "constant"  # constant, cosine (decay to 0 over the epochs), one_cycle
-    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine); one_cycle warms up over 30 % itself
-    weight_decay: float = 0.0  # decoupled weight decay (AdamW); 0: plain Adam
-    label_smoothing: float = 0.0  # categorical cross-entropy on (one-hot or mixed) labels
-    patience: int = 8  # epochs without a better val_accuracy before early stopping
-    use_class_weights: bool = False  # weight the loss by inverse class frequency (training folds)
+    models: tuple[str, ...] = knob(("baseline", "cnn", "lstm", "crnn"),  # the baseline's four
+                                   "comma-separated architectures (also: deep_cnn, tiny)")
+    epochs: int = knob(30, "training epochs at most")
+    batch_size: int = knob(32, "per replica; the global batch is batch size × replicas")
+    learning_rate: float = knob(1e-3, "peak learning rate of Adam (AdamW with --weight-decay)")
+    lr_schedule: str = knob("constant", "constant, cosine (decay to 0 over the epochs) or one_cycle",
+                            choices=LR_SCHEDULES)
+    warmup_epochs: float = knob(0.0, "linear warm-up from 0 before the cosine decay (one_cycle warms up "
+                                     "over 30 % itself)")
+    weight_decay: float = knob(0.0, "decoupled weight decay, AdamW (0: plain Adam)")
+    label_smoothing: float = knob(0.0, "of the categorical cross-entropy on one-hot or mixed labels")
+    patience: int = knob(8, "early-stopping patience: epochs without a better val_accuracy")
+    use_class_weights: bool = knob(False, "weight the loss by inverse class frequency on the training folds, "
+                                          "as sample weights", name="--class-weights")
 
     # The split: validation and test fold; training folds None = every fold present but those two.
-    val_fold: int = c.DEFAULT_VAL_FOLD
-    test_fold: int = c.DEFAULT_TEST_FOLD
-    train_folds: tuple[int, ...] | None = None
+    val_fold: int = knob(c.DEFAULT_VAL_FOLD, "validation fold (selection, early stopping, calibration)")
+    test_fold: int = knob(c.DEFAULT_TEST_FOLD, "test fold (evaluation)")
+    train_folds: tuple[int, ...] | None = knob(None, "comma-separated training folds",
+                                               default_text="every fold present but val and test")
 
-    # The training input pipeline (tfdata.pipeline): shuffle, cache, waveform augmentation.
-    shuffle_buffer: int = 1024  # serialised records held for shuffling (≈ 176 KB each)
-    cache: bool = False  # cache the serialised training records in memory
-    augment: bool = True  # False: train on the waveforms as they are (the four below are unused)
-    augment_roll: bool = True  # circular shift of each clip within its valid samples
-    augment_place: bool = True  # a clip shorter than 4 s starts at a random offset in the window
-    augment_min_gain_db: float = -6.0  # random gain per clip, uniform in dB
-    augment_max_gain_db: float = 6.0
-    # Mixing within a training batch (tfdata.pipeline; each off by default, recorded here).
-    augment_background: bool = False  # add another training clip of the batch as background …
-    augment_background_prob: float = 0.5  # … to this fraction of the clips …
-    augment_background_min_snr_db: float = 5.0  # … at an SNR uniform in [min, max] dB (label kept)
-    augment_background_max_snr_db: float = 20.0
-    augment_mix: str = "none"  # none, mixup (Beta(α, α) ratio) or between_class (Tokozume et al.)
-    augment_mix_alpha: float = 0.2  # mixup's α (between_class draws its ratio uniformly)
-    augment_speed: float = 0.0  # speed perturbation: resample by a factor in [1 - s, 1 + s] (pitch + tempo)
+    # The training input pipeline (tfdata.dataset): shuffle, cache, waveform augmentation.
+    shuffle_buffer: int = knob(1024, "serialised records held for shuffling (≈ 176 KB each)")
+    cache: bool = knob(False, "cache the serialised training records in memory")
+    augment: bool = knob(True, "waveform augmentation; --no-augment: none at all (the augment flags below "
+                               "are then unused; SpecAugment is --spec-augment)")
+    augment_roll: bool = knob(True, "random circular shift of each clip within its valid samples")
+    augment_place: bool = knob(True, "random start of a clip shorter than 4 s within its window")
+    augment_min_gain_db: float = knob(-6.0, "random gain per clip, uniform in dB from this …")
+    augment_max_gain_db: float = knob(6.0, "… to this")
+    # Mixing within a training batch (tfdata.dataset; each off by default, recorded here).
+    augment_background: bool = knob(False, "add another training clip of the batch as background (label kept)")
+    augment_background_prob: float = knob(0.5, "the fraction of the clips that get a background")
+    augment_background_min_snr_db: float = knob(5.0, "background SNR, uniform in dB from this …")
+    augment_background_max_snr_db: float = knob(20.0, "… to this")
+    augment_mix: str = knob("none", "mix pairs of training clips and their labels: mixup (Beta(α, α) ratio) or "
+                                    "between_class (Tokozume et al.)", choices=MIX_MODES)
+    augment_mix_alpha: float = knob(0.2, "mixup's Beta α (between_class draws its ratio uniformly)")
+    augment_speed: float = knob(0.0, "speed perturbation: resample by a factor in [1-s, 1+s], pitch and tempo "
+                                     "(0: off)")
     # SpecAugment on the normalised log-mel, inside the model, training only (models.augment).
-    spec_augment: bool = False
-    spec_time_masks: int = 2  # masks per example, each up to spec_time_mask_frames wide
-    spec_time_mask_frames: int = 20
-    spec_freq_masks: int = 2  # masks per example, each up to spec_freq_mask_bins wide
-    spec_freq_mask_bins: int = 16
+    spec_augment: bool = knob(False, "SpecAugment time and frequency masks on the log-mel (training only)")
+    spec_time_masks: int = knob(2, "SpecAugment time masks per example")
+    spec_time_mask_frames: int = knob(20, "width of a time mask, at most (frames)")
+    spec_freq_masks: int = knob(2, "SpecAugment frequency masks per example")
+    spec_freq_mask_bins: int = knob(16, "width of a frequency mask, at most (mel bins)")
 
     # Devices and numerics.
-    strategy: str = "auto"  # auto: mirrored over the GPUs if any, else default; or default, mirrored
-    cpu_replicas: int | None = None  # split the CPU into N logical devices (mirrored without GPUs)
-    mixed_precision: bool = False  # mixed_float16 policy (frontend and softmax stay float32)
-    xla: bool = False  # XLA-compile the training step (Model.compile(jit_compile=True); the custom loop's replica step)
-    seed: int = 0  # weights, shuffle order and augmentation draws
-    deterministic: bool = False  # TF op determinism + ordered tf.data: the same run twice, the same numbers
+    strategy: str = knob("auto", "auto: mirrored over the GPUs if any, else default; mirrored without GPUs uses "
+                                 "every logical CPU device", choices=STRATEGIES)
+    cpu_replicas: int | None = knob(None, "split the CPU into N logical devices first (exercises mirrored "
+                                          "without GPUs)", default_text="no split")
+    mixed_precision: bool = knob(False, "mixed_float16 policy: hidden layers compute in float16, the frontend and "
+                                        "the softmax in float32")
+    xla: bool = knob(False, "XLA-compile the training step (jit_compile; the custom loop's replica step); not "
+                            "with mirrored over several devices")
+    seed: int = knob(0, "weights, shuffle order and augmentation draws")
+    deterministic: bool = knob(False, "TF op determinism and ordered tf.data: the same command, the same numbers "
+                                      "(slower)")
 
     # Calibration (at evaluation): temperature on the validation fold, then the "undetermined"
     # threshold chosen there for a target precision of the answered clips, or for a coverage.
-    calibration_target: str = "precision"  # precision or coverage
-    calibration_target_value: float = 0.9
+    calibration_target: str = knob("precision", "choose the undetermined threshold on validation for this target",
+                                   choices=CALIBRATION_TARGETS)
+    calibration_target_value: float = knob(0.9, "the calibration target's value")
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -134,7 +160,7 @@ class TrainConfig:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {', '.join(LR_SCHEDULES)}")
         if self.augment_mix not in MIX_MODES:
             raise ConfigError(f"unknown augment_mix {self.augment_mix!r}; choose from {', '.join(MIX_MODES)}")
-        if self.calibration_target not in ("precision", "coverage"):
+        if self.calibration_target not in CALIBRATION_TARGETS:
             raise ConfigError(f"calibration_target must be precision or coverage, got {self.calibration_target!r}")
         for name in ("warmup_epochs", "weight_decay", "augment_speed", "spec_time_masks",
                      "spec_time_mask_frames", "spec_freq_masks", "spec_freq_mask_bins"):
@@ -220,12 +246,10 @@ def manifest_sha256(records_dir: str) -> str | None:
 
 def package_versions() -> dict:
     """Python's and the training stack's versions (TensorFlow's as imported: tensorflow or tensorflow-cpu)."""
-    from importlib import metadata
-
     versions = {"python": platform.python_version()}
     for name in VERSIONED_PACKAGES:
         if name == "tensorflow":
-            import tensorflow as tf
+            import tensorflow as tf  # only when a run is written: reading a config and --help stay light
 
             versions[name] = tf.__version__
             continue
@@ -266,3 +290,10 @@ def read_run_config(path: str) -> tuple[TrainConfig, dict]:
         return TrainConfig.from_dict(content["config"]), content
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def write_run_config(config: TrainConfig, records_dir: str, run_dir: str) -> dict:
+    """RUN/config.json: the configuration, the records (path, manifest hash), the package versions."""
+    record = run_config_record(config, records_dir=records_dir, run_dir=run_dir)
+    write_json(os.path.join(run_dir, CONFIG_FILE), record)
+    return record

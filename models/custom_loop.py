@@ -23,7 +23,7 @@ CategoricalAccuracy report — and validation is the same without weights. Every
 the same reduced figures, so every worker takes the same checkpoint and early-stopping decisions.
 
 What fit and train_one's callbacks give comes the same way: the very callback objects train_one
-passes to fit (best.keras on val_accuracy, early stopping, learning-rate log, CSV history, input
+passes to fit (`models.callbacks`: best.keras on val_accuracy, early stopping, learning-rate log, CSV history, input
 stall, last.keras + state.json, TensorBoard) are driven through `keras.callbacks.CallbackList` with
 Keras's ProgbarLogger (the same one line per epoch), and `model.stop_training` ends the run. Every
 worker runs every save (TensorFlow's multi-worker guide: a save may read variables that need the
@@ -32,7 +32,8 @@ other workers); a non-chief worker's paths point into its temporary run director
 moving statistics are each replica's own (Keras's layer is not synchronised): the chief saves its own.
 
 Input stall: the loop times `next(iterator)` itself (the wait on tf.data) and the whole step, and
-hands both to `models.train.InputStallMeter` (with whether the step function traced meanwhile). Under MWMS the wait also holds the workers' agreement
+hands both to `models.input_stall.InputStallMeter` (with whether the step function traced meanwhile).
+Under MWMS the wait also holds the workers' agreement
 on whether any of them still has data (one small all-reduce per step).
 
 XLA (`xla=True`): the replica's forward and backward pass is a `tf.function(jit_compile=True)`;
@@ -45,6 +46,12 @@ scope, tf.distribute.get_replica_context().all_reduce, tf.GradientTape, tf.cond,
 Optimizer.build / scale_loss / apply_gradients, keras.callbacks.CallbackList, Model.stop_training.
 """
 from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.input_stall import tracing_count
 
 
 def _unpack(batch):
@@ -59,9 +66,6 @@ def make_step_functions(model, strategy, *, label_smoothing: float = 0.0, xla: b
 
     train_step → float32 [4]: Σ w·loss, Σ w·hit, Σ w, examples (after one optimiser update);
     val_step → float32 [3]: Σ loss, Σ hit, examples."""
-    import keras
-    import tensorflow as tf
-
     optimizer = model.optimizer
     variables = model.trainable_variables
     SUM = tf.distribute.ReduceOp.SUM
@@ -127,10 +131,6 @@ def _train_logs(totals) -> dict:
 
 def run_epoch(train_step, dist_train, callbacks, meter) -> dict:
     """One pass over the training data: {"accuracy", "loss"} of the epoch."""
-    import numpy as np
-
-    from models.train import tracing_count
-
     clock = meter.clock  # time.perf_counter, or the clock a test gave the meter
     totals = np.zeros(4, np.float64)
     iterator = iter(dist_train)
@@ -154,8 +154,6 @@ def run_epoch(train_step, dist_train, callbacks, meter) -> dict:
 
 def evaluate(val_step, dist_val) -> dict:
     """{"accuracy", "loss"} over the validation data (unweighted, as fit's validation)."""
-    import numpy as np
-
     totals = np.zeros(3, np.float64)
     for batch in dist_val:
         totals += val_step(batch).numpy()
@@ -169,8 +167,6 @@ def fit(model, *, strategy, train_ds, val_ds, epochs: int, initial_epoch: int, c
     """Train the compiled `model` (built and compiled under `strategy.scope()`) from `initial_epoch`
     to `epochs` as train_one's `model.fit(train_ds, validation_data=val_ds, …, callbacks=callbacks)`
     would; returns the History. The datasets are batched with the global batch size."""
-    import keras
-
     dist_train = strategy.experimental_distribute_dataset(train_ds)
     dist_val = strategy.experimental_distribute_dataset(val_ds)
     if not model.optimizer.built:  # a resumed model's optimiser is built by load_model

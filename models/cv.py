@@ -1,8 +1,9 @@
-"""`us8k cv`: UrbanSound8K's official protocol, 10-fold cross-validation on the predefined folds.
+"""Cross-validation (`us8k cv`): UrbanSound8K's official protocol, 10-fold cross-validation on the predefined folds.
 
 For each test fold k (1..10, or the `--folds` given): validation on the fold before it (k - 1;
-fold 10 for k = 1: so k = 10 is the seed's split, validation 9 / test 10), training on the eight
-others. Each fold is an ordinary `us8k train` run in RUN/fold{k:02d}/ — its own normalisation
+fold 10 for k = 1: so k = 10 is the baseline's split, validation 9 / test 10), training on the eight
+others. Each fold is an ordinary `us8k train` run in RUN/fold{k:02d}/ (`tfdata.layout.cv_fold_run_name`) —
+its own normalisation
 statistics from its own training folds only, its own selection by validation accuracy, its own
 test-fold evaluation and calibration — plus RUN/fold{k:02d}/split.json, the record ids
 (slice_file_name) of its training, validation and test clips. Folds absent from the records are
@@ -21,29 +22,32 @@ continues from its last epoch). The summary is rewritten after every fold.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import statistics
 import time
 
-from models.config import ConfigError, TrainConfig
+import tensorflow as tf
+
+from models.config import TrainConfig
+from models.errors import CVError
+from models.folds import available_folds, resolve_folds
+from models.run_files import write_json
+from models.train import train_models
 from tfdata import contract as c
+from tfdata import records
+from tfdata.layout import (
+    CV_FILE,
+    CV_SPLIT_FILE,
+    CV_SUMMARY_JSON,
+    CV_SUMMARY_MD,
+    REPORT_DIR,
+    REPORT_FILE,
+    cv_fold_run_name,
+)
 
-CV_FILE = "cv.json"
-SUMMARY_JSON = "summary.json"
-SUMMARY_MD = "summary.md"
-SPLIT_FILE = "split.json"
 SELECTED = "selected"  # the summary's row for the per-fold selected model
-
-
-class CVError(Exception):
-    """A cross-validation request that cannot run as asked."""
-
-
-def fold_dir_name(test_fold: int) -> str:
-    return f"fold{int(test_fold):02d}"
 
 
 def validation_fold(test_fold: int, present: list[int]) -> int:
@@ -58,8 +62,6 @@ def validation_fold(test_fold: int, present: list[int]) -> int:
 
 def plan(records_dir: str, folds=None) -> dict[int, int]:
     """{test fold: validation fold} for the requested test folds (default: every present fold)."""
-    from models.train import available_folds
-
     if not os.path.isdir(records_dir):
         raise CVError(f"records directory not found: {records_dir}")
     present = available_folds(records_dir)
@@ -74,10 +76,6 @@ def plan(records_dir: str, folds=None) -> dict[int, int]:
 
 def record_ids(records_dir: str, folds) -> list[str]:
     """slice_file_name of every record of the folds, read from their shards."""
-    import tensorflow as tf
-
-    from tfdata import records
-
     spec = {c.KEY_FILE: records.FEATURE_SPEC[c.KEY_FILE]}
     ds = tf.data.TFRecordDataset(records.fold_files(records_dir, folds)).batch(1024)
     ids = []
@@ -95,7 +93,7 @@ def _mean_std(values):
 
 def fold_result(fold_dir: str) -> dict:
     """A finished fold's figures per model (from its report)."""
-    with open(os.path.join(fold_dir, "report", "report.json")) as f:
+    with open(os.path.join(fold_dir, REPORT_DIR, REPORT_FILE)) as f:
         report = json.load(f)
     models = {}
     for name, m in report["models"].items():
@@ -146,8 +144,6 @@ def summary_markdown(summary: dict) -> str:
 def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None, force: bool = False,
            verbose="auto") -> dict:
     """Run (or resume) the cross-validation; write RUN/summary.json and summary.md; return the summary."""
-    from models.train import _write_json, train_models
-
     config = TrainConfig() if config is None else config
     records_dir = os.path.abspath(os.fspath(records_dir))
     output = os.path.abspath(os.fspath(output))
@@ -167,13 +163,13 @@ def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None
     if os.path.isfile(cv_path):
         with open(cv_path) as f:
             previous = {int(k): v for k, v in json.load(f).get("plan", {}).items()}
-    _write_json(cv_path, {**record, "plan": {str(k): v for k, v in {**previous, **plan_}.items()}})
+    write_json(cv_path, {**record, "plan": {str(k): v for k, v in {**previous, **plan_}.items()}})
 
     results = {}
     started = time.perf_counter()
     for i, (test_fold, val_fold) in enumerate(plan_.items(), 1):
-        fold_dir = os.path.join(output, fold_dir_name(test_fold))
-        report = os.path.join(fold_dir, "report", "report.json")
+        fold_dir = os.path.join(output, cv_fold_run_name(test_fold))
+        report = os.path.join(fold_dir, REPORT_DIR, REPORT_FILE)
         if os.path.isfile(report) and not force:
             print(f"[cv {i}/{len(plan_)}] test fold {test_fold}: finished earlier, read back", flush=True)
         else:
@@ -181,59 +177,24 @@ def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None
             print(f"[cv {i}/{len(plan_)}] test fold {test_fold}, validation fold {val_fold} "
                   f"({time.perf_counter() - started:.0f} s so far)", flush=True)
             os.makedirs(fold_dir, exist_ok=True)
-            from models.train import resolve_folds
-
             train_folds = resolve_folds(records_dir, val_fold, test_fold)
-            _write_json(os.path.join(fold_dir, SPLIT_FILE), {
+            write_json(os.path.join(fold_dir, CV_SPLIT_FILE), {
                 "test_fold": test_fold, "val_fold": val_fold, "train_folds": train_folds,
                 "test_ids": record_ids(records_dir, [test_fold]), "val_ids": record_ids(records_dir, [val_fold]),
                 "train_ids": record_ids(records_dir, train_folds)})
             train_models(records_dir, fold_dir, fold_config, force=force, evaluate=True, verbose=verbose)
         results[test_fold] = fold_result(fold_dir)
         # every finished fold of this output (also from earlier invocations with other --folds)
-        done = {k: fold_result(os.path.join(output, fold_dir_name(k)))
+        done = {k: fold_result(os.path.join(output, cv_fold_run_name(k)))
                 for k in range(1, c.NUM_FOLDS + 1)
-                if os.path.isfile(os.path.join(output, fold_dir_name(k), "report", "report.json"))}
+                if os.path.isfile(os.path.join(output, cv_fold_run_name(k), REPORT_DIR, REPORT_FILE))}
         all_plan = {**previous, **plan_}
         summary = {"records": records_dir, "test_folds": sorted(all_plan), "completed": sorted(done),
                    "plan": {str(k): v for k, v in sorted(all_plan.items())},
                    "config": neutral.to_dict(), "models": summarise(done, all_plan)}
-        _write_json(os.path.join(output, SUMMARY_JSON), summary)
-        with open(os.path.join(output, SUMMARY_MD), "w") as f:
+        write_json(os.path.join(output, CV_SUMMARY_JSON), summary)
+        with open(os.path.join(output, CV_SUMMARY_MD), "w") as f:
             f.write(summary_markdown(summary))
     print(summary_markdown(summary), flush=True)
-    print(f"Summary: {os.path.join(output, SUMMARY_JSON)} ({time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"Summary: {os.path.join(output, CV_SUMMARY_JSON)} ({time.perf_counter() - started:.0f} s)", flush=True)
     return summary
-
-
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from models.train import _fold_list, _verbosity, add_config_arguments
-
-    run = parser.add_argument_group("the run")
-    run.add_argument("--records", required=True, help="records directory (fold1..fold10 shards)")
-    run.add_argument("--output", required=True, help="CV directory (cv.json, fold01..fold10/, summary.json/.md)")
-    run.add_argument("--folds", type=_fold_list, default=None,
-                     help="comma-separated test folds to run (default: every fold present)")
-    run.add_argument("--force", action="store_true", help="retrain folds that already finished")
-    run.add_argument("--verbose", type=_verbosity, default="auto", metavar="{auto,0,1,2}",
-                     help="Keras progress (as us8k train)")
-    add_config_arguments(parser, split=False)
-
-
-def run(args: argparse.Namespace) -> int:
-    from models.evaluate import EvaluationError
-    from models.train import TrainingError
-
-    try:
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                 if getattr(args, f.name, None) is not None}
-        config = dataclasses.replace(TrainConfig(), **given)
-        if config.cpu_replicas:
-            from models.train import split_cpu
-
-            split_cpu(config.cpu_replicas)
-        run_cv(args.records, args.output, config, folds=args.folds, force=args.force, verbose=args.verbose)
-    except (CVError, ConfigError, TrainingError, EvaluationError, ValueError) as e:
-        raise SystemExit(f"us8k cv: error: {e}") from None
-    return 0

@@ -2,7 +2,7 @@
 
 One process (no `TF_CONFIG`, or a cluster of one task): `make_strategy("auto")` is MirroredStrategy
 over the GPUs when there is one, else the default strategy; "mirrored" without GPUs uses every
-logical CPU device (`models.train.split_cpu`). Several processes: `TF_CONFIG` names the cluster
+logical CPU device (`split_cpu`). Several processes: `TF_CONFIG` names the cluster
 and this process's task, as TensorFlow reads it and as the SageMaker TensorFlow container sets it
 for `distribution={"multi_worker_mirrored_strategy": {"enabled": True}}`:
 
@@ -20,7 +20,7 @@ process writes: the run directory itself on the chief, a temporary directory out
 other worker (`$TMPDIR/us8k-worker-<type>-<index>-<hash of run_dir>`; `prepare_dir` fills it with
 a copy of the run directory first, so a resumed worker starts from the chief's checkpoints, and
 `remove_worker_dir` deletes it). The input pipeline of a multi-worker run shards by file when
-every worker gets at least one shard, else by element (`tfdata.pipeline.auto_shard_policy`); with
+every worker gets at least one shard, else by element (`tfdata.dataset.auto_shard_policy`); with
 augmentation it shards by element (`with_shard_policy`), and selection.json records the policy.
 """
 from __future__ import annotations
@@ -30,6 +30,10 @@ import json
 import os
 import shutil
 import tempfile
+
+import tensorflow as tf
+
+from models.errors import TrainingError
 
 TF_CONFIG_ENV = "TF_CONFIG"
 STRATEGIES = ("auto", "default", "mirrored")  # as models.config.STRATEGIES
@@ -133,8 +137,6 @@ def make_strategy(name: str, environ=None):
     With a TF_CONFIG cluster of several workers, "auto" and "mirrored" are MultiWorkerMirroredStrategy
     ("multi_worker": TensorFlow reads the cluster from TF_CONFIG itself); "default" stays the
     default strategy (every worker would then train alone: `us8k launch-training` refuses it)."""
-    import tensorflow as tf
-
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     if name != "default" and num_workers(environ) > 1:
@@ -150,6 +152,24 @@ def make_strategy(name: str, environ=None):
     return "mirrored", tf.distribute.MirroredStrategy(cpus, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+def split_cpu(replicas: int) -> None:
+    """Make `replicas` logical CPU devices, so MirroredStrategy can run that many replicas without a GPU.
+
+    TensorFlow accepts a logical device configuration only before it initialises its devices
+    (the first op or device listing); afterwards it raises RuntimeError.
+    A process whose CPU is already split into `replicas` devices (e.g. by the CLI before
+    `train_models` runs) is accepted as it is."""
+    if replicas < 1:
+        raise TrainingError(f"--cpu-replicas must be ≥ 1, got {replicas}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != replicas:
+            raise TrainingError(f"cannot split the CPU into {replicas}: TensorFlow is already initialised "
+                                f"with {len(tf.config.list_logical_devices('CPU'))} CPU device(s)") from None
+
+
 def with_shard_policy(dataset, policy: str):
     """`dataset` with tf.data's auto-shard policy set to `policy` ("FILE", "DATA", "OFF", "AUTO").
 
@@ -157,8 +177,6 @@ def with_shard_policy(dataset, policy: str):
     per-batch seeds), a second source FILE sharding cannot split (AutoShardDataset fails on it):
     there a multi-worker run shards by element (DATA): every worker reads and augments the same
     seeded stream and keeps its own batches of it."""
-    import tensorflow as tf
-
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = getattr(tf.data.experimental.AutoShardPolicy, policy)
     return dataset.with_options(options)

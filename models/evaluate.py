@@ -1,4 +1,4 @@
-"""`us8k evaluate RUN`: test-fold metrics for a training run's models → RUN/report/.
+"""Evaluating a training run (`us8k evaluate RUN`): test-fold metrics for its models → RUN/report/.
 
 For the selected model and every other trained one: accuracy, macro-F1, per-class precision /
 recall / F1 (scikit-learn), the confusion matrix (JSON + PNG), and the "undetermined" rule (top
@@ -9,32 +9,44 @@ for the run's target (answered precision ≥ 0.9 by default), the expected calib
 reliability diagram before and after, on validation and on the test fold, and the test fold's
 coverage and precision at the calibrated threshold; RUN/calibration.json keeps each model's
 temperature and threshold for `us8k export`. `--robustness` adds the test fold re-encoded,
-re-levelled, resampled and embedded in longer recordings (`models.robustness`, selected model).
-Writes `report.json`, the PNGs and a short `summary.md`; prints the selected model's test accuracy.
+re-levelled, resampled and embedded in longer recordings (`models.robustness`, selected model): the
+caller hands `evaluate_run` that check, so this module (which the training job imports) needs
+neither PyAV nor soxr. Writes `report.json`, the PNGs and a short `summary.md`; prints the selected
+model's test accuracy.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
+import keras
 import numpy as np
+import tensorflow as tf
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from models import architectures  # noqa: F401  (registers the custom layers for load_model)
+from models import calibration as cal
+from models.errors import EvaluationError
 from models.figures import figure_png
 from tfdata import contract as c
-from tfdata.layout import SELECTION_FILE, SelectionError, checkpoint_path, read_selection
+from tfdata.dataset import DatasetConfig, make_dataset
+from tfdata.layout import (
+    CALIBRATION_FILE,
+    REPORT_DIR,
+    REPORT_FILE,
+    REPORT_SUMMARY_FILE,
+    checkpoint_path,
+    read_selection,
+    report_figure,
+)
 
-REPORT_DIR = "report"
-REPORT_FILE = "report.json"
-SUMMARY_FILE = "summary.md"
 BATCH_SIZE = 32
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
-
-
-class EvaluationError(Exception):
-    """A run that cannot be evaluated (no test records, a bad threshold); a bad selection or a
-    missing checkpoint raises `tfdata.layout.SelectionError`."""
+# A check of the selected model on other inputs: (model, records_dir, test_fold, *, temperature,
+# threshold, verbose) → its report section (`models.robustness.evaluate_robustness`).
+SelectedModelCheck = Callable[..., dict]
 
 
 # ---------------------------------------------------------------------------- predictions
@@ -53,8 +65,6 @@ def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Run `model` over batches of (waveform, label) → (probabilities [N, classes], labels [N]).
 
     One traced function for every batch size (a partial last batch does not retrace)."""
-    import tensorflow as tf
-
     predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
     probabilities, labels = [], []
     for element in dataset:  # (waveform, label[, sample weight]); a one-hot label counts as its argmax
@@ -82,8 +92,6 @@ def undetermined_rule(probabilities: np.ndarray, labels: np.ndarray, threshold: 
 
 def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     """Every test-fold figure for one model's probabilities."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
     classes = list(range(c.NUM_CLASSES))
     predicted = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -147,15 +155,12 @@ def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
 # ---------------------------------------------------------------------------- the run
 def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THRESHOLD,
                  batch_size: int = BATCH_SIZE, records_dir: str | os.PathLike | None = None,
-                 verbose: bool = True, robustness: bool = False) -> dict:
+                 verbose: bool = True, robustness: SelectedModelCheck | None = None) -> dict:
     """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report.
 
+    `robustness` (e.g. `models.robustness.evaluate_robustness`) runs on the selected model with its
+    calibration; its result is the report's "robustness" section (None without it).
     A bad selection or a missing checkpoint raises `SelectionError`, anything else `EvaluationError`."""
-    import keras
-
-    import models.architectures  # noqa: F401  (registers the custom layers for load_model)
-    from tfdata import pipeline
-
     if not 0.0 <= threshold <= 1.0:
         raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
     run_dir = os.fspath(run_dir)
@@ -163,7 +168,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     records_dir = os.fspath(records_dir or selection["records"])
     test_fold = int(selection["test_fold"])
     try:
-        test_ds = pipeline.make_dataset(records_dir, [test_fold], batch_size=batch_size, training=False)
+        test_ds = make_dataset(records_dir, [test_fold], DatasetConfig(batch_size=batch_size))
     except FileNotFoundError as e:
         raise EvaluationError(str(e)) from None
     config = selection.get("config") or {}
@@ -171,14 +176,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     target_value = float(config.get("calibration_target_value", 0.9))
     val_fold = selection.get("val_fold")
     try:
-        val_ds = None if val_fold is None else pipeline.make_dataset(records_dir, [int(val_fold)],
-                                                                     batch_size=batch_size, training=False)
+        val_ds = None if val_fold is None else make_dataset(records_dir, [int(val_fold)],
+                                                            DatasetConfig(batch_size=batch_size))
     except FileNotFoundError:
         val_ds = None  # no validation records here: no calibration
     report_dir = os.path.join(run_dir, REPORT_DIR)
     os.makedirs(report_dir, exist_ok=True)
-
-    from models import calibration as cal
 
     results = {}
     robustness_report = None
@@ -186,18 +189,15 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         model = keras.models.load_model(checkpoint_path(run_dir, selection, name), compile=False)
         probabilities, labels = predict_dataset(model, test_ds)
         metrics = classification_metrics(probabilities, labels, threshold)
-        files = {"confusion_png": f"confusion_{name}.png", "threshold_png": f"threshold_{name}.png"}
+        files = {"confusion_png": report_figure("confusion", name), "threshold_png": report_figure("threshold", name)}
         Path(report_dir, files["confusion_png"]).write_bytes(confusion_png(
             metrics["confusion_matrix"], f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
         Path(report_dir, files["threshold_png"]).write_bytes(sweep_png(
             metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
         calibration = None
         if val_ds is not None:
-            val_probabilities, val_labels = predict_dataset(model, val_ds)
-            calibration = cal.calibrate(val_probabilities, val_labels, target, target_value)
-            calibration["test"] = cal.check_on(probabilities, labels, calibration["temperature"],
-                                               calibration["threshold"])
-            files["reliability_png"] = f"reliability_{name}.png"
+            calibration = _calibration(model, val_ds, probabilities, labels, target, target_value)
+            files["reliability_png"] = report_figure("reliability", name)
             Path(report_dir, files["reliability_png"]).write_bytes(cal.reliability_png([
                 (f"{name}: validation (fold {val_fold})", calibration["validation"]["reliability_before"],
                  calibration["validation"]["reliability_after"]),
@@ -207,10 +207,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
                 print(f"[{name}] warning: {calibration['warning']}", flush=True)
         results[name] = {**metrics, "val_accuracy": entry.get("best_val_accuracy"), "files": files,
                          "calibration": calibration}
-        if robustness and name == selection["selected"]:
-            from models import robustness as robust
-
-            robustness_report = robust.evaluate_robustness(
+        if robustness is not None and name == selection["selected"]:
+            robustness_report = robustness(
                 model, records_dir, test_fold, temperature=(calibration or {}).get("temperature", 1.0),
                 threshold=(calibration or {}).get("threshold", threshold), verbose=verbose)
         keras.backend.clear_session(free_memory=True)
@@ -224,22 +222,36 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         "models": results,
         "robustness": robustness_report,
     }
-    calibrated = {name: {k: m["calibration"][k] for k in ("temperature", "threshold", "target", "target_value",
-                                                         "reached", "warning", "validation_coverage",
-                                                         "validation_precision")}
-                  for name, m in results.items() if m["calibration"]}
-    with open(os.path.join(run_dir, cal.CALIBRATION_FILE), "w") as f:
-        json.dump({"selected": report["selected"], "val_fold": val_fold, "models": calibrated}, f, indent=2)
-    with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(report_dir, SUMMARY_FILE), "w") as f:
-        f.write(summary_markdown(report))
+    _write_report(run_dir, report_dir, report, val_fold)
     if verbose:
         selected = report["selected"]
         print(f"Test accuracy ({selected}, selected by validation accuracy, fold {test_fold}): "
               f"{results[selected]['accuracy']:.4f}")
         print(f"Report: {os.path.join(report_dir, REPORT_FILE)}", flush=True)
     return report
+
+
+def _calibration(model, val_ds, probabilities, labels, target: str, target_value: float) -> dict:
+    """Temperature and threshold fitted on the validation fold, checked on the test fold's predictions."""
+    val_probabilities, val_labels = predict_dataset(model, val_ds)
+    calibration = cal.calibrate(val_probabilities, val_labels, target, target_value)
+    calibration["test"] = cal.check_on(probabilities, labels, calibration["temperature"], calibration["threshold"])
+    return calibration
+
+
+def _write_report(run_dir: str, report_dir: str, report: dict, val_fold) -> None:
+    """RUN/calibration.json (each calibrated model's temperature and threshold), RUN/report/report.json
+    and RUN/report/summary.md."""
+    calibrated = {name: {k: m["calibration"][k] for k in ("temperature", "threshold", "target", "target_value",
+                                                         "reached", "warning", "validation_coverage",
+                                                         "validation_precision")}
+                  for name, m in report["models"].items() if m["calibration"]}
+    with open(os.path.join(run_dir, CALIBRATION_FILE), "w") as f:
+        json.dump({"selected": report["selected"], "val_fold": val_fold, "models": calibrated}, f, indent=2)
+    with open(os.path.join(report_dir, REPORT_FILE), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(report_dir, REPORT_SUMMARY_FILE), "w") as f:
+        f.write(summary_markdown(report))
 
 
 def summary_markdown(report: dict) -> str:
@@ -267,39 +279,34 @@ def summary_markdown(report: dict) -> str:
     if calibrated:
         lines += ["## Calibration (temperature and threshold fitted on the validation fold)", "",
                   "| Model | T | Val NLL before → after | Val ECE before → after | Test ECE before → after | "
-                  "Threshold (target) | Test coverage | Test precision of answers |", "|---|---|---|---|---|---|---|---|"]
+                  "Threshold (target) | Test coverage | Test precision of answers |",
+                  "|---|---|---|---|---|---|---|---|"]
         for name, k in calibrated.items():
             v, t = k["validation"], k["test"]
             precision = "–" if t["answered_precision"] is None else f"{t['answered_precision']:.4f}"
             lines.append(f"| {name} | {k['temperature']:.3f} | {v['nll_before']:.4f} → {v['nll_after']:.4f} | "
-                         f"{v['ece_before']:.4f} → {v['ece_after']:.4f} | {t['ece_before']:.4f} → {t['ece_after']:.4f} | "
-                         f"{k['threshold']:.4f} ({k['target']} ≥ {k['target_value']:g}) | {t['coverage']:.3f} | {precision} |")
+                         f"{v['ece_before']:.4f} → {v['ece_after']:.4f} | "
+                         f"{t['ece_before']:.4f} → {t['ece_after']:.4f} | "
+                         f"{k['threshold']:.4f} ({k['target']} ≥ {k['target_value']:g}) | {t['coverage']:.3f} | "
+                         f"{precision} |")
         warnings = [f"- **warning** ({name}): {k['warning']}" for name, k in calibrated.items() if k["warning"]]
         lines += ["", *warnings, "" if warnings else "",
-                  f"Reliability diagrams: `reliability_{selected}.png` (and the same for every model).", ""]
+                  f"Reliability diagrams: `{report_figure('reliability', selected)}` (and the same for every model).",
+                  ""]
     if report.get("robustness"):
-        from models.robustness import summary_lines
-
-        lines += summary_lines(report["robustness"])
+        lines += robustness_lines(report["robustness"])
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help=f"training run directory (holds {SELECTION_FILE})")
-    parser.add_argument("--threshold", type=float, default=c.DEFAULT_THRESHOLD,
-                        help=f"undetermined below this top probability (default {c.DEFAULT_THRESHOLD})")
-    parser.add_argument("--records", default=None, help="records directory (default: the one trained on)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
-    parser.add_argument("--robustness", action="store_true",
-                        help="also measure the selected model on the test fold re-encoded (MP3/OGG), at other "
-                             "levels, resampled and embedded in longer recordings (slower)")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        evaluate_run(args.run, threshold=args.threshold, batch_size=args.batch_size, records_dir=args.records,
-                     robustness=args.robustness)
-    except (EvaluationError, SelectionError) as e:
-        raise SystemExit(f"us8k evaluate: error: {e}") from None
-    return 0
+def robustness_lines(section: dict) -> list[str]:
+    """summary.md's robustness table, from the report's "robustness" section (`models.robustness`)."""
+    lines = [f"## Robustness (selected model, test fold {section['test_fold']}, {section['examples']} clips; "
+             f"temperature {section['temperature']:.3f}, threshold {section['threshold']:.4f})", "",
+             "| Condition | Accuracy | Δ vs clean | Macro-F1 | ECE raw → calibrated | Coverage | "
+             "Precision of answers |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in section["conditions"].items():
+        precision = "–" if r["answered_precision"] is None else f"{r['answered_precision']:.4f}"
+        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['delta_accuracy']:+.4f} | {r['macro_f1']:.4f} | "
+                     f"{r['ece_before']:.4f} → {r['ece_after']:.4f} | {r['coverage']:.3f} | {precision} |")
+    return lines + [""]

@@ -1,4 +1,4 @@
-"""Export a trained model as a raw-waveform SavedModel (`us8k export RUN --output EXPORT`).
+"""Exporting a trained model as a raw-waveform SavedModel (`us8k export RUN --output EXPORT`).
 
 A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signatures:
 
@@ -27,9 +27,12 @@ The class names are a constant in the graph; a metadata JSON (sample rate, windo
 threshold, temperature, versions, model name, run information) is a SavedModel asset and is copied to
 `EXPORT/metadata.json`. Calibration (`us8k evaluate` → RUN/calibration.json): the temperature is
 applied in the graph to every window's probabilities (every signature), the threshold is
-metadata.json's "threshold", the endpoint's default; `--threshold` / `--temperature` override. Layout: `EXPORT/model/1/` (the version folder TF Serving expects) and
+metadata.json's "threshold", the endpoint's default; `--threshold` / `--temperature` override.
+Layout: `EXPORT/model/1/` (the version folder TF Serving expects) and
 `EXPORT/metadata.json`. The serving graph uses core TensorFlow ops only (no XLA, no Keras), so an
 older TF Serving (2.19) runs it. After saving, `verify_export` reloads the SavedModel and checks it.
+`export_run` exports a training run's selected model with its calibration (what `us8k export` and the
+SageMaker training job do).
 """
 from __future__ import annotations
 
@@ -38,33 +41,61 @@ import datetime
 import json
 import pathlib
 import shutil
-import sys
 import tempfile
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from models import architectures  # noqa: F401  (registers every layer a checkpoint may hold)
+from models.errors import ExportError, ExportVerificationError
 from models.frontend import LogMelFrontend
-from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
-                             SAMPLE_RATE, WINDOW_HOP_SAMPLES)
 from tfdata import windowing
 from tfdata.batching import pad_batch
-from tfdata.layout import (INPUT_CLIP_INDEX, INPUT_LENGTHS, INPUT_PCM16, INPUT_VALID_SAMPLES, INPUT_WAVEFORM,
-                           LOG_MEL_OUTPUTS, LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID,
-                           OUTPUT_CLASS_NAME, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
-                           OUTPUT_WINDOW_PROBABILITIES, SELECTION_FILE, SERVING_OUTPUTS, SERVING_SIGNATURE,
-                           VERSION, WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, SelectionError, checkpoint_path,
-                           find_saved_model, read_selection, serving_inputs, windows_inputs)
+from tfdata.contract import (
+    CLASS_NAMES,
+    CLIP_SAMPLES,
+    DEFAULT_THRESHOLD,
+    FRONTEND,
+    NUM_CLASSES,
+    SAMPLE_RATE,
+    WINDOW_HOP_SAMPLES,
+)
+from tfdata.layout import (
+    CALIBRATION_FILE,
+    INPUT_CLIP_INDEX,
+    INPUT_LENGTHS,
+    INPUT_PCM16,
+    INPUT_VALID_SAMPLES,
+    INPUT_WAVEFORM,
+    LOG_MEL_OUTPUTS,
+    LOG_MEL_SIGNATURE,
+    METADATA_FILE,
+    MODEL_SUBDIR,
+    OUTPUT_CLASS_ID,
+    OUTPUT_CLASS_NAME,
+    OUTPUT_CLIP_INDEX,
+    OUTPUT_LOG_MEL,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_VALID_SAMPLES,
+    OUTPUT_WINDOW_COUNT,
+    OUTPUT_WINDOW_PROBABILITIES,
+    SERVING_OUTPUTS,
+    SERVING_SIGNATURE,
+    VERSION,
+    WINDOWS_OUTPUTS,
+    WINDOWS_SIGNATURE,
+    checkpoint_path,
+    find_saved_model,
+    read_selection,
+    serving_inputs,
+    windows_inputs,
+)
 from tfdata.pcm import PCM_BYTES_PER_SAMPLE, PCM_SCALE, quantize, to_pcm16
 
 WINDOW_BATCH = 32  # windows per network call inside the serving graph (bounds memory on long audio)
 VERIFY_TOLERANCE = 1e-4  # probabilities sum to 1, batched rows equal single calls
-
-
-class ExportVerificationError(RuntimeError):
-    """The reloaded SavedModel gave an answer that is not a valid prediction."""
 
 
 # ---------------------------------------------------------------------------- in-graph windowing
@@ -345,75 +376,62 @@ def verify_export(export_dir) -> dict:
     return summary
 
 
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser) -> None:
-    parser.add_argument("run", metavar="RUN", help=f"training run directory (holds {SELECTION_FILE})")
-    parser.add_argument("--output", required=True, metavar="EXPORT",
-                        help="export directory: EXPORT/model/1/ (SavedModel) and EXPORT/metadata.json")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="top probability below which a prediction is undetermined (default: the one "
-                             f"calibrated by `us8k evaluate` in RUN/calibration.json, else {DEFAULT_THRESHOLD})")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="temperature applied in the graph (default: RUN/calibration.json's, else 1)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing EXPORT/model/1/")
-
-
+# ---------------------------------------------------------------------------- a run's selected model
 def run_calibration(run_dir, name: str) -> dict | None:
     """Model `name`'s entry of RUN/calibration.json (temperature, threshold, target), or None."""
-    path = pathlib.Path(run_dir) / "calibration.json"  # models.calibration.CALIBRATION_FILE
+    path = pathlib.Path(run_dir) / CALIBRATION_FILE
     if not path.is_file():
         return None
     try:
         entry = json.loads(path.read_text()).get("models", {}).get(name)
     except (json.JSONDecodeError, AttributeError):
-        _fail(f"{path} is not a valid calibration file")
+        raise ExportError(f"{path} is not a valid calibration file") from None
     if entry is not None:
         entry = {**entry, "file": str(path)}
     return entry
 
 
-def _fail(reason: str):
-    raise SystemExit(f"us8k export: error: {reason}")
+def _chosen(given, calibrated, key: str, default) -> tuple[float, str]:
+    """(value, where it came from) of the threshold or temperature: given, else calibrated, else default."""
+    if given is not None:
+        return given, "given"
+    if calibrated:
+        return calibrated[key], "calibrated"
+    return default, "default" if key == "threshold" else "none"
 
 
-def run(args) -> int:
-    run_dir = pathlib.Path(args.run)
-    try:
-        selection = read_selection(run_dir)
-        name = selection["selected"]
-        checkpoint = checkpoint_path(run_dir, selection, name)
-    except SelectionError as error:
-        _fail(str(error))
-    entry = selection["models"][name]
+def export_run(run_dir, output, *, threshold: float | None = None, temperature: float | None = None,
+               overwrite: bool = False, log: Callable[[str], None] = print) -> pathlib.Path:
+    """Export RUN's selected model to `output` (EXPORT/model/1/ + EXPORT/metadata.json) with the threshold
+    and temperature given, else those calibrated by `us8k evaluate` (RUN/calibration.json), else the
+    defaults; `log` gets the progress lines. Returns the version directory.
+    A bad selection or a missing checkpoint raises `SelectionError`, anything else `ExportError`."""
+    run_dir = pathlib.Path(run_dir)
+    selection = read_selection(run_dir)
+    name = selection["selected"]
+    checkpoint = checkpoint_path(run_dir, selection, name)
     calibrated = run_calibration(run_dir, name)
-    threshold = args.threshold if args.threshold is not None else (
-        calibrated["threshold"] if calibrated else DEFAULT_THRESHOLD)
-    temperature = args.temperature if args.temperature is not None else (
-        calibrated["temperature"] if calibrated else 1.0)
+    threshold, threshold_source = _chosen(threshold, calibrated, "threshold", DEFAULT_THRESHOLD)
+    temperature, temperature_source = _chosen(temperature, calibrated, "temperature", 1.0)
     if not 0.0 <= threshold <= 1.0:
-        _fail(f"--threshold must be within [0, 1], got {threshold}")
+        raise ExportError(f"--threshold must be within [0, 1], got {threshold}")
     if not temperature > 0:
-        _fail(f"--temperature must be positive, got {temperature}")
-    print(f"us8k export: threshold {threshold:g} ({'given' if args.threshold is not None else 'calibrated' if calibrated else 'default'}), "
-          f"temperature {temperature:g} ({'given' if args.temperature is not None else 'calibrated' if calibrated else 'none'})",
-          flush=True)
-    print(f"us8k export: loading {name} from {checkpoint}", flush=True)
+        raise ExportError(f"--temperature must be positive, got {temperature}")
+    log(f"threshold {threshold:g} ({threshold_source}), temperature {temperature:g} ({temperature_source})")
+    log(f"loading {name} from {checkpoint}")
     try:
         model = keras.models.load_model(checkpoint, compile=False)
     except Exception as error:  # a corrupt or foreign .keras file: say which, in one line
-        _fail(f"cannot load {checkpoint}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-    extra = {"run": {"run_dir": str(run_dir.resolve()), "selected": name, "selected_model": entry,
+        raise ExportError(f"cannot load {checkpoint}: {type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}") from None
+    extra = {"run": {"run_dir": str(run_dir.resolve()), "selected": name, "selected_model": selection["models"][name],
                      "selection": selection, "calibration": calibrated}}
-    output = pathlib.Path(args.output)
+    output = pathlib.Path(output)
     try:
         version_dir = export_model(model, output, threshold=threshold, temperature=temperature, metadata=extra,
-                                   overwrite=args.overwrite)
-    except (FileExistsError, ValueError, ExportVerificationError) as error:
-        _fail(str(error))
-    print(f"us8k export: wrote {version_dir} and {output / METADATA_FILE} "
-          f"(model {name}, threshold {threshold:g}, temperature {temperature:g}); verified after reloading", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit("run through the CLI: us8k export RUN --output EXPORT")
+                                   overwrite=overwrite)
+    except (FileExistsError, ValueError) as error:
+        raise ExportError(str(error)) from None
+    log(f"wrote {version_dir} and {output / METADATA_FILE} "
+        f"(model {name}, threshold {threshold:g}, temperature {temperature:g}); verified after reloading")
+    return version_dir

@@ -1,7 +1,7 @@
 """The log-mel frontend as Keras layers on `tf.signal`: raw waveform in, normalised log-mel out.
 
 It lives inside every model, so it runs on the accelerator while training and travels inside the
-exported SavedModel (no feature code to keep in step at serving time). It reproduces the seed's
+exported SavedModel (no feature code to keep in step at serving time). It reproduces the baseline's
 librosa features:
 
     S = librosa.feature.melspectrogram(y=x, sr=22050, n_fft=2048, hop_length=512, n_mels=128)
@@ -84,8 +84,8 @@ def _param(name: str) -> property:
 class LogMelSpectrogram(keras.layers.Layer):
     """Waveform (batch, samples) float32 → log-mel power in dB (batch, frames, n_mels) float32.
 
-    dB reference: fixed (`ref=1.0`, `amin=1e-10`), not the seed's `ref=np.max` per clip. The
-    seed's choice rescales every clip so that its loudest bin is 0 dB: a distant, quiet siren and a
+    dB reference: fixed (`ref=1.0`, `amin=1e-10`), not the baseline's `ref=np.max` per clip. The
+    baseline's choice rescales every clip so that its loudest bin is 0 dB: a distant, quiet siren and a
     near one look the same, and at serving time a 4 s window of a long recording that holds only
     background hiss is blown up to the level of a loud event. With a fixed reference the features
     keep absolute loudness (the per-bin normalisation that follows absorbs the offset) and, except

@@ -35,7 +35,10 @@ sagemaker-tensorflow-training) delivers them (each also a flag, for a local run)
 A restored run's records come back as new files (the channel is downloaded again): when RUN's
 normalisation statistics name the same shards (relative paths and sizes; same manifest) with other
 modification times or under another directory, their fingerprint is brought up to date so the run resumes instead of
-refusing "other records". Progress goes to stdout; failures end with `us8k job: error: <reason>`.
+refusing "other records". Progress goes to stdout; failures end with `us8k job: error: <reason>` on stderr.
+
+Everything this module imports, directly or through the modules it imports, is in that image: no
+soundfile, soxr, PyAV or Beam (the import-linter contract "training-image" in .importlinter checks it).
 """
 from __future__ import annotations
 
@@ -46,24 +49,42 @@ import os
 import shutil
 import sys
 
-if __package__ in (None, ""):  # run as a script (python models/job_entry.py): the repository root on the path
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, _here if os.path.isdir(os.path.join(_here, "models")) else os.path.dirname(_here))
+import keras
+import numpy as np
 
-CHANNEL = "records"  # the training job's input channel: SM_CHANNEL_RECORDS
-CHECKPOINT_DIR = "/opt/ml/checkpoints"  # the estimator's checkpoint_local_path
-TENSORBOARD_DIR = "/opt/us8k/tensorboard"  # TensorBoardOutputConfig's LocalPath (not under a reserved path)
-RESERVED_LOCAL_PATHS = ("/opt/ml", "/tmp", "/usr/local/nvidia")  # CreateTrainingJob refuses a TensorBoard
-                                                                   # LocalPath starting with one of these
-CONFIG_HYPERPARAMETER = "config"
-VERBOSE_HYPERPARAMETER = "verbose"
-OUTPUT_FILES = ("config.json", "selection.json", "calibration.json", "normalization.json")
-OUTPUT_DIRS = ("report", "history")
-PREFIX = "us8k job"
+from models import (
+    architectures,  # noqa: F401  (registers the custom layers for load_model)
+    distribute,
+)
+from models.config import ConfigError, TrainConfig, manifest_sha256
+from models.errors import EvaluationError, ExportError, JobError, TrainingError
+from models.export import export_run
+from models.folds import records_fingerprint
+from models.job_contract import (
+    CHANNEL,
+    CHECKPOINT_DIR,
+    CONFIG_HYPERPARAMETER,
+    LOG_PREFIX,
+    TENSORBOARD_DIR,
+    VERBOSE_HYPERPARAMETER,
+)
+from models.run_files import read_json, write_json
+from models.train import train_models
+from tfdata.layout import (
+    CALIBRATION_FILE,
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    HISTORY_DIR,
+    LAST_CHECKPOINT,
+    NORMALIZATION_FILE,
+    REPORT_DIR,
+    SELECTION_FILE,
+    SelectionError,
+    checkpoint_file,
+)
 
-
-class JobError(RuntimeError):
-    """The job cannot run as configured (missing channel, bad hyperparameters)."""
+OUTPUT_FILES = (CONFIG_FILE, SELECTION_FILE, CALIBRATION_FILE, NORMALIZATION_FILE)  # → SM_OUTPUT_DATA_DIR
+OUTPUT_DIRS = (REPORT_DIR, HISTORY_DIR)
 
 
 def hyperparameters(environ=None) -> dict:
@@ -89,8 +110,6 @@ def _decoded(value):
 
 def config_from(value):
     """The TrainConfig of the "config" hyperparameter (an object, or its JSON text)."""
-    from models.config import ConfigError, TrainConfig
-
     value = _decoded(value)
     if value is None:
         return TrainConfig()
@@ -117,15 +136,11 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
     """When RUN/normalization.json names the same shards (relative names and sizes, same manifest) with
     other modification times or at another path (the channel was downloaded again for a restarted
     job, on this instance: every instance has its own copy), rewrite its fingerprint; True if it did."""
-    from models.config import manifest_sha256
-    from models.train import NORMALIZATION_FILE, _read_json, _write_json, records_fingerprint
-    from tfdata.layout import CONFIG_FILE
-
     path = os.path.join(run_dir, NORMALIZATION_FILE)
-    saved = _read_json(path)
+    saved = read_json(path)
     if not saved:
         return False
-    recorded = (_read_json(os.path.join(run_dir, CONFIG_FILE)) or {}).get("records_manifest_sha256")
+    recorded = (read_json(os.path.join(run_dir, CONFIG_FILE)) or {}).get("records_manifest_sha256")
     if recorded and recorded != manifest_sha256(records_dir):
         return False  # other records: train_models refuses them, as it should
     try:
@@ -136,18 +151,13 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
     if [s[:2] for s in saved.get("shards", [])] != [s[:2] for s in current] or (
             saved["shards"] == current and saved.get("records") == records_dir):
         return False
-    _write_json(path, {**saved, "records": records_dir, "shards": current})
-    print(f"{PREFIX}: the records were downloaded again (same shards, new files): resuming the run", flush=True)
+    write_json(path, {**saved, "records": records_dir, "shards": current})
+    print(f"{LOG_PREFIX}: the records were downloaded again (same shards, new files): resuming the run", flush=True)
     return True
 
 
 def weights_digest(checkpoint: str) -> tuple[str, float]:
     """(sha256 of every weight's float32 bytes in order, sum of |weights|) of a .keras checkpoint."""
-    import keras
-    import numpy as np
-
-    import models.architectures  # noqa: F401  (registers the custom layers)
-
     model = keras.models.load_model(checkpoint, compile=False)
     digest, total = hashlib.sha256(), 0.0
     for weight in model.weights:
@@ -173,10 +183,12 @@ def copy_outputs(run_dir: str, output_dir: str) -> list[str]:
 
 
 def export_selected(run_dir: str, model_dir: str) -> None:
-    """`us8k export RUN --output SM_MODEL_DIR --overwrite` (calibrated threshold and temperature)."""
-    from models import export
-
-    export.run(argparse.Namespace(run=run_dir, output=model_dir, threshold=None, temperature=None, overwrite=True))
+    """`us8k export RUN --output SM_MODEL_DIR --overwrite` (calibrated threshold and temperature), with
+    the export's own progress lines."""
+    try:
+        export_run(run_dir, model_dir, overwrite=True, log=lambda message: print(f"us8k export: {message}", flush=True))
+    except (ExportError, SelectionError) as error:
+        raise JobError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,20 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The job's entry point: 0 when it trained (and, on the chief, exported); a failure prints
+    `us8k job: error: <reason>` on stderr and returns 1."""
     args, _ = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     try:
-        return _run(args)
+        return run_job(args)
     except JobError as error:
-        raise SystemExit(f"{PREFIX}: error: {error}") from None
+        print(f"{LOG_PREFIX}: error: {error}", file=sys.stderr, flush=True)
+        return 1
 
 
-def _run(args) -> int:
-    from models import distribute
-    from models.config import ConfigError
-    from models.evaluate import EvaluationError
-    from models.train import (BEST_CHECKPOINT, CHECKPOINTS_DIR, LAST_CHECKPOINT, SelectionError, TrainingError,
-                              train_models)
-
+def run_job(args) -> int:
+    """Train (every worker), then on the chief export the selected model and copy the run's outputs."""
     if not args.records:
         raise JobError("no records: set SM_CHANNEL_RECORDS (the job's \"records\" channel) or pass --records")
     config, verbose, source = settings(args)
@@ -223,7 +233,7 @@ def _run(args) -> int:
     except distribute.ClusterError as error:
         raise JobError(str(error)) from None
     run_dir = os.path.abspath(args.checkpoint_dir)
-    print(f"{PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; code "
+    print(f"{LOG_PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; code "
           f"{os.path.dirname(os.path.abspath(__file__))}; config from {source}; records "
           f"{args.records}; run {run_dir if chief else distribute.worker_dir(run_dir) + ' (temporary)'}", flush=True)
     written = distribute.prepare_dir(run_dir)  # this process's run: the run itself on the chief, else a copy
@@ -236,25 +246,21 @@ def _run(args) -> int:
 
     for name in selection["models"]:
         sha, total = weights_digest(os.path.join(written, CHECKPOINTS_DIR, name, LAST_CHECKPOINT))
-        print(f"{PREFIX}: final weights {name} sha256 {sha} sum|w| {total:.9g}", flush=True)
+        print(f"{LOG_PREFIX}: final weights {name} sha256 {sha} sum|w| {total:.9g}", flush=True)
     if not chief:
         distribute.remove_worker_dir(run_dir)
-        print(f"{PREFIX}: worker {index} done; its temporary run directory is removed", flush=True)
+        print(f"{LOG_PREFIX}: worker {index} done; its temporary run directory is removed", flush=True)
         return 0
 
     selected = selection["selected"]
     report = selection.get("report") or {}
     test = (report.get("models") or {}).get(selected, {})
     if "accuracy" in test:
-        print(f"{PREFIX}: test_accuracy: {test['accuracy']:.4f} ({selected}, fold {report.get('test_fold')})",
+        print(f"{LOG_PREFIX}: test_accuracy: {test['accuracy']:.4f} ({selected}, fold {report.get('test_fold')})",
               flush=True)
-    print(f"{PREFIX}: exporting {selected} ({CHECKPOINTS_DIR}/{selected}/{BEST_CHECKPOINT}) to {args.model_dir}",
+    print(f"{LOG_PREFIX}: exporting {selected} ({checkpoint_file(selected)}) to {args.model_dir}",
           flush=True)
     export_selected(run_dir, args.model_dir)
     copied = copy_outputs(run_dir, args.output_data_dir)
-    print(f"{PREFIX}: wrote {', '.join(copied)} to {args.output_data_dir}", flush=True)
+    print(f"{LOG_PREFIX}: wrote {', '.join(copied)} to {args.output_data_dir}", flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

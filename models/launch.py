@@ -1,4 +1,4 @@
-"""`us8k launch-training`: the training of `us8k train`, as a SageMaker training job (TensorFlow estimator).
+"""Launching the training of `us8k train` as a SageMaker training job (TensorFlow estimator): `us8k launch-training`.
 
     us8k launch-training --records s3://B/records --output s3://B/runs --role ARN \\
         --instance-type ml.g5.12xlarge --instance-count N [--config RUN/config.json | training flags] \\
@@ -40,33 +40,39 @@ What the job gets:
                   from the entry point's last line
 `model_dir=False`: the estimator otherwise passes an s3:// model dir the script cannot write.
 `--status NAME` prints the job's status, its last status transitions, its final metrics and its
-artifacts (DescribeTrainingJob). Every AWS call goes through one boto3 session, so
-AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and the credential variables apply (serving.deploy).
+artifacts (DescribeTrainingJob). Every AWS call goes through one boto3 session (`cloud.aws`), so
+AWS_ENDPOINT_URL, AWS_DEFAULT_REGION and the credential variables apply. What the job is asked for
+is one `JobRequest`; the names the job and this launcher share live in `models.job_contract`.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
-import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
-os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-
-from models.config import ConfigError, TrainConfig, read_run_config  # noqa: E402
-from models.job_entry import CHECKPOINT_DIR, RESERVED_LOCAL_PATHS, TENSORBOARD_DIR  # noqa: E402
+from cloud.aws import sagemaker_session
+from models.config import TrainConfig
+from models.errors import LaunchError
+from models.job_contract import (
+    CHANNEL,
+    CHECKPOINT_DIR,
+    ENTRY_POINT,
+    LOG_PREFIX,
+    RESERVED_LOCAL_PATHS,
+    SOURCE_PACKAGES,
+    TENSORBOARD_DIR,
+)
 
 FRAMEWORK_VERSION = "2.19.0"  # newest TensorFlow training image the sagemaker 2.x SDK knows
 PY_VERSION = "py312"
-CHANNEL = "records"
 INPUT_MODES = ("File", "FastFile")
-ENTRY_POINT = "job_entry.py"
-SOURCE_PACKAGES = ("tfdata", "models")
+DEFAULT_INSTANCE_TYPE = "ml.g5.12xlarge"  # 4 GPUs
+DEFAULT_VOLUME_GB = 30
 DEFAULT_JOB_PREFIX = "us8k-train"
 MAX_RUN_S = 24 * 3600
 HYPERPARAMETER_LIMIT = 2500  # SageMaker: characters per hyperparameter value
@@ -78,7 +84,7 @@ METRIC_DEFINITIONS = [
     {"Name": "val_accuracy", "Regex": r" - val_accuracy: ([0-9.]+)"},
     {"Name": "val_loss", "Regex": r" - val_loss: ([0-9.]+)"},
     {"Name": "input_stall", "Regex": r" - input_stall: ([0-9.]+(?:e[-+][0-9]+)?)"},  # Keras prints < 1e-3 as 1.2e-04
-    {"Name": "test_accuracy", "Regex": r"us8k job: test_accuracy: ([0-9.]+)"},
+    {"Name": "test_accuracy", "Regex": LOG_PREFIX + r": test_accuracy: ([0-9.]+)"},
 ]
 SHIM = '''"""SageMaker entry point of `us8k launch-training`: models.job_entry, shipped beside it."""
 import sys
@@ -89,12 +95,24 @@ sys.exit(main())
 '''
 
 
-class LaunchError(RuntimeError):
-    """A launch or status request that cannot be done; the message says why."""
+@dataclasses.dataclass(frozen=True)
+class JobRequest:
+    """One training job as asked: where the records are and the outputs go, the role, the instances,
+    how the records are read, spot capacity and limits, and the run's TrainConfig."""
 
-
-def _fail(reason: str):
-    raise SystemExit(f"us8k launch-training: error: {reason}")
+    records: str  # s3://BUCKET/records
+    output: str  # s3://BUCKET/runs: NAME/output/model.tar.gz, NAME/checkpoints/, NAME/tensorboard/
+    role: str  # the SageMaker execution role's ARN
+    config: TrainConfig = TrainConfig()
+    job_name: str | None = None  # default DEFAULT_JOB_PREFIX-<UTC time>
+    instance_type: str = DEFAULT_INSTANCE_TYPE
+    instance_count: int = 1
+    input_mode: str = "File"
+    spot: bool = False
+    max_run: int = MAX_RUN_S
+    max_wait: int | None = None  # spot: seconds of training plus waiting for capacity (default max_run)
+    volume_size: int = DEFAULT_VOLUME_GB
+    wait: bool = False  # wait for the job to finish, streaming its log
 
 
 # ---------------------------------------------------------------------------- what the job gets
@@ -148,25 +166,41 @@ def default_job_name(now: datetime.datetime | None = None) -> str:
     return f"{DEFAULT_JOB_PREFIX}-{now:%Y%m%d-%H%M%S}"
 
 
-def build_estimator(*, session, source_dir: Path, role: str, instance_type: str, instance_count: int,
-                    output: str, job_name: str, config: TrainConfig, spot: bool, max_run: int,
-                    max_wait: int | None, volume_size: int):
-    """The sagemaker TensorFlow estimator for one job (nothing is sent yet)."""
-    from sagemaker.debugger import TensorBoardOutputConfig
-    from sagemaker.tensorflow import TensorFlow
+def checked(request: JobRequest) -> JobRequest:
+    """The request with its S3 URLs normalised and its job name chosen; a LaunchError for what SageMaker
+    would refuse or what would not train one model together."""
+    records, output = check_s3(request.records, "--records"), check_s3(request.output, "--output")
+    if request.instance_count < 1:
+        raise LaunchError(f"--instance-count must be ≥ 1, got {request.instance_count}")
+    if request.instance_count > 1 and request.config.strategy == "default":  # each instance would train alone
+        raise LaunchError(f"--instance-count {request.instance_count} with --strategy default: every instance "
+                          "would train its own model; use --strategy auto or mirrored "
+                          "(MultiWorkerMirroredStrategy across the instances)")
+    name = request.job_name or default_job_name()
+    if not NAME_PATTERN.match(name):
+        raise LaunchError(f"invalid job name {name!r}: up to 63 letters, digits and hyphens")
+    return dataclasses.replace(request, records=records, output=output, job_name=name)
 
+
+def build_estimator(request: JobRequest, *, session, source_dir: Path):
+    """The sagemaker TensorFlow estimator for one checked request (nothing is sent yet)."""
+    from sagemaker.debugger import TensorBoardOutputConfig  # the aws extra
+    from sagemaker.tensorflow import TensorFlow  # the aws extra
+
+    output, name = request.output, request.job_name
     return TensorFlow(
-        entry_point=ENTRY_POINT, source_dir=str(source_dir), role=role, instance_type=instance_type,
-        instance_count=instance_count, framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
-        hyperparameters=job_hyperparameters(config), distribution=distribution(instance_count),
+        entry_point=ENTRY_POINT, source_dir=str(source_dir), role=request.role, instance_type=request.instance_type,
+        instance_count=request.instance_count, framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
+        hyperparameters=job_hyperparameters(request.config), distribution=distribution(request.instance_count),
         model_dir=False, output_path=output, code_location=output,  # the SDK adds NAME/source/sourcedir.tar.gz
-        checkpoint_s3_uri=f"{output}/{job_name}/checkpoints", checkpoint_local_path=CHECKPOINT_DIR,
+        checkpoint_s3_uri=f"{output}/{name}/checkpoints", checkpoint_local_path=CHECKPOINT_DIR,
         tensorboard_output_config=TensorBoardOutputConfig(
-            s3_output_path=f"{output}/{job_name}/tensorboard",
+            s3_output_path=f"{output}/{name}/tensorboard",
             container_local_output_path=check_local_path(TENSORBOARD_DIR)),
         debugger_hook_config=False, disable_profiler=True, metric_definitions=METRIC_DEFINITIONS,
-        use_spot_instances=spot, max_run=max_run, max_wait=(max_wait or max_run) if spot else None,
-        volume_size=volume_size, sagemaker_session=session, base_job_name=DEFAULT_JOB_PREFIX,
+        use_spot_instances=request.spot, max_run=request.max_run,
+        max_wait=(request.max_wait or request.max_run) if request.spot else None,
+        volume_size=request.volume_size, sagemaker_session=session, base_job_name=DEFAULT_JOB_PREFIX,
         tags=[{"Key": "us8k:job", "Value": "launch-training"}])
 
 
@@ -180,10 +214,33 @@ def quiet_session(sm_session):
     return sm_session
 
 
+def launch(request: JobRequest, session, log: Callable[[str], None] = print) -> str:
+    """Create the training job of a checked request with the boto3 `session` (and wait for it when the
+    request says so); `log` gets the progress lines. Returns the job's name."""
+    from sagemaker.inputs import TrainingInput  # the aws extra
+
+    name, config = request.job_name, request.config
+    bucket = request.output[len("s3://"):].split("/", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="us8k-launch-") as scratch:
+        source_dir = stage_source_dir(Path(scratch) / "source")
+        files = sorted(str(p.relative_to(source_dir)) for p in source_dir.rglob("*.py"))
+        log(f"source_dir {len(files)} files ({', '.join(SOURCE_PACKAGES)}, {ENTRY_POINT}); "
+            f"TensorFlow {FRAMEWORK_VERSION} {PY_VERSION} image")
+        estimator = build_estimator(request, session=quiet_session(sagemaker_session(session, bucket)),
+                                    source_dir=source_dir)
+        channel = TrainingInput(request.records, input_mode=request.input_mode, distribution="FullyReplicated")
+        log(f"creating job {name}: {request.instance_count} × {request.instance_type}"
+            f"{', spot' if request.spot else ''}, records {request.records} ({request.input_mode}), models "
+            f"{','.join(config.models)}, {config.epochs} epochs")
+        estimator.fit({CHANNEL: channel}, job_name=name, wait=request.wait, logs="All" if request.wait else "None")
+    log(f"job {name} created; image {estimator.training_image_uri()}")
+    return name
+
+
 # ---------------------------------------------------------------------------- status
 def job_status(client, name: str) -> dict:
     """DescribeTrainingJob, reduced to what `--status` prints."""
-    import botocore.exceptions
+    import botocore.exceptions  # the aws extra
 
     try:
         job = client.describe_training_job(TrainingJobName=name)
@@ -207,113 +264,16 @@ def job_status(client, name: str) -> dict:
     }
 
 
-def print_status(status: dict) -> None:
-    print(f"us8k launch-training: job {status['name']}: {status['status']} ({status['secondary_status']}); "
-          f"{status['instance_count']} × {status['instance_type']}{', spot' if status['spot'] else ''}")
+def status_lines(status: dict) -> list[str]:
+    """What `--status` prints of a `job_status`: the first line without its command prefix."""
+    lines = [f"job {status['name']}: {status['status']} ({status['secondary_status']}); "
+             f"{status['instance_count']} × {status['instance_type']}{', spot' if status['spot'] else ''}"]
     if status["failure_reason"]:
-        print(f"  failure: {status['failure_reason']}")
-    for t in status["transitions"][-5:]:
-        print(f"  {t['start']}  {t['status']}: {t['message']}")
+        lines.append(f"  failure: {status['failure_reason']}")
+    lines += [f"  {t['start']}  {t['status']}: {t['message']}" for t in status["transitions"][-5:]]
     if status["metrics"]:
-        print("  final metrics: " + ", ".join(f"{k} {v:g}" for k, v in status["metrics"].items()))
+        lines.append("  final metrics: " + ", ".join(f"{k} {v:g}" for k, v in status["metrics"].items()))
     else:
-        print("  final metrics: none yet")
-    print(f"  model: {status['model_artifacts']}")
-    print(f"  checkpoints: {status['checkpoint_s3_uri']}", flush=True)
-
-
-# ---------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from models.train import add_config_arguments
-
-    job = parser.add_argument_group("the job (required unless --status)")
-    job.add_argument("--records", metavar="s3://BUCKET/records", help="the ingested records (fold1..fold10/)")
-    job.add_argument("--output", metavar="s3://BUCKET/runs",
-                     help="the job's prefix: NAME/output/model.tar.gz, NAME/checkpoints/, NAME/tensorboard/")
-    job.add_argument("--role", metavar="ARN", help="the SageMaker execution role")
-    job.add_argument("--instance-type", default="ml.g5.12xlarge", help="default ml.g5.12xlarge (4 GPUs)")
-    job.add_argument("--instance-count", type=int, default=1,
-                     help="instances; > 1 runs MultiWorkerMirroredStrategy across them (default 1)")
-    job.add_argument("--job-name", help=f"default {DEFAULT_JOB_PREFIX}-<UTC time>")
-    job.add_argument("--input-mode", choices=INPUT_MODES, default="File",
-                     help="records channel: File copies them to the instance first, FastFile streams them "
-                          "(default File)")
-    job.add_argument("--spot", action="store_true", help="managed spot training (resumes from checkpoints)")
-    job.add_argument("--max-run", type=int, default=MAX_RUN_S, help=f"seconds of training at most ({MAX_RUN_S})")
-    job.add_argument("--max-wait", type=int, default=None,
-                     help="--spot: seconds of training plus waiting for spot capacity (default --max-run)")
-    job.add_argument("--volume-size", type=int, default=30, help="GB of instance storage (default 30)")
-    job.add_argument("--region", help="AWS region (default: the environment's)")
-    job.add_argument("--wait", action="store_true", help="wait for the job to finish, streaming its log")
-    job.add_argument("--config", metavar="RUN/config.json",
-                     help="train a run's configuration; training flags given beside it override its values")
-    job.add_argument("--status", metavar="NAME", help="report job NAME's state and last metrics, launch nothing")
-    add_config_arguments(parser)
-
-
-def build_config(args: argparse.Namespace) -> TrainConfig:
-    """--config's TrainConfig (else the defaults) with every training flag given over it."""
-    config = read_run_config(args.config)[0] if args.config else TrainConfig()
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
-    return dataclasses.replace(config, **given)
-
-
-def run(args: argparse.Namespace) -> int:
-    from cloud.aws import AwsError, boto_session, sagemaker_session
-
-    try:
-        session = boto_session(args.region)
-        if args.status:
-            print_status(job_status(session.client("sagemaker"), args.status))
-            return 0
-        missing = [flag for flag in ("records", "output", "role") if not getattr(args, flag)]
-        if missing:
-            raise LaunchError(f"--{', --'.join(missing)} required (or --status NAME)")
-        records, output = check_s3(args.records, "--records"), check_s3(args.output, "--output")
-        if args.instance_count < 1:
-            raise LaunchError(f"--instance-count must be ≥ 1, got {args.instance_count}")
-        config = build_config(args)
-        if args.instance_count > 1 and config.strategy == "default":  # each instance would train alone
-            raise LaunchError(f"--instance-count {args.instance_count} with --strategy default: every instance "
-                              "would train its own model; use --strategy auto or mirrored "
-                              "(MultiWorkerMirroredStrategy across the instances)")
-        name = args.job_name or default_job_name()
-        if not NAME_PATTERN.match(name):
-            raise LaunchError(f"invalid job name {name!r}: up to 63 letters, digits and hyphens")
-        bucket = output[len("s3://"):].split("/", 1)[0]
-        with tempfile.TemporaryDirectory(prefix="us8k-launch-") as scratch:
-            source_dir = stage_source_dir(Path(scratch) / "source")
-            files = sorted(str(p.relative_to(source_dir)) for p in source_dir.rglob("*.py"))
-            print(f"us8k launch-training: source_dir {len(files)} files ({', '.join(SOURCE_PACKAGES)}, "
-                  f"{ENTRY_POINT}); TensorFlow {FRAMEWORK_VERSION} {PY_VERSION} image", flush=True)
-            estimator = build_estimator(
-                session=quiet_session(sagemaker_session(session, bucket)), source_dir=source_dir, role=args.role,
-                instance_type=args.instance_type, instance_count=args.instance_count, output=output,
-                job_name=name, config=config, spot=args.spot, max_run=args.max_run, max_wait=args.max_wait,
-                volume_size=args.volume_size)
-            from sagemaker.inputs import TrainingInput
-
-            channel = TrainingInput(records, input_mode=args.input_mode, distribution="FullyReplicated")
-            print(f"us8k launch-training: creating job {name}: {args.instance_count} × {args.instance_type}"
-                  f"{', spot' if args.spot else ''}, records {records} ({args.input_mode}), models "
-                  f"{','.join(config.models)}, {config.epochs} epochs", flush=True)
-            estimator.fit({CHANNEL: channel}, job_name=name, wait=args.wait, logs="All" if args.wait else "None")
-        print(f"us8k launch-training: job {name} created; image {estimator.training_image_uri()}", flush=True)
-        print(f"  checkpoints {output}/{name}/checkpoints, TensorBoard {output}/{name}/tensorboard, "
-              f"model {output}/{name}/output/model.tar.gz", flush=True)
-        if args.wait:
-            print_status(job_status(session.client("sagemaker"), name))
-        else:
-            print(f"  follow it: us8k launch-training --status {name}", flush=True)
-    except (LaunchError, AwsError, ConfigError) as error:
-        _fail(str(error))
-    except Exception as error:  # botocore / SDK errors: one line
-        if type(error).__module__.split(".")[0] in ("botocore", "boto3", "sagemaker"):
-            _fail(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
-        raise
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit("run through the CLI: us8k launch-training --help")
+        lines.append("  final metrics: none yet")
+    lines += [f"  model: {status['model_artifacts']}", f"  checkpoints: {status['checkpoint_s3_uri']}"]
+    return lines

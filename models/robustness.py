@@ -21,9 +21,15 @@ from __future__ import annotations
 import io
 import time
 
+import av
 import numpy as np
+import tensorflow as tf
+from sklearn.metrics import f1_score
 
+from models.calibration import apply_temperature, check_on, ece
 from tfdata import contract as c
+from tfdata import records, windowing
+from tfdata.audio import decode_audio, resample
 
 MP3_BITRATES = (32_000, 64_000)
 OGG_BITRATE = 48_000
@@ -38,8 +44,6 @@ SEED = 0
 def encode(waveform: np.ndarray, container: str, codec: str, bit_rate: int, *, rate: int = c.SAMPLE_RATE,
            layout: str = "mono", options: dict | None = None) -> bytes:
     """Encode float32 mono samples in memory with PyAV (frames of the codec's size)."""
-    import av
-
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as out:
         stream = out.add_stream(codec, rate=rate, layout=layout, options=options or {})
@@ -60,15 +64,11 @@ def encode(waveform: np.ndarray, container: str, codec: str, bit_rate: int, *, r
 
 def _mp3(bit_rate):
     def apply(x, rng):
-        from tfdata.audio import decode_audio
-
         return decode_audio(encode(x, "mp3", "libmp3lame", bit_rate))
     return apply
 
 
 def _ogg(x, rng):
-    from tfdata.audio import decode_audio
-
     # FFmpeg's own Vorbis encoder (libvorbis is not in PyAV's wheel) encodes stereo only
     return decode_audio(encode(x, "ogg", "vorbis", OGG_BITRATE, layout="stereo", options={"strict": "experimental"}))
 
@@ -79,8 +79,6 @@ def _gain(db):
 
 def _through(rate):
     def apply(x, rng):
-        from tfdata.audio import resample
-
         return resample(resample(x, c.SAMPLE_RATE, rate), rate, c.SAMPLE_RATE)
     return apply
 
@@ -106,10 +104,6 @@ def conditions() -> dict:
 
 def read_test_clips(records_dir, fold: int):
     """(list of valid-sample waveforms float32, labels int64 [N]) of one fold's records."""
-    import tensorflow as tf
-
-    from tfdata import records
-
     ds = tf.data.TFRecordDataset(records.fold_files(records_dir, [fold])).batch(256).map(records.parse_examples)
     clips, labels = [], []
     for batch in ds.as_numpy_iterator():
@@ -121,8 +115,6 @@ def read_test_clips(records_dir, fold: int):
 
 def inference(model):
     """model(windows, training=False) traced once for any number of windows."""
-    import tensorflow as tf
-
     return tf.function(lambda x: model(x, training=False),
                        input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
 
@@ -130,11 +122,6 @@ def inference(model):
 def predict_clips(predict, clips, temperature: float = 1.0, batch_size: int = BATCH_SIZE):
     """As the endpoint: windows of each clip through `predict` (`inference(model)`), temperature per
     window, averaged. Returns (raw averaged, calibrated averaged probabilities), float64 [N, classes]."""
-    import tensorflow as tf
-
-    from models.calibration import apply_temperature
-    from tfdata import windowing
-
     windows = [windowing.frame(clip) for clip in clips]  # each [k, 88200]
     owner = np.concatenate([np.full(len(w), i) for i, w in enumerate(windows)])
     stacked = np.concatenate(windows).astype(np.float32)
@@ -142,18 +129,18 @@ def predict_clips(predict, clips, temperature: float = 1.0, batch_size: int = BA
                           for i in range(0, len(stacked), batch_size)]).astype(np.float64)
     scaled = apply_temperature(raw, temperature)
     counts = np.bincount(owner, minlength=len(clips))[:, None]
-    average = lambda p: np.stack([np.bincount(owner, weights=p[:, k], minlength=len(clips))
-                                  for k in range(p.shape[1])], axis=1) / counts
+
+    def average(p):  # per clip, the mean of its windows' rows
+        return np.stack([np.bincount(owner, weights=p[:, k], minlength=len(clips))
+                         for k in range(p.shape[1])], axis=1) / counts
+
     return average(raw), average(scaled)
 
 
 def evaluate_robustness(model, records_dir, test_fold: int, *, temperature: float = 1.0,
                         threshold: float = c.DEFAULT_THRESHOLD, verbose: bool = True, only=None) -> dict:
-    """Every condition's figures on the test fold (see the module docstring)."""
-    from sklearn.metrics import f1_score
-
-    from models.calibration import check_on, ece
-
+    """Every condition's figures on the test fold (see the module docstring); its summary.md table is
+    `models.evaluate.robustness_lines`."""
     clips, labels = read_test_clips(records_dir, test_fold)
     predict = inference(model)
     results = {}
@@ -178,15 +165,3 @@ def evaluate_robustness(model, records_dir, test_fold: int, *, temperature: floa
         r["delta_accuracy"] = r["accuracy"] - clean
     return {"test_fold": int(test_fold), "examples": int(len(labels)), "temperature": float(temperature),
             "threshold": float(threshold), "conditions": results}
-
-
-def summary_lines(report: dict) -> list[str]:
-    lines = [f"## Robustness (selected model, test fold {report['test_fold']}, {report['examples']} clips; "
-             f"temperature {report['temperature']:.3f}, threshold {report['threshold']:.4f})", "",
-             "| Condition | Accuracy | Δ vs clean | Macro-F1 | ECE raw → calibrated | Coverage | Precision of answers |",
-             "|---|---|---|---|---|---|---|"]
-    for name, r in report["conditions"].items():
-        precision = "–" if r["answered_precision"] is None else f"{r['answered_precision']:.4f}"
-        lines.append(f"| {name} | {r['accuracy']:.4f} | {r['delta_accuracy']:+.4f} | {r['macro_f1']:.4f} | "
-                     f"{r['ece_before']:.4f} → {r['ece_after']:.4f} | {r['coverage']:.3f} | {precision} |")
-    return lines + [""]

@@ -1,4 +1,4 @@
-"""Augmentation (tfdata.pipeline, models.augment): each one changes the training inputs, is
+"""Augmentation (tfdata.dataset, models.augment): each one changes the training inputs, is
 deterministic for a seed, mixes labels that sum to 1 — and none is in the exported graph."""
 import json
 
@@ -10,12 +10,12 @@ import tensorflow as tf
 from models.augment import SpecAugment, graph_random_ops
 from models.architectures import build_model
 from tfdata import contract as c
-from tfdata import pipeline
+from tfdata import dataset
 from tfdata.layout import SERVING_SIGNATURE, WINDOWS_SIGNATURE, find_saved_model, serving_inputs
 
 from conftest import tone_clip
 
-OFF = pipeline.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
+OFF = dataset.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
 SEED = tf.constant([3, 4], tf.int64)
 
 
@@ -31,7 +31,7 @@ def batch():
 
 def augmented(batch, params, seed=SEED):
     x, n, y = batch
-    out_x, out_y = pipeline.augment_training_batch(x, n, y, seed, params)
+    out_x, out_y = dataset.augment_training_batch(x, n, y, seed, params)
     return out_x.numpy(), out_y.numpy()
 
 
@@ -64,7 +64,7 @@ def test_each_augmentation_changes_the_inputs_and_is_seeded(batch, change):
 def test_speed_perturbation_changes_pitch_and_length():
     t = np.arange(c.CLIP_SAMPLES) / c.SAMPLE_RATE
     x = np.sin(2 * np.pi * 500.0 * t).astype(np.float32)[None]
-    out, n = pipeline.speed_perturb(tf.constant(x), tf.constant([c.CLIP_SAMPLES]), tf.constant([1.25]))
+    out, n = dataset.speed_perturb(tf.constant(x), tf.constant([c.CLIP_SAMPLES]), tf.constant([1.25]))
     out, n = out.numpy()[0], int(n.numpy()[0])
     assert abs(n - c.CLIP_SAMPLES / 1.25) <= 1 and np.all(out[n:] == 0)
     spectrum = np.abs(np.fft.rfft(out[:n]))
@@ -75,9 +75,10 @@ def test_speed_perturbation_changes_pitch_and_length():
 @pytest.mark.timeout(120)
 def test_mixup_labels_sum_to_one_through_the_pipeline(tone_records):
     records_dir = tone_records({1: 20})
-    params = pipeline.AugmentParams(mix="mixup", mix_alpha=0.4, background=True)
-    ds = pipeline.make_dataset(records_dir, [1], batch_size=10, training=True, augment=params, one_hot=True,
-                               class_weights={k: float(k + 1) for k in range(c.NUM_CLASSES)})
+    params = dataset.AugmentParams(mix="mixup", mix_alpha=0.4, background=True)
+    ds = dataset.make_dataset(records_dir, [1],
+        dataset.DatasetConfig(batch_size=10, training=True, augment=params, one_hot=True,
+                              class_weights={k: float(k + 1) for k in range(c.NUM_CLASSES)}))
     mixed = 0
     for x, y, w in ds:
         y, w = y.numpy(), w.numpy()
@@ -86,7 +87,7 @@ def test_mixup_labels_sum_to_one_through_the_pipeline(tone_records):
         mixed += int((np.count_nonzero(y > 1e-4, axis=1) == 2).sum())
     assert mixed > 0
     with pytest.raises(ValueError, match="one_hot=True"):
-        pipeline.make_dataset(records_dir, [1], batch_size=10, training=True, augment=params)
+        dataset.make_dataset(records_dir, [1], dataset.DatasetConfig(batch_size=10, training=True, augment=params))
 
 
 @pytest.mark.timeout(60)

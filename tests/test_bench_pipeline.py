@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchmarks.pipeline import us8k_peak_rss
+from benchmarks.training_input import us8k_peak_rss
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM needs Linux /proc")
 

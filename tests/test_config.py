@@ -8,9 +8,13 @@ import sys
 import pytest
 
 import us8k
+from cli import train_config_flags
+from cli.train import build_config
 from models import train
-from models.config import ConfigError, TrainConfig
-from tfdata import layout
+from models.augment import spec_augment_params
+from models.config import SPLIT_FIELDS, ConfigError, TrainConfig
+from models.training_data import augment_params
+from tfdata import dataset, layout
 
 from trained_run import read_json, records_once
 
@@ -30,6 +34,13 @@ def history(run_dir):
 
 def train_cli(*argv):
     return us8k.main(["train", *argv, "--skip-evaluate", "--verbose", "0"])
+
+
+def train_error(capsys, *argv) -> str:
+    """The line a refused `us8k train` prints last on stderr (it returns 1)."""
+    capsys.readouterr()
+    assert train_cli(*argv) == 1
+    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +106,7 @@ def test_a_flag_beside_config_overrides_it(first_run):
     assert len(rows) == 1 and float(rows[0]["learning_rate"]) == pytest.approx(0.002)
 
 
-def test_a_bad_config_json_is_a_one_line_error(first_run, tmp_path):
+def test_a_bad_config_json_is_a_one_line_error(first_run, tmp_path, capsys):
     _, _, run_dir = first_run
     record = read_json(run_dir / layout.CONFIG_FILE)
     cases = [
@@ -113,15 +124,12 @@ def test_a_bad_config_json_is_a_one_line_error(first_run, tmp_path):
     for i, (content, message) in enumerate(cases):
         path = tmp_path / f"config{i}.json"
         path.write_text(content if isinstance(content, str) else json.dumps(content))
-        with pytest.raises(SystemExit) as excinfo:
-            train_cli("--config", str(path), "--output", str(tmp_path / f"run{i}"))
-        error = str(excinfo.value)
-        assert error.startswith("us8k train: error: ") and message in error and "\n" not in error, (message, error)
+        error = train_error(capsys, "--config", str(path), "--output", str(tmp_path / f"run{i}"))
+        assert error.startswith("us8k train: error: ") and message in error, (message, error)  # one line: the last
         assert not (tmp_path / f"run{i}" / layout.CONFIG_FILE).exists()
-    with pytest.raises(SystemExit, match="cannot read"):
-        train_cli("--config", str(tmp_path / "missing.json"), "--output", str(tmp_path / "run"))
-    with pytest.raises(SystemExit, match="--records is required"):
-        train_cli("--output", str(tmp_path / "run"))
+    assert "cannot read" in train_error(capsys, "--config", str(tmp_path / "missing.json"), "--output",
+                                        str(tmp_path / "run"))
+    assert "--records is required" in train_error(capsys, "--output", str(tmp_path / "run"))
 
 
 def test_a_bad_config_exits_non_zero_with_one_line(first_run, tmp_path):
@@ -137,18 +145,61 @@ def test_a_bad_config_exits_non_zero_with_one_line(first_run, tmp_path):
 
 
 def test_every_field_has_a_flag_and_defaults_match_the_pipeline():
-    from tfdata import pipeline
-
     parser = us8k.build_parser("train")
     args = parser.parse_args(["train", "--output", "x"])
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     assert all(getattr(args, name) is None for name in fields)  # not given: --config's or the default
     given = parser.parse_args(["train", "--output", "x", "--records", "r", "--xla", "--mixed-precision"])
-    config, _ = train.build_config(given)
+    config, _ = build_config(given)
     assert config.xla is True and config.mixed_precision is True and TrainConfig().xla is False
-    assert train.augment_params(TrainConfig()) == pipeline.DEFAULT_AUGMENT
-    assert train.augment_params(TrainConfig(augment=False)) is False
-    assert TrainConfig().shuffle_buffer == pipeline.SHUFFLE_BUFFER
+    assert augment_params(TrainConfig()) == dataset.DEFAULT_AUGMENT
+    assert augment_params(TrainConfig(augment=False)) is False
+    assert TrainConfig().shuffle_buffer == dataset.SHUFFLE_BUFFER
+
+
+def other_value(field):
+    """(argv after the field's flag, the value it parses to): a value that is not the field's default."""
+    default, flag = field.default, train_config_flags.flag_name(field)
+    if isinstance(default, bool):
+        return ([flag] if not default else ["--no-" + flag[2:]]), not default
+    if field.name == "models":
+        return [flag, "cnn,tiny"], ["cnn", "tiny"]
+    if field.name == "train_folds":
+        return [flag, "4,5"], [4, 5]
+    if "choices" in field.metadata:
+        value = next(choice for choice in field.metadata["choices"] if choice != default)
+        return [flag, value], value
+    if isinstance(default, float):  # half the default: within every field's range and checks
+        value = default / 2 if default else 0.25
+        return [flag, str(value)], value
+    return [flag, "3"], 3  # int, or int | None
+
+
+@pytest.mark.parametrize("command", ["train", "cv", "launch-training"])
+def test_every_field_has_a_generated_flag_in_each_command(command):
+    """The flags are generated from TrainConfig's fields: every field (cv: but the fold split) has its flag
+    in the command's --help, with its help text and the dataclass default, and that flag sets that field
+    and no other."""
+    excluded = SPLIT_FIELDS if command == "cv" else ()
+    done = subprocess.run([sys.executable, "-m", "us8k", command, "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    shown = " ".join(done.stdout.split())  # argparse wraps the help: compare with the lines joined
+    parser = us8k.build_parser(command)
+    required = {"train": ["--output", "x"], "cv": ["--records", "r", "--output", "x"], "launch-training": []}
+    for field in dataclasses.fields(TrainConfig):
+        flag = train_config_flags.flag_name(field)
+        if field.name in excluded:
+            assert f"{flag} " not in shown, (command, flag)
+            continue
+        assert f"{flag} " in shown and field.metadata["help"] in shown, (command, flag)
+        if field.default is not None and not isinstance(field.default, bool):
+            assert f"{field.metadata['help']} (default {train_config_flags.shown_default(field.default)})" in shown
+        argv, expected = other_value(field)
+        args = parser.parse_args([command, *required[command], *argv])
+        assert train_config_flags.given_values(args) == {field.name: expected}, (command, field.name)
+        assert dataclasses.asdict(train_config_flags.config_from_flags(args))[field.name] == (
+            tuple(expected) if isinstance(expected, list) else expected)
 
 
 def test_train_config_checks_and_converts():
@@ -194,7 +245,7 @@ def test_new_training_fields_are_checked():
                          ({"calibration_target": "recall"}, "calibration_target must be")]:
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict(bad)
-    params = train.augment_params(TrainConfig(augment_mix="mixup", augment_background=True, augment_speed=0.1))
+    params = augment_params(TrainConfig(augment_mix="mixup", augment_background=True, augment_speed=0.1))
     assert params.mix == "mixup" and params.background and params.speed == 0.1 and params.soft_labels
-    assert train.spec_augment_params(TrainConfig()) is None
-    assert train.spec_augment_params(TrainConfig(spec_augment=True, seed=3))["seed"] == 3
+    assert spec_augment_params(TrainConfig()) is None
+    assert spec_augment_params(TrainConfig(spec_augment=True, seed=3))["seed"] == 3

@@ -21,8 +21,11 @@ import pytest
 import tensorflow as tf
 
 from models import custom_loop, distribute, train
+from models.callbacks import InputStall
 from models.config import TrainConfig
-from tfdata import pipeline
+from models.input_stall import InputStallMeter
+from models.normalization import normalization_stats
+from tfdata.dataset import DatasetConfig, make_dataset
 from run_files import event_tags, history_rows
 from trained_run import records_once
 
@@ -175,7 +178,7 @@ def test_xla_compiles_the_replica_forward_and_backward_pass():
             model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), loss="categorical_crossentropy")
         custom_loop.fit(model, strategy=strategy, train_ds=dataset, val_ds=dataset.map(lambda a, b, _: (a, b)),
                         epochs=1, initial_epoch=0, callbacks=[], verbose=0, steps_per_epoch=2,
-                        meter=train.InputStallMeter(), xla=xla)
+                        meter=InputStallMeter(), xla=xla)
 
     fit(xla=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="EagerPyFunc|PyFunc"):
@@ -188,14 +191,15 @@ def train_tiny(records, run_dir, loop, epochs, capsys):
                          shuffle_buffer=64, patience=10)
     strategy = mirrored()
     os.makedirs(run_dir, exist_ok=True)
-    mean, variance = train.normalization_stats(str(records), [1], str(run_dir))
+    mean, variance = normalization_stats(str(records), [1], str(run_dir))
     # in file order, unshuffled: Model.fit under a strategy opens one iterator before its first epoch
     # (its symbolic build), which would give it the next shuffle order of every epoch
-    datasets = [pipeline.make_dataset(str(records), [fold], batch_size=8, training=False, one_hot=True,
-                                      num_examples=count) for fold, count in ((1, 16), (2, 8))]
-    state = train.train_one("tiny", config, run_dir=str(run_dir), strategy=strategy, train_ds=datasets[0],
-                            val_ds=datasets[1], mean=mean, variance=variance, force=False, verbose=2,
-                            steps_per_epoch=2, strategy_name=distribute.MULTI_WORKER if loop else "mirrored")
+    datasets = [make_dataset(str(records), [fold], DatasetConfig(batch_size=8, one_hot=True, num_examples=count))
+                for fold, count in ((1, 16), (2, 8))]
+    setup = train.RunSetup(run_dir=str(run_dir), strategy=strategy, train_ds=datasets[0], val_ds=datasets[1],
+                           mean=mean, variance=variance, force=False, verbose=2, steps_per_epoch=2,
+                           strategy_name=distribute.MULTI_WORKER if loop else "mirrored")
+    state = train.train_one("tiny", config, setup)
     return state, capsys.readouterr().out
 
 
@@ -306,8 +310,7 @@ def test_input_stall_is_the_wait_on_the_pipeline(path, input_seconds, step_secon
     step of the run traces the train function and is left out of the figures."""
     clock = Clock()
     model = stall_model(costing(step_seconds, clock))
-    meter = train.InputStallMeter(clock=clock)
-    _, _, InputStall, _ = train._keras_callbacks()
+    meter = InputStallMeter(clock=clock)
     train_ds = stall_data(costing(input_seconds, clock))
     if path == "fit":
         model.fit(meter.probe(train_ds), validation_data=stall_data(), epochs=2, callbacks=[InputStall(meter)],
@@ -329,7 +332,7 @@ def test_input_stall_is_the_wait_on_the_pipeline(path, input_seconds, step_secon
 def test_input_stall_figures_of_the_loops_records():
     """What the loop hands the meter per step (wait, time, traced): Σ wait / Σ time over the steps
     that did not trace; a wait longer than its step's time counts as the whole step."""
-    meter = train.InputStallMeter()
+    meter = InputStallMeter()
     for wait, seconds, traced in ((5.0, 9.0, True), (1.0, 4.0, False), (3.0, 4.0, False), (-1.0, 2.0, False),
                                   (2.0, 1.0, False)):
         meter.record(wait, seconds, traced)
@@ -350,8 +353,7 @@ def test_the_loop_times_the_wait_on_the_pipeline_apart_from_the_step(slow):
     time; a loaded machine only adds): the wait of the slow pipeline's steps, the time beyond the wait
     of the slow step's."""
     model = stall_model(costing(PAUSE if slow == "step" else 0.0))
-    meter = train.InputStallMeter()
-    _, _, InputStall, _ = train._keras_callbacks()
+    meter = InputStallMeter()
     custom_loop.fit(model, strategy=tf.distribute.get_strategy(),
                     train_ds=stall_data(costing(PAUSE) if slow == "input" else None), val_ds=stall_data(),
                     epochs=2, initial_epoch=0, callbacks=[InputStall(meter)], verbose=0, steps_per_epoch=STEPS,

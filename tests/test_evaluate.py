@@ -1,6 +1,7 @@
 """models.evaluate (`us8k evaluate RUN`) on the shared trained run (tests/trained_run.py): report files, and
 every figure against the same figure worked out here from the model's own predictions and the records."""
 import json
+import re
 import shutil
 
 import keras
@@ -133,10 +134,13 @@ def test_classification_metrics_on_known_probabilities():
     assert sweep[1.0]["coverage"] == 0.0 and sweep[1.0]["answered_accuracy"] is None
 
 
-def test_missing_run_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="us8k evaluate: error: no selection.json .* run `us8k train` first"):
-        us8k.main(["evaluate", str(tmp_path)])
-    with pytest.raises(SystemExit, match="threshold must be in"):
-        (tmp_path / "selection.json").write_text(json.dumps({"records": str(tmp_path), "test_fold": 3,
-                                                             "selected": "tiny", "models": {}}))
-        us8k.main(["evaluate", str(tmp_path), "--threshold", "1.5"])
+def test_missing_run_is_a_clear_error(tmp_path, capsys):
+    def refusal(*argv):
+        capsys.readouterr()
+        assert us8k.main(["evaluate", *argv]) == 1
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert re.search("us8k evaluate: error: no selection.json .* run `us8k train` first", refusal(str(tmp_path)))
+    (tmp_path / "selection.json").write_text(json.dumps({"records": str(tmp_path), "test_fold": 3,
+                                                         "selected": "tiny", "models": {}}))
+    assert "threshold must be in" in refusal(str(tmp_path), "--threshold", "1.5")

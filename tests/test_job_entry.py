@@ -19,7 +19,7 @@ import moto_sagemaker
 import sagemaker_container
 import us8k
 from models.config import TrainConfig
-from models.job_entry import RESERVED_LOCAL_PATHS, TENSORBOARD_DIR
+from models.job_contract import RESERVED_LOCAL_PATHS, TENSORBOARD_DIR
 from models.launch import METRIC_DEFINITIONS
 
 pytestmark = pytest.mark.timeout(600)

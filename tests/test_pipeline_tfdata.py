@@ -1,10 +1,10 @@
-"""tfdata.pipeline: shapes, one pass over every record per epoch, seeded shuffle, stateless augmentation."""
+"""tfdata.dataset: shapes, one pass over every record per epoch, seeded shuffle, stateless augmentation."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfdata import contract as c
-from tfdata import pipeline, records
+from tfdata import dataset, records
 
 from trained_run import records_once
 
@@ -29,7 +29,7 @@ def row_keys(waveforms):
 
 
 def test_shapes_and_dtypes(records_dir):
-    ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=5, training=True)
+    ds = dataset.make_dataset(records_dir, [1, 2], dataset.DatasetConfig(batch_size=5, training=True))
     assert ds.element_spec[0].dtype == tf.float32 and ds.element_spec[1].dtype == tf.int32
     sizes = []
     for x, y in ds:
@@ -39,32 +39,36 @@ def test_shapes_and_dtypes(records_dir):
 
 
 def test_eval_batches_are_the_records_unchanged(records_dir):
-    x, y = epoch(pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=False))
+    x, y = epoch(dataset.make_dataset(records_dir, [1, 2], dataset.DatasetConfig(batch_size=4, training=False)))
     raw = list(records.read_folds(records_dir, [1, 2]).as_numpy_iterator())
     assert row_keys(x) == row_keys(np.stack([w for w, _ in raw]))
     assert sorted(y.tolist()) == sorted(int(label) for _, label in raw)
 
 
 def test_every_record_once_per_epoch_in_training(records_dir):
-    eval_x, eval_y = epoch(pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=False))
-    ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=True, augment=False, shuffle_buffer=8)
+    eval_x, eval_y = epoch(dataset.make_dataset(records_dir, [1, 2],
+        dataset.DatasetConfig(batch_size=4, training=False)))
+    ds = dataset.make_dataset(records_dir, [1, 2],
+        dataset.DatasetConfig(batch_size=4, training=True, augment=False, shuffle_buffer=8))
     for _ in range(2):  # each epoch (a new iterator) is a permutation of the records
         x, y = epoch(ds)
         assert len(x) == sum(PER_FOLD.values())
         assert row_keys(x) == row_keys(eval_x)
         assert sorted(y.tolist()) == sorted(eval_y.tolist())
-    augmented_x, augmented_y = epoch(pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=True))
+    augmented_x, augmented_y = epoch(dataset.make_dataset(records_dir, [1, 2],
+        dataset.DatasetConfig(batch_size=4, training=True)))
     assert sorted(augmented_y.tolist()) == sorted(eval_y.tolist())
 
 
 def test_repeat_goes_past_one_epoch(records_dir):
-    ds = pipeline.make_dataset(records_dir, [1], batch_size=4, training=True, repeat=True)
+    ds = dataset.make_dataset(records_dir, [1], dataset.DatasetConfig(batch_size=4, training=True, repeat=True))
     assert sum(int(y.shape[0]) for _, y in ds.take(10)) == 40  # fold 1 holds 13
 
 
 def test_shuffle_is_seeded(records_dir):
     def labels_and_first_rows(seed):
-        ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=24, training=True, augment=False, seed=seed)
+        ds = dataset.make_dataset(records_dir, [1, 2],
+            dataset.DatasetConfig(batch_size=24, training=True, augment=False, seed=seed))
         epochs = [next(iter(ds)) for _ in range(2)]
         return [(y.numpy(), x.numpy()[:, :64]) for x, y in epochs]
 
@@ -78,8 +82,8 @@ def test_shuffle_is_seeded(records_dir):
 
 def test_augmentation_changes_training_batches_deterministically(records_dir):
     def batches(seed, augment=None, training=True):
-        ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=24, training=training, augment=augment,
-                                   seed=seed)
+        ds = dataset.make_dataset(records_dir, [1, 2],
+            dataset.DatasetConfig(batch_size=24, training=training, augment=augment, seed=seed))
         return [next(iter(ds))[0].numpy() for _ in range(2)]  # two epochs
 
     plain = batches(3, augment=False)
@@ -100,9 +104,9 @@ def test_augment_batch_moves_only_valid_samples_and_scales_within_range():
     for i, n in enumerate(num_samples):
         x[i, :n] = rng.uniform(-0.5, 0.5, n)
     seed = tf.constant([5, 7], tf.int64)
-    params = pipeline.AugmentParams(min_gain_db=-6.0, max_gain_db=6.0)
-    out = pipeline.augment_batch(tf.constant(x), tf.constant(num_samples), seed, params).numpy()
-    np.testing.assert_array_equal(out, pipeline.augment_batch(tf.constant(x), tf.constant(num_samples), seed,
+    params = dataset.AugmentParams(min_gain_db=-6.0, max_gain_db=6.0)
+    out = dataset.augment_batch(tf.constant(x), tf.constant(num_samples), seed, params).numpy()
+    np.testing.assert_array_equal(out, dataset.augment_batch(tf.constant(x), tf.constant(num_samples), seed,
                                                               params).numpy())
     for i, n in enumerate(num_samples):
         moved = out[i][out[i] != 0]
@@ -111,38 +115,38 @@ def test_augment_batch_moves_only_valid_samples_and_scales_within_range():
         assert 10 ** (-6 / 20) - 1e-4 <= ratio <= 10 ** (6 / 20) + 1e-4
         # a circular shift (and a gain): the sorted magnitudes are the originals', scaled
         np.testing.assert_allclose(np.sort(np.abs(moved)) / ratio, np.sort(np.abs(x[i, :n])), rtol=1e-4)
-    roll_only = pipeline.AugmentParams(place=False, min_gain_db=0.0, max_gain_db=0.0)
-    rolled = pipeline.augment_batch(tf.constant(x), tf.constant(num_samples), seed, roll_only).numpy()
+    roll_only = dataset.AugmentParams(place=False, min_gain_db=0.0, max_gain_db=0.0)
+    rolled = dataset.augment_batch(tf.constant(x), tf.constant(num_samples), seed, roll_only).numpy()
     shift = [s for s in range(1000) if np.array_equal(np.roll(x[0], -s), rolled[0])]
     assert len(shift) == 1 and shift[0] != 0
     assert np.all(rolled[1, 400:] == 0) and np.all(rolled[2, 1:] == 0)
     with pytest.raises(ValueError, match="min_gain_db"):
-        pipeline.AugmentParams(min_gain_db=3.0, max_gain_db=-3.0)
+        dataset.AugmentParams(min_gain_db=3.0, max_gain_db=-3.0)
 
 
 def test_auto_shard_policy_is_explicit(records_dir):
     policy = tf.data.experimental.AutoShardPolicy
-    ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=True)
+    ds = dataset.make_dataset(records_dir, [1, 2], dataset.DatasetConfig(batch_size=4, training=True))
     assert ds.options().experimental_distribute.auto_shard_policy == policy.DATA
-    ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=True, num_workers=2)
+    ds = dataset.make_dataset(records_dir, [1, 2], dataset.DatasetConfig(batch_size=4, training=True, num_workers=2))
     assert ds.options().experimental_distribute.auto_shard_policy == policy.FILE  # 6 shards ≥ 2 workers
-    assert pipeline.auto_shard_policy(num_files=1, num_workers=2) == policy.DATA
+    assert dataset.auto_shard_policy(num_files=1, num_workers=2) == policy.DATA
 
 
 def test_cache_gives_the_same_records(records_dir, tmp_path):
-    eval_x, _ = epoch(pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=False))
-    ds = pipeline.make_dataset(records_dir, [1, 2], batch_size=4, training=True, augment=False,
-                               cache=str(tmp_path / "cache"))
+    eval_x, _ = epoch(dataset.make_dataset(records_dir, [1, 2], dataset.DatasetConfig(batch_size=4, training=False)))
+    ds = dataset.make_dataset(records_dir, [1, 2],
+        dataset.DatasetConfig(batch_size=4, training=True, augment=False, cache=str(tmp_path / "cache")))
     for _ in range(2):
         assert row_keys(epoch(ds)[0]) == row_keys(eval_x)
 
 
 def test_class_counts_and_weights(records_dir):
-    counts = pipeline.class_counts(records_dir, [1, 2])
+    counts = dataset.class_counts(records_dir, [1, 2])
     expected = np.bincount([i % c.NUM_CLASSES for n in PER_FOLD.values() for i in range(n)],
                            minlength=c.NUM_CLASSES)
     np.testing.assert_array_equal(counts, expected)
-    weights = pipeline.class_weights([10, 30, 0] + [20] * 7)
+    weights = dataset.class_weights([10, 30, 0] + [20] * 7)
     assert weights[1] == pytest.approx(weights[0] / 3) and weights[2] == 1.0
     # balanced: the weighted count of every present class is the same, and they add up to the total
     assert {round(weights[i] * n, 6) for i, n in enumerate([10, 30, 0] + [20] * 7) if n} == {20.0}
@@ -150,20 +154,21 @@ def test_class_counts_and_weights(records_dir):
 
 def test_missing_fold_is_a_clear_error(records_dir):
     with pytest.raises(FileNotFoundError, match="fold 7"):
-        pipeline.make_dataset(records_dir, [1, 7], batch_size=4, training=False)
+        dataset.make_dataset(records_dir, [1, 7], dataset.DatasetConfig(batch_size=4, training=False))
     with pytest.raises(ValueError, match="batch_size"):
-        pipeline.make_dataset(records_dir, [1], batch_size=0, training=False)
+        dataset.make_dataset(records_dir, [1], dataset.DatasetConfig(batch_size=0, training=False))
 
 
 def test_one_hot_labels_and_class_weights_as_sample_weights(records_dir):
-    plain = list(pipeline.make_dataset(records_dir, [1], batch_size=4, training=False))
+    plain = list(dataset.make_dataset(records_dir, [1], dataset.DatasetConfig(batch_size=4, training=False)))
     weights = {k: 1.0 + k for k in range(c.NUM_CLASSES)}
-    hot = list(pipeline.make_dataset(records_dir, [1], batch_size=4, training=False, one_hot=True,
-                                     class_weights=weights))
+    hot = list(dataset.make_dataset(records_dir, [1],
+        dataset.DatasetConfig(batch_size=4, training=False, one_hot=True, class_weights=weights)))
     for (x, y), (x1, y1, w1) in zip(plain, hot):
         np.testing.assert_array_equal(x.numpy(), x1.numpy())
         np.testing.assert_array_equal(y1.numpy().argmax(axis=1), y.numpy())
         np.testing.assert_allclose(y1.numpy().sum(axis=1), 1.0)
         np.testing.assert_allclose(w1.numpy(), [weights[int(k)] for k in y.numpy()])
     with pytest.raises(ValueError, match="one_hot=True"):
-        pipeline.make_dataset(records_dir, [1], batch_size=4, training=False, class_weights=weights)
+        dataset.make_dataset(records_dir, [1],
+            dataset.DatasetConfig(batch_size=4, training=False, class_weights=weights))

@@ -13,6 +13,7 @@ import tensorflow as tf
 import us8k
 from models import train
 from models.config import TrainConfig
+from models.optimization import learning_rate
 from tfdata import contract as c
 from run_files import event_tags, history_rows
 from trained_run import read_json, records_once, trained_run  # noqa: F401  (the fixture)
@@ -32,6 +33,13 @@ def records(tmp_path_factory):
 def cli(records_dir, run_dir, *extra):
     return us8k.main(["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT,
                       "--verbose", "2", *extra])
+
+
+def refusal(capsys, argv) -> str:
+    """The line a refused command prints last on stderr (it returns 1)."""
+    capsys.readouterr()
+    assert us8k.main(argv) == 1
+    return capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_four_seed_models_end_to_end_then_resume_skips_them(records, tmp_path, capsys):
@@ -227,7 +235,7 @@ def test_early_stopping_stops_and_a_resumed_run_stops_where_it_would_have(record
 
 
 @pytest.mark.timeout(120)
-def test_clear_errors(records, tmp_path):
+def test_clear_errors(records, tmp_path, capsys):
     records_dir = records(SMALL)
     run_dir = tmp_path / "run"
     cases = [
@@ -242,24 +250,24 @@ def test_clear_errors(records, tmp_path):
     for extra, message in cases:
         argv = ["train", "--records", str(records_dir), "--output", str(run_dir), *SPLIT, "--models", "tiny",
                 *extra]
-        with pytest.raises(SystemExit) as excinfo:
-            us8k.main(argv)
-        assert str(excinfo.value).startswith("us8k train: error:") and message in str(excinfo.value), extra
+        error = refusal(capsys, argv)
+        assert error.startswith("us8k train: error:") and message in error, extra
     assert not (run_dir / "selection.json").exists()
 
 
 @pytest.mark.timeout(180)
-def test_run_dir_of_other_records_is_refused(records, tmp_path):
+def test_run_dir_of_other_records_is_refused(records, tmp_path, capsys):
     run_dir = tmp_path / "run"
     first, second = records(SMALL), records(SMALL, seed=1)
     assert cli(first, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate") == 0
-    with pytest.raises(SystemExit, match="trained on other records"):
-        cli(second, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate")
+    assert "trained on other records" in refusal(capsys, ["train", "--records", str(second), "--output", str(run_dir),
+                                                          *SPLIT, "--verbose", "2", "--models", "tiny", "--epochs",
+                                                          "1", "--skip-evaluate"])
     assert cli(second, run_dir, "--models", "tiny", "--epochs", "1", "--skip-evaluate", "--force") == 0
     assert read_json(run_dir / "normalization.json")["records"] == str(second)
-    with pytest.raises(SystemExit, match="trained on other records or folds"):  # same data, swapped split
-        us8k.main(["train", "--records", str(second), "--output", str(run_dir), "--val-fold", "3", "--test-fold",
-                   "2", "--models", "tiny", "--epochs", "1", "--skip-evaluate"])
+    assert "trained on other records or folds" in refusal(capsys, [  # same data, swapped split
+        "train", "--records", str(second), "--output", str(run_dir), "--val-fold", "3", "--test-fold", "2",
+        "--models", "tiny", "--epochs", "1", "--skip-evaluate"])
 
 
 @pytest.mark.timeout(300)
@@ -312,7 +320,7 @@ def test_schedule_label_smoothing_and_weight_decay_are_applied(records, tmp_path
     assert isinstance(model.optimizer, keras.optimizers.AdamW) and model.optimizer.weight_decay == pytest.approx(0.001)
     assert model.loss.get_config()["label_smoothing"] == pytest.approx(0.1)
     # one-cycle warms up first, then decays
-    cycle = train.learning_rate(TrainConfig(lr_schedule="one_cycle", epochs=10, learning_rate=0.01), 10)
+    cycle = learning_rate(TrainConfig(lr_schedule="one_cycle", epochs=10, learning_rate=0.01), 10)
     values = [float(cycle(step)) for step in (0, 30, 99)]
     assert values[0] == pytest.approx(0.01 / 25) and values[1] == pytest.approx(0.01, rel=1e-3) and values[2] < 1e-4
 

@@ -1,8 +1,11 @@
-"""Names shared by training, export, packaging and serving: file layout and the SavedModel's signatures.
+"""Names shared by training, evaluation, export, packaging and serving: every file and directory name a
+training run, a cross-validation or an export writes, and the SavedModel's signatures; also the listening
+page's routes and the SageMaker serving container's environment variables.
 
-Also the few functions that read that layout: where a SavedModel's version directory is, a JSON
-file in a run or export directory, and a training run's selection. Pure Python with no imports beyond the standard library: the SageMaker
-handler ships it in `code/lib/tfdata/`. No other module retypes these names.
+Besides the names, the few functions that read that layout: where a SavedModel's version directory is, a
+JSON file in a run or export directory, and a training run's selection. Pure Python with no imports beyond
+the standard library: the SageMaker handler ships it in `code/lib/tfdata/`. No other module retypes these
+names: a module that writes or reads one of these files imports its name from here.
 """
 from __future__ import annotations
 
@@ -12,6 +15,47 @@ from pathlib import Path
 # A training run directory (`us8k train --output RUN`).
 CONFIG_FILE = "config.json"  # the run's TrainConfig (+ versions, records manifest hash)
 SELECTION_FILE = "selection.json"  # every model's results and the selected one
+NORMALIZATION_FILE = "normalization.json"  # log-mel mean and variance over the training folds
+CHECKPOINTS_DIR = "checkpoints"  # RUN/checkpoints/<model>/: one directory per model
+BEST_CHECKPOINT = "best.keras"  # the best epoch by val_accuracy (what evaluation and export use)
+LAST_CHECKPOINT = "last.keras"  # the last finished epoch, with the optimiser's state (resume)
+STATE_FILE = "state.json"  # epochs run, best epoch, early stop, seconds, input stall, per-epoch timing
+HISTORY_DIR = "history"  # RUN/history/<model>.csv: per-epoch metrics and learning rate
+TENSORBOARD_DIR = "tensorboard"  # RUN/tensorboard/<model>/: scalars and the validation confusion matrix
+CALIBRATION_FILE = "calibration.json"  # each model's temperature and threshold (`us8k evaluate`)
+REPORT_DIR = "report"  # RUN/report/: the test-fold evaluation (`us8k evaluate`)
+REPORT_FILE = "report.json"
+REPORT_SUMMARY_FILE = "summary.md"
+REPORT_FIGURES = ("confusion", "threshold", "reliability")  # RUN/report/<figure>_<model>.png
+
+# A cross-validation directory (`us8k cv --output CV`): one training run per test fold, CV/fold01/ …
+CV_FILE = "cv.json"  # the configuration, the records and the plan (test fold → validation fold)
+CV_SUMMARY_JSON = "summary.json"  # per model: per-fold test figures and their mean ± std
+CV_SUMMARY_MD = "summary.md"
+CV_SPLIT_FILE = "split.json"  # in each fold's run: the record ids of its training, validation and test clips
+
+
+def checkpoint_file(name: str, which: str = BEST_CHECKPOINT) -> str:
+    """A model's checkpoint, relative to the run directory: checkpoints/<name>/best.keras (or `which`)."""
+    return f"{CHECKPOINTS_DIR}/{name}/{which}"
+
+
+def history_file(name: str) -> str:
+    """A model's history CSV, relative to the run directory: history/<name>.csv."""
+    return f"{HISTORY_DIR}/{name}.csv"
+
+
+def report_figure(figure: str, name: str) -> str:
+    """The file name of one of a model's report figures (REPORT_FIGURES) in RUN/report/."""
+    if figure not in REPORT_FIGURES:
+        raise ValueError(f"unknown report figure {figure!r}; known: {', '.join(REPORT_FIGURES)}")
+    return f"{figure}_{name}.png"
+
+
+def cv_fold_run_name(test_fold: int) -> str:
+    """The directory of a cross-validation's training run for one test fold: fold01 … fold10 (not a
+    records fold directory, which is `tfdata.contract.fold_dir_name`: fold1 … fold10)."""
+    return f"fold{int(test_fold):02d}"
 
 # An export directory (`us8k export RUN --output EXPORT`): EXPORT/model/1/ + EXPORT/metadata.json.
 # In model.tar.gz the version folder sits at the root, beside code/ (SageMaker TF Serving's layout).

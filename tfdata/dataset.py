@@ -1,4 +1,4 @@
-"""The tf.data input pipeline: fold shards → batches of (waveform [B, 88200], label [B]).
+"""The tf.data datasets training and evaluation read: fold shards → batches of (waveform [B, 88200], label [B]).
 
     files (shuffled in training) → parallel interleave of TFRecordDatasets → [cache] →
     shuffle serialised records (seeded) → [repeat] → batch → parse the batch → [augment] → prefetch
@@ -10,6 +10,9 @@ time, and a new epoch gets new draws. Per clip: speed perturbation (off by defau
 placement of short clips, gain; across the batch: background from another training clip at a
 random SNR, and mixup or between-class mixing (soft labels; `one_hot=True`). Evaluation batches are
 never augmented; SpecAugment acts on the features inside the model (`models.augment`).
+
+`make_dataset(records_dir, folds, DatasetConfig(...))`: what one dataset does (batch size, training or
+evaluation, shuffle, cache, augmentation, labels, sharding) is one frozen `DatasetConfig`, passed whole.
 """
 from __future__ import annotations
 
@@ -195,56 +198,78 @@ def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.
     return tf.data.experimental.AutoShardPolicy.DATA
 
 
-def make_dataset(records_dir: str | os.PathLike, folds, *, batch_size: int, training: bool,
-                 shuffle_buffer: int = SHUFFLE_BUFFER, cache: bool | str = False,
-                 repeat: bool = False, augment: AugmentParams | None = None, seed: int = 0,
-                 deterministic: bool | None = None, num_workers: int = 1,
-                 num_examples: int | None = None, one_hot: bool = False,
-                 class_weights: dict | None = None) -> tf.data.Dataset:
-    """Batches of (waveform float32 [B, CLIP_SAMPLES], label int32 [B]) from the given folds.
-
-    one_hot: labels float32 [B, classes] instead (required when `augment` mixes labels).
-    class_weights ({class: weight}, with one_hot): a third element, the sample weights [B], each
-    the label-weighted mean of the class weights (a mixed label gets the mix of its classes').
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """How `make_dataset` reads its folds.
 
     training: shuffle files and records (seeded) and augment (with `augment`, default
-    DEFAULT_AUGMENT; pass `augment=False` for none). Evaluation keeps file order, no augmentation.
+    DEFAULT_AUGMENT; `augment=False` for none). Evaluation keeps file order, no augmentation.
     cache: True caches the serialised records in memory, a path caches them to that file.
     deterministic: None keeps tf.data's default (ordered); False lets parallel reads reorder.
     num_examples: the records' count when known (e.g. from `class_counts`): the dataset then has a
     known length (Keras shows steps per epoch); a wrong count fails when the data runs out.
-    num_workers: the input pipelines of a multi-worker job (chooses the auto-shard policy)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+    num_workers: the input pipelines of a multi-worker job (chooses the auto-shard policy).
+    one_hot: labels float32 [B, classes] instead of int32 [B] (required when `augment` mixes labels).
+    class_weights ({class: weight}, with one_hot): a third element, the sample weights [B], each
+    the label-weighted mean of the class weights (a mixed label gets the mix of its classes')."""
+
+    batch_size: int
+    training: bool = False
+    shuffle_buffer: int = SHUFFLE_BUFFER
+    cache: bool | str = False
+    repeat: bool = False
+    augment: AugmentParams | bool | None = None
+    seed: int = 0
+    deterministic: bool | None = None
+    num_workers: int = 1
+    num_examples: int | None = None
+    one_hot: bool = False
+    class_weights: dict | None = None
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+
+    @property
+    def augmentation(self) -> AugmentParams | None:
+        """The augmentation this dataset applies: None in evaluation or with `augment=False`."""
+        if not self.training or self.augment is False:
+            return None
+        return DEFAULT_AUGMENT if self.augment is None or self.augment is True else self.augment
+
+
+def make_dataset(records_dir: str | os.PathLike, folds, config: DatasetConfig) -> tf.data.Dataset:
+    """Batches of (waveform float32 [B, CLIP_SAMPLES], label) from the given folds, as `config` says:
+    label int32 [B], or float32 [B, classes] with `one_hot`; plus sample weights [B] with
+    `class_weights`. FileNotFoundError for a fold without shards."""
     files = records.fold_files(records_dir, folds)  # raises FileNotFoundError for an empty fold
-    if training and augment is None:
-        augment = DEFAULT_AUGMENT
+    augment, seed, deterministic, one_hot = config.augmentation, config.seed, config.deterministic, config.one_hot
 
     ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
+    if config.training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), READ_PARALLELISM), block_length=1,
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if num_examples is not None:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(int(num_examples)))
-    if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    if config.num_examples is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(int(config.num_examples)))
+    if config.cache:
+        ds = ds.cache(config.cache if isinstance(config.cache, str) else "")
+    if config.training:
+        ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if config.repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size)
+    ds = ds.batch(config.batch_size)
     ds = ds.map(records.parse_examples, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=deterministic)  # batched parse: one op per batch
-    if training and augment and augment.soft_labels and not one_hot:
+    if augment and augment.soft_labels and not one_hot:
         raise ValueError(f"augment mixes labels (mix={augment.mix!r}): pass one_hot=True")
-    if class_weights is not None and not one_hot:
+    if config.class_weights is not None and not one_hot:
         raise ValueError("class_weights (sample weights) need one_hot=True")
 
     def label_of(f):
         return tf.one_hot(f[c.KEY_LABEL], c.NUM_CLASSES) if one_hot else f[c.KEY_LABEL]
 
-    if training and augment:
+    if augment:
         params = augment
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         if one_hot:
@@ -260,13 +285,13 @@ def make_dataset(records_dir: str | os.PathLike, folds, *, batch_size: int, trai
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     else:
         ds = ds.map(lambda f: (f["waveform"], label_of(f)))
-    if class_weights is not None:
-        table = tf.constant([float(class_weights.get(k, 1.0)) for k in range(c.NUM_CLASSES)], tf.float32)
+    if config.class_weights is not None:
+        table = tf.constant([float(config.class_weights.get(k, 1.0)) for k in range(c.NUM_CLASSES)], tf.float32)
         ds = ds.map(lambda x, y: (x, y, tf.linalg.matvec(y, table)))
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = auto_shard_policy(len(files), num_workers)
+    options.experimental_distribute.auto_shard_policy = auto_shard_policy(len(files), config.num_workers)
     if deterministic is not None:
         options.deterministic = deterministic
     return ds.with_options(options)

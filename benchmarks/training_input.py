@@ -1,6 +1,6 @@
-"""`us8k bench pipeline`: can the tf.data pipeline keep a training step fed, and what does training cost in memory?
+"""`us8k bench pipeline`: can the tf.data input keep a training step fed, and what does training cost in memory?
 
-1. Pipeline: examples/s that `tfdata.pipeline.make_dataset` delivers from TFRecord shards in
+1. Pipeline: examples/s that `tfdata.dataset.make_dataset` delivers from TFRecord shards in
    training mode (shuffle, batched parse, augmentation), iterating batches with no model.
 2. Model: examples/s one training step of build_model(MODEL) consumes on this CPU (a compiled
    `train_on_batch` on one fixed batch, after warm-up) and `fit` fed by the pipeline; the same step
@@ -20,7 +20,14 @@ import sys
 import tempfile
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from models.architectures import build_model
+from tfdata import contract as c
+from tfdata import records, synth
+from tfdata.dataset import DatasetConfig, make_dataset
 
 RECORDS = 384  # written to SHARDS shards over two folds
 SHARDS = 8
@@ -40,11 +47,6 @@ UNIQUE_CLIPS = 40  # synthesised once, then reused (content does not change the 
 
 def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: int, seed: int = 0) -> int:
     """Synthetic clips (tfdata.synth) as fold shards; every 4th clip shorter than 4 s. Returns the count."""
-    import tensorflow as tf
-
-    from tfdata import contract as c
-    from tfdata import records, synth
-
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(UNIQUE_CLIPS):
@@ -69,11 +71,9 @@ def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: i
     return total
 
 
-def pipeline_rate(records_dir: str, folds, batch_size: int, batches: int, **kwargs) -> float:
-    """Examples/s delivered by make_dataset (repeating), after WARMUP_BATCHES."""
-    from tfdata import pipeline
-
-    ds = pipeline.make_dataset(records_dir, folds, batch_size=batch_size, repeat=True, **kwargs)
+def pipeline_rate(records_dir: str, folds, batch_size: int, batches: int, **settings) -> float:
+    """Examples/s delivered by make_dataset (repeating; `settings`: DatasetConfig's), after WARMUP_BATCHES."""
+    ds = make_dataset(records_dir, folds, DatasetConfig(batch_size=batch_size, repeat=True, **settings))
     iterator = iter(ds)
     for _ in range(WARMUP_BATCHES):
         next(iterator)
@@ -86,11 +86,6 @@ def step_rate(model_name: str, batch_size: int, steps: int, *, xla: bool = False
               mixed_precision: bool = False) -> tuple[float, object]:
     """train_on_batch examples/s on one fixed batch after WARMUP_STEPS, as `us8k train --xla` /
     `--mixed-precision` build and compile the model; returns (rate, the compiled model)."""
-    import keras
-
-    from models.architectures import build_model
-    from tfdata import contract as c
-
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
     try:
@@ -112,9 +107,7 @@ def step_rate(model_name: str, batch_size: int, steps: int, *, xla: bool = False
 
 def fit_rate(model, records_dir: str, folds, batch_size: int) -> float:
     """fit-from-pipeline examples/s of a compiled model, after a warm-up fit."""
-    from tfdata import pipeline
-
-    ds = pipeline.make_dataset(records_dir, folds, batch_size=batch_size, training=True, repeat=True)
+    ds = make_dataset(records_dir, folds, DatasetConfig(batch_size=batch_size, training=True, repeat=True))
     model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)  # warm-up (new function for fit)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=FIT_STEPS, epochs=1, shuffle=False, verbose=0)
