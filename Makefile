@@ -38,8 +38,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-# Two workers (the CI machine's cores), each test file one scheduling scope (tests/conftest.py); the 20 slowest last.
-test: install
+# Lint first, then two workers (the CI machine's cores), each test file one scheduling scope
+# (tests/conftest.py); the 20 slowest last.
+test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
 
 # Every benchmark; the Markdown report is the docs' benchmarks page.

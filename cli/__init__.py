@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import sys
 
@@ -59,22 +60,28 @@ def command_module(name: str):
     return importlib.import_module(f"{__name__}.{COMMANDS[name][0]}")
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every subcommand; only `only`'s arguments are added (its module imported)."""
+def build_parser(only: str | None = None, rest: list[str] = ()) -> argparse.ArgumentParser:
+    """The parser of every subcommand; only `only`'s arguments are added (its module imported).
+    A command module whose `add_arguments` takes `rest` (the words after the command's name) adds
+    only what that line needs (`us8k bench NAME` imports only benchmark NAME's module)."""
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         if name == only:
-            command_module(name).add_arguments(cmd)
+            add_arguments = command_module(name).add_arguments
+            if "rest" in inspect.signature(add_arguments).parameters:
+                add_arguments(cmd, rest=list(rest))
+            else:
+                add_arguments(cmd)
     return parser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse a command line; only the named subcommand's module is imported."""
-    name = next((a for a in argv if not a.startswith("-")), None)
-    only = name if name in COMMANDS else None
-    parser = build_parser(only)
+    position = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    only = argv[position] if position is not None and argv[position] in COMMANDS else None
+    parser = build_parser(only, argv[position + 1:] if only else ())
     if only and getattr(command_module(only), "PASSES_UNKNOWN_ARGS", False):
         args, extra = parser.parse_known_args(argv)
         args.extra_args = extra

@@ -17,12 +17,17 @@ from cli import CommandError
 from cli.output import progress
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, rest: list[str] = ()) -> None:
+    """Every benchmark's name; the flags of the one `rest` names only (each module imports what it
+    measures, TensorFlow included: `us8k bench --help` imports none of them)."""
     from benchmarks.suite import BENCHMARKS
 
+    named = next((word for word in rest if not word.startswith("-")), None)
     sub = parser.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for name, (module, help_text) in BENCHMARKS.items():
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        benchmark = sub.add_parser(name, help=help_text, description=help_text)
+        if name == named:
+            importlib.import_module(module).add_arguments(benchmark)
     every = sub.add_parser("all", help="every benchmark, one after another, into one JSON + Markdown report",
                            description="every benchmark, one after another: DIR/bench_report.json + .md")
     every.add_argument("--output", default=".", metavar="DIR", help="where the report goes (default: .)")

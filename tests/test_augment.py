@@ -6,14 +6,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tone_clip
 
-from models.augment import SpecAugment, graph_random_ops
 from models.architectures import build_model
+from models.augment import SpecAugment, graph_random_ops
 from tfdata import contract as c
 from tfdata import dataset
 from tfdata.layout import SERVING_SIGNATURE, WINDOWS_SIGNATURE, find_saved_model, serving_inputs
-
-from conftest import tone_clip
 
 OFF = dataset.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
 SEED = tf.constant([3, 4], tf.int64)

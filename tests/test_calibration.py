@@ -6,14 +6,13 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tone_clip
+from trained_run import trained_run  # noqa: F401  (the fixture)
 
 import us8k
 from models import calibration as cal
 from tfdata import contract as c
 from tfdata.layout import SERVING_SIGNATURE, find_saved_model, serving_inputs
-
-from conftest import tone_clip
-from trained_run import trained_run  # noqa: F401  (the fixture)
 
 
 def overconfident(n=400, seed=0, accuracy=0.7, sharpness=4.0):
@@ -57,7 +56,8 @@ def test_threshold_meets_the_precision_target_or_warns():
     chosen = cal.choose_threshold(p, y, "precision", 0.75)
     # answered at t = 0.7: 5 clips, 4 right (0.8 ≥ 0.75); at t = 0.6: 4 of 6 (0.67)
     assert chosen["threshold"] == pytest.approx(0.7) and chosen["reached"] and chosen["warning"] is None
-    assert chosen["validation_coverage"] == pytest.approx(5 / 8) and chosen["validation_precision"] == pytest.approx(0.8)
+    assert chosen["validation_coverage"] == pytest.approx(5 / 8)
+    assert chosen["validation_precision"] == pytest.approx(0.8)
     unreachable = cal.choose_threshold(p, np.full(8, 5), "precision", 0.9)  # never right
     assert not unreachable["reached"] and "no threshold reaches" in unreachable["warning"]
     coverage = cal.choose_threshold(p, y, "coverage", 0.5)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from trained_run import read_json, records_once
 
 import us8k
 from cli import train_config_flags
@@ -15,8 +16,6 @@ from models.augment import spec_augment_params
 from models.config import SPLIT_FIELDS, ConfigError, TrainConfig
 from models.training_data import augment_params
 from tfdata import dataset, layout
-
-from trained_run import read_json, records_once
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -19,6 +19,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from run_files import event_tags, history_rows
+from trained_run import records_once
 
 from models import custom_loop, distribute, train
 from models.callbacks import InputStall
@@ -26,8 +28,6 @@ from models.config import TrainConfig
 from models.input_stall import InputStallMeter
 from models.normalization import normalization_stats
 from tfdata.dataset import DatasetConfig, make_dataset
-from run_files import event_tags, history_rows
-from trained_run import records_once
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -7,13 +7,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from trained_run import read_json
 
 import us8k
 from models import cv
 from models.frontend import compute_normalization_stats
 from tfdata import contract as c
 from tfdata import dataset, records
-from trained_run import read_json
 
 
 def refusal(capsys, argv) -> str:

@@ -8,13 +8,12 @@ import keras
 import matplotlib.image
 import numpy as np
 import pytest
+from trained_run import MODELS, TEST_CLIPS, TEST_FOLD, run_copy, trained_run  # noqa: F401  (the fixture)
 
 import us8k
 from models import evaluate
 from tfdata import contract as c
 from tfdata import records
-
-from trained_run import MODELS, TEST_CLIPS, TEST_FOLD, run_copy, trained_run  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.timeout(300)
 

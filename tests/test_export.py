@@ -10,22 +10,45 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
+from trained_run import trained_run  # noqa: F401  (the fixture)
 
 import models.architectures  # noqa: F401  (registers the frontend layers for load_model)
 import us8k
 from models.export import export_model, frame_windows, verify_export, window_counts
 from tfdata import windowing
 from tfdata.batching import pad_batch
-from tfdata.contract import (CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, FRONTEND, NUM_CLASSES,
-                             SAMPLE_RATE, WINDOW_HOP_SAMPLES)
-from tfdata.layout import (INPUT_WAVEFORM, LOG_MEL_SIGNATURE, METADATA_FILE, MODEL_SUBDIR, OUTPUT_CLASS_ID,
-                           OUTPUT_CLASS_NAME, OUTPUT_LOG_MEL, OUTPUT_PROBABILITIES, OUTPUT_WINDOW_COUNT,
-                           OUTPUT_WINDOW_PROBABILITIES, SAVED_MODEL_FILE, SELECTION_FILE, SERVING_SIGNATURE, VERSION,
-                           WINDOWS_OUTPUTS, WINDOWS_SIGNATURE, OUTPUT_CLIP_INDEX, OUTPUT_VALID_SAMPLES,
-                           serving_inputs, windows_inputs)
+from tfdata.contract import (
+    CLASS_NAMES,
+    CLIP_SAMPLES,
+    DEFAULT_THRESHOLD,
+    FRONTEND,
+    NUM_CLASSES,
+    SAMPLE_RATE,
+    WINDOW_HOP_SAMPLES,
+)
+from tfdata.layout import (
+    INPUT_WAVEFORM,
+    LOG_MEL_SIGNATURE,
+    METADATA_FILE,
+    MODEL_SUBDIR,
+    OUTPUT_CLASS_ID,
+    OUTPUT_CLASS_NAME,
+    OUTPUT_CLIP_INDEX,
+    OUTPUT_LOG_MEL,
+    OUTPUT_PROBABILITIES,
+    OUTPUT_VALID_SAMPLES,
+    OUTPUT_WINDOW_COUNT,
+    OUTPUT_WINDOW_PROBABILITIES,
+    SAVED_MODEL_FILE,
+    SELECTION_FILE,
+    SERVING_SIGNATURE,
+    VERSION,
+    WINDOWS_OUTPUTS,
+    WINDOWS_SIGNATURE,
+    serving_inputs,
+    windows_inputs,
+)
 from tfdata.pcm import PCM_SCALE, quantize, to_pcm16
-
-from trained_run import trained_run  # noqa: F401  (the fixture)
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
 pytestmark = pytest.mark.timeout(180)
@@ -212,7 +235,8 @@ def test_windows_signature_equals_serving_default_on_int16_audio(exported):
     np.testing.assert_allclose(per_window, reference[OUTPUT_WINDOW_PROBABILITIES].numpy(), rtol=0, atol=SAME_ANSWER)
     assert counts.tolist() == reference[OUTPUT_WINDOW_COUNT].numpy().tolist() == [1, 1, 5, 29]
     # the graph divides by the one PCM scale: a full-scale window is ±1.0 after decoding
-    assert to_pcm16(np.array([1.0, -1.0, 2.0], np.float32)).tolist() == [int(PCM_SCALE), -int(PCM_SCALE), int(PCM_SCALE)]
+    full_scale = int(PCM_SCALE)
+    assert to_pcm16(np.array([1.0, -1.0, 2.0], np.float32)).tolist() == [full_scale, -full_scale, full_scale]
 
 
 def test_windows_signature_refuses_malformed_windows(exported):

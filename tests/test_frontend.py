@@ -3,14 +3,13 @@ import dataclasses
 import subprocess
 import sys
 
-import librosa
 import keras
+import librosa
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.frontend import (LogMelFrontend, LogMelSpectrogram, compute_normalization_stats,
-                             slaney_mel_matrix)
+from models.frontend import LogMelFrontend, LogMelSpectrogram, compute_normalization_stats, slaney_mel_matrix
 from tfdata.contract import CLIP_SAMPLES, FRONTEND, SAMPLE_RATE
 
 # max |ours - librosa| in dB over every (frame, mel) cell, the bound README states. Measured here

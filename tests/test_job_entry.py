@@ -13,10 +13,10 @@ import re
 import shutil
 
 import boto3
-import pytest
-
 import moto_sagemaker
+import pytest
 import sagemaker_container
+
 import us8k
 from models.config import TrainConfig
 from models.job_contract import RESERVED_LOCAL_PATHS, TENSORBOARD_DIR

@@ -11,9 +11,9 @@ import re
 import tarfile
 
 import boto3
+import moto_sagemaker
 import pytest
 
-import moto_sagemaker
 import us8k
 from models.config import TrainConfig
 
@@ -143,7 +143,8 @@ def test_hyperparameters_stay_under_sagemakers_limit_as_sent():
     sent = json.dumps(job_hyperparameters(config)["config"])
     assert len(sent) <= HYPERPARAMETER_LIMIT
     long = TrainConfig(models=("cnn",) * 400)  # one long value: ≈ 3,200 characters as sent
-    with pytest.raises(LaunchError, match=r"hyperparameter config is \d+ characters as sent; SageMaker takes at most 2500"):
+    refusal = r"hyperparameter config is \d+ characters as sent; SageMaker takes at most 2500"
+    with pytest.raises(LaunchError, match=refusal):
         job_hyperparameters(long)
 
 

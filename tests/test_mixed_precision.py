@@ -12,13 +12,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from trained_run import records_once
 
 import us8k
 from models.architectures import build_model
 from tfdata import contract as c
 from tfdata.layout import SERVING_SIGNATURE, serving_inputs
-
-from trained_run import records_once
 
 pytestmark = pytest.mark.timeout(420)
 

@@ -24,10 +24,10 @@ import sys
 import time
 
 import boto3
-import pytest
-
 import moto_sagemaker
+import pytest
 import sagemaker_container
+
 import us8k
 
 pytestmark = pytest.mark.timeout(600)

@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from trained_run import records_once
 
 from tfdata import contract as c
 from tfdata import dataset, records
-
-from trained_run import records_once
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -5,13 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from trained_run import TEST_CLIPS, run_copy, trained_run  # noqa: F401  (the fixture)
 
 import us8k
 from models import robustness
 from tfdata import contract as c
 from tfdata.audio import decode_audio
-
-from trained_run import TEST_CLIPS, run_copy, trained_run  # noqa: F401  (the fixture)
 
 
 def tone(seconds=2.0, hz=440.0):

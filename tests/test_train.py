@@ -9,14 +9,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from run_files import event_tags, history_rows
+from trained_run import read_json, records_once, trained_run  # noqa: F401  (the fixture)
 
 import us8k
 from models import train
 from models.config import TrainConfig
 from models.optimization import learning_rate
 from tfdata import contract as c
-from run_files import event_tags, history_rows
-from trained_run import read_json, records_once, trained_run  # noqa: F401  (the fixture)
 
 SPLIT = ["--val-fold", "2", "--test-fold", "3"]
 SMALL = {1: 8, 2: 4, 3: 4}  # training, validation, test clips

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
 import shared_dir
 from conftest import write_tone_records
 
