@@ -28,7 +28,7 @@ when the file reaches the cap, so nothing is grouped or held in memory and no fi
 --shard-mb (locally: about one file per worker and fold). `--shard-mb 0`: no cap.
 `--planned-shards`: the shard count per fold is planned from the CSV's row counts instead (an
 exact count whatever the runner; Beam then groups every record by shard and writes each in a
-later stage, which on the FnApiRunner holds them all in memory and is slower; README).
+later stage, which on the FnApiRunner holds them all in memory and is slower; docs/data.md).
 
 `--dry_run=true` (Beam's TestOptions; true/1/yes, and false/0/no for "not a dry run", anything else
 refused: beam.driver.beam_args) builds the job without running it: with DataflowRunner it builds the
@@ -44,7 +44,7 @@ the workers import no TensorFlow: tfdata.example writes the Examples).
 On 2 cores it was faster than `multi_threading` (the same threads plus in-process gRPC) and
 `multi_processing` (a process per worker to start and feed over gRPC; with planned shards every 176 KB record also
 crosses to the runner process and back); `us8k bench ingest --modes ...` compares them (figures:
-README).
+docs/data.md).
 
 Any Beam option after ours passes to PipelineOptions, e.g. for Dataflow (docs/dataflow.md):
 

@@ -6,7 +6,7 @@ On a synthetic set (`us8k synth --difficulty hard`, so the baseline's CNN is far
     seed     us8k train --models cnn        (the baseline's recipe: Adam 1e-3, roll/placement/gain only)
     strong   us8k train --models deep_cnn   + background mixing, mixup, SpecAugment, cosine schedule with
                                               a 2-epoch warm-up, label smoothing, weight decay, patience 15
-                                              (STRONG_FLAGS: the README's real-data recipe)
+                                              (STRONG_FLAGS: docs/results.md's real-data recipe)
 
 `--protocol cost` times each augmentation per batch against a training step. `--protocol split`:
 folds 1–8 / 9 / 10, once per seed (`--seeds 0,1,2`), test-fold accuracy and

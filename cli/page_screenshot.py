@@ -1,5 +1,5 @@
 """`us8k page-screenshot [EXPORT] [--output docs/listening_page.png]`: the listening page's picture in
-the README, made by a command (the test suite writes no tracked file).
+docs/listening-page.md, made by a command (the test suite writes no tracked file).
 
 It serves EXPORT (an export directory or a model.tar.gz; without one, `example_export`: the tests'
 model, an untrained `tiny` network seeded with 0, exported into a temporary directory) on a free

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-DEFAULT_THRESHOLD = 0.3  # the README's picture shows labels and events of the untrained test model
+DEFAULT_THRESHOLD = 0.3  # the docs' picture shows labels and events of the untrained test model
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run"]

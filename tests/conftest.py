@@ -149,7 +149,7 @@ def tone_records_writer():
 # Seeded, with unit normalisation statistics: its answers are far from one-hot (top ≈ 0.3–0.8).
 # ---------------------------------------------------------------------------------------------
 def _build_tiny_export(target):
-    from cli.page_screenshot import example_export  # the README's picture shows this same model
+    from cli.page_screenshot import example_export  # the listening page's picture shows this same model
 
     example_export(target / "export")
 

@@ -410,7 +410,7 @@ def test_formats_libsndfile_cannot_read_get_415_in_the_container(handler, in_pro
     assert LIBSNDFILE_FORMATS in answer["error"]
     b64 = json.dumps({"instances": [{"b64": base64.b64encode(m4a).decode()}]}).encode()
     assert handler.input(b64, "application/json")["status"] == 415
-    # the local endpoint's environment has PyAV: the same bytes decode there (the README says so)
+    # the local endpoint's environment has PyAV: the same bytes decode there (docs/serving.md says so)
     (waveform,) = in_process.parse_request(m4a, "application/octet-stream")
     assert abs(waveform.size - 2 * SAMPLE_RATE) < 0.2 * SAMPLE_RATE  # AAC adds priming and padding frames
 

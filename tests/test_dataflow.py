@@ -228,7 +228,7 @@ def test_a_refused_submission_leaves_the_earlier_output_as_it_was(command, datas
 
 
 def test_portable_runner_options_parse():
-    """The Flink and Spark options the README documents are Beam 2.77's own."""
+    """The Flink and Spark options docs/dataflow.md documents are Beam 2.77's own."""
     from apache_beam.options.pipeline_options import FlinkRunnerOptions, PortableOptions, SparkRunnerOptions
 
     flink = driver.pipeline_options(["--runner", "FlinkRunner", "--flink_master=flink-host:8081",

@@ -220,7 +220,7 @@ def test_every_inline_command_names_real_options(page, span):
             assert set(words) <= {"-h", "--help"}, f"{page}: `{span}`"
             continue
         assert words[0] in cli.COMMANDS, f"{page}: `{span}`: no command {words[0]!r}"
-        known = _option_strings(cli.build_parser(words[0]), [w for w in words if not w.startswith("-")])
+        known = _option_strings(cli.build_parser(words[0], words[1:]), [w for w in words if not w.startswith("-")])
         if getattr(cli.command_module(words[0]), "PASSES_UNKNOWN_ARGS", False):
             known |= _beam_option_strings()
         flags = {w.split("=", 1)[0] for w in words if w.startswith("-")}

@@ -12,7 +12,7 @@ import tensorflow as tf
 from models.frontend import LogMelFrontend, LogMelSpectrogram, compute_normalization_stats, slaney_mel_matrix
 from tfdata.contract import CLIP_SAMPLES, FRONTEND, SAMPLE_RATE
 
-# max |ours - librosa| in dB over every (frame, mel) cell, the bound README states. Measured here
+# max |ours - librosa| in dB over every (frame, mel) cell, the bound docs/training.md states. Measured here
 # (TF 2.21 CPU, librosa 0.11): 2.52e-4 dB at most, on the tone clip; the others stay below 1.1e-4.
 # The bound leaves 2x for another CPU's float32 FFT rounding.
 PARITY_DB = 5e-4

@@ -1,6 +1,6 @@
 """The most memory one request can cost, measured: `us8k serve` in its own process, its peak RSS
 (VmHWM, reset through /proc/PID/clear_refs) around each of the largest requests the limits allow,
-over its resident memory just before. README's serving section states the bound asserted here."""
+over its resident memory just before. docs/serving.md states the bound asserted here."""
 import base64
 import io
 import json
@@ -23,7 +23,7 @@ from serving.inference import MAX_BODY_BYTES, MAX_INSTANCES, MAX_SECONDS
 pytestmark = [pytest.mark.timeout(600),
               pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")]
 
-PEAK_BOUND_MB = 320  # README: at most 251 MB measured over an idle server at the limits (test model)
+PEAK_BOUND_MB = 320  # docs/serving.md: at most 251 MB measured over an idle server at the limits (test model)
 
 
 def kib(pid, field):

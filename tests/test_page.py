@@ -4,7 +4,7 @@ and ten bars, the timeline of a long file, the log-mel features of the model's o
 signature, the threshold slider, the endpoint's errors as messages, a two-second recording through
 Chromium's fake microphone, a 360 px viewport, axe-core (run in the page) and the keyboard alone.
 Also the routes themselves over HTTP, and `us8k page-screenshot` (cli.page_screenshot), which makes
-the README's docs/listening_page.png: here it writes into the test's temporary directory only."""
+docs/listening-page.md's docs/listening_page.png: here it writes into the test's temporary directory only."""
 import base64
 import io
 import json
@@ -202,7 +202,7 @@ def test_upload_shows_label_bars_timeline_and_slider_relabels(page, http, files)
 
 def test_page_screenshot_command_writes_a_png(tiny_export, browser, files, tmp_path):
     """What `us8k page-screenshot` runs (cli.page_screenshot, serving.screenshot; in this test's Chromium),
-    into the test's directory: a full-page PNG of the page after classifying the long file (README:
+    into the test's directory: a full-page PNG of the page after classifying the long file (docs/listening-page.md:
     docs/listening_page.png)."""
     output = screenshot_model(tiny_export, tmp_path / "shots" / "page.png", audio=files["long.wav"], browser=browser)
     data = output.read_bytes()

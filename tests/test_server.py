@@ -1,6 +1,6 @@
 """serving.server over real HTTP on loopback: formats, options, every bad input → its 4xx (and the
 server keeps serving), dynamic batching that does not change answers, the same predictions as
-the SavedModel alone and as the container's handlers (to the bounds the README states), the
+the SavedModel alone and as the container's handlers (to the bounds docs/serving.md states), the
 exported threshold and its overrides, model.tar.gz, graceful stop, and `us8k serve`: its refusals
 (flags, missing export, port in use) and the command in its own process (token, access log, SIGTERM)."""
 import base64
@@ -42,14 +42,14 @@ from tfdata.layout import (
 pytestmark = pytest.mark.timeout(300)
 
 TEST_BATCH_TIMEOUT_MS = 20.0  # long enough that requests sent together share a model call
-# How far answers may move, on the test model (tests/conftest.py's tiny export), as the README states
+# How far answers may move, on the test model (tests/conftest.py's tiny export), as docs/serving.md states
 # them: probabilities are rounded to 6 decimals in answers (tfdata.answers.DECIMALS), so 2e-6 is two
 # steps of that rounding. Measured over 120 clips of 0.3–13 s (0.3 sine + 0.05 noise): the endpoint's
 # windows mean against serving_default on the whole clip ≤ 5.2e-7; a request batched with 29
 # concurrent others against the same request alone ≤ 1e-6; the container's int16 PCM against the
 # float32 waveform ≤ 4.4e-6 (6.9e-6 over the 24 clips peaking at 0.1–1 of the test below; quieter
 # audio moves more: up to 1.9e-4 measured at a 0.003 peak).
-SAME_ANSWER = 2e-6  # windows mean vs serving_default, and batched vs alone (README: "tested to 2e-6")
+SAME_ANSWER = 2e-6  # windows mean vs serving_default, and batched vs alone (docs/serving.md: "tested to 2e-6")
 INT16_ROUNDING = 1e-5  # the container's int16 PCM vs the float32 waveform, clips peaking at 0.1–1
 
 server = endpoint_servers.server_fixture(max_batch=32, batch_timeout_ms=TEST_BATCH_TIMEOUT_MS)
@@ -493,7 +493,7 @@ def test_the_exported_threshold_is_served_and_overridden_in_order(low_threshold_
 
 
 def test_the_containers_int16_rounding_stays_within_its_bound(signature, tiny_export, container):
-    """What the README states of the container's int16 PCM against the float32 waveform: over clips
+    """What docs/serving.md states of the container's int16 PCM against the float32 waveform: over clips
     peaking at 0.1–1 (0.5–8 s, tones over noise), probabilities move by at most INT16_ROUNDING."""
     import tensorflow as tf
 
