@@ -13,7 +13,7 @@ TOOLKIT := $(VENV)/sagemaker-toolkit
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo lint test bench screenshot clean
+.PHONY: install demo lint shape test bench screenshot clean
 install: $(STAMP) $(TOOLKIT)/.installed $(CHROMIUM)
 
 $(CHROMIUM):
@@ -37,6 +37,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+
+# Module sizes, functions over 50 lines, imports inside functions (tests/code_shape.py [ROOT] compares another checkout).
+shape:
+	$(PY) tests/code_shape.py
 
 # Lint first, then two workers (the CI machine's cores), each test file one scheduling scope
 # (tests/conftest.py); the 20 slowest last.
