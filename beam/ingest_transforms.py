@@ -131,8 +131,9 @@ class _DecodeClipFn(beam.DoFn):
         try:
             data = read_audio_bytes(FileSystems.join(self._data_dir, row.relative_path))
             clip, valid = fit_to_length(decode_head(data))  # decodes only the 4 s it keeps
-            example = serialize_clip(clip, valid, label=row.label, fold=row.fold, fsid=row.fsid,
-                                     slice_file_name=row.slice_file_name, salience=row.salience)
+            example = serialize_clip(clip, valid, label=row.label, class_name=c.CLASS_NAMES[row.label],
+                                     fold=row.fold, fsid=row.fsid, slice_file_name=row.slice_file_name,
+                                     salience=row.salience)
         except AudioDecodeError as exc:
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, str(exc)))
             return

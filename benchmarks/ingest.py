@@ -273,8 +273,9 @@ def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tup
             os.makedirs(os.path.join(out_dir, c.fold_dir_name(fold)), exist_ok=True)
             writers[fold] = tf.io.TFRecordWriter(
                 os.path.join(out_dir, c.fold_dir_name(fold), f"part-{part:05d}{c.RECORD_SUFFIX}"))
-        writers[fold].write(serialize_clip(clip, valid, label=int(row["classID"]), fold=fold, fsid=int(row["fsID"]),
-                                           slice_file_name=row["slice_file_name"], salience=int(row["salience"])))
+        writers[fold].write(serialize_clip(clip, valid, label=int(row["classID"]), class_name=row["class"], fold=fold,
+                                           fsid=int(row["fsID"]), slice_file_name=row["slice_file_name"],
+                                           salience=int(row["salience"])))
         written += 1
     for writer in writers.values():
         writer.close()

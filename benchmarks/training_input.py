@@ -55,7 +55,8 @@ def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: i
         x = 0.5 * synth.synthesize_clip(label, rng, c.SAMPLE_RATE, seconds)
         clip = np.zeros(c.CLIP_SAMPLES, np.float32)
         clip[: len(x)] = x[: c.CLIP_SAMPLES]
-        clips.append((records.serialize_clip(clip, min(len(x), c.CLIP_SAMPLES), label=label, fold=1, fsid=i,
+        clips.append((records.serialize_clip(clip, min(len(x), c.CLIP_SAMPLES), label=label,
+                                             class_name=c.CLASS_NAMES[label], fold=1, fsid=i,
                                              slice_file_name=f"{i}-{label}-0-0.wav", salience=1)))
     total = 0
     for fold, count in per_fold.items():

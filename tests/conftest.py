@@ -115,8 +115,8 @@ def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3
             n = int(rng.integers(c.SAMPLE_RATE // 2, c.CLIP_SAMPLES)) if short else c.CLIP_SAMPLES
             name = f"{1000 * fold + i}-{label}-0-0.wav"
             writers[i % shards].write(records.serialize_clip(
-                tone_clip(label, rng, n), n, label=label, fold=fold, fsid=1000 * fold + i,
-                slice_file_name=name, salience=1))
+                tone_clip(label, rng, n), n, label=label, class_name=c.URBANSOUND8K_CLASSES[label], fold=fold,
+                fsid=1000 * fold + i, slice_file_name=name, salience=1))
             written.append((fold, label, name))
         for w in writers:
             w.close()

@@ -5,6 +5,9 @@ import tensorflow as tf
 
 from tfdata import contract as c
 from tfdata import records
+from tfdata.classes import MAX_CLASSES
+
+US8K = c.URBANSOUND8K_CLASSES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -14,27 +17,29 @@ def write_fold(root, fold, clips):
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for i, (clip, label) in enumerate(clips):
-            writer.write(records.serialize_clip(clip, c.CLIP_SAMPLES - i, label=label, fold=fold, fsid=100 + i,
+            writer.write(records.serialize_clip(clip, c.CLIP_SAMPLES - i, label=label, class_name=US8K[label],
+                                                fold=fold, fsid=100 + i,
                                                 slice_file_name=f"{100 + i}-{label}-0-{i}.wav", salience=1 + i % 2))
 
 
 def test_round_trip_every_field(tmp_path):
     rng = np.random.default_rng(0)
     clip = rng.uniform(-1, 1, c.CLIP_SAMPLES).astype(np.float32)
-    serialized = records.serialize_clip(clip, 4321, label=7, fold=3, fsid=99, slice_file_name="99-7-0-1.wav",
-                                        salience=2)
+    serialized = records.serialize_clip(clip, 4321, label=7, class_name=US8K[7], fold=3, fsid=99,
+                                        slice_file_name="99-7-0-1.wav", salience=2)
     parsed = records.parse_examples(tf.constant(serialized))
     np.testing.assert_allclose(parsed["waveform"].numpy(), clip, atol=0.5 / records.PCM_SCALE + 1e-7)
     assert parsed[c.KEY_NUM_SAMPLES].numpy() == 4321
     assert parsed[c.KEY_LABEL].numpy() == 7 and parsed[c.KEY_LABEL].dtype == tf.int32
-    assert parsed[c.KEY_CLASS].numpy().decode() == c.CLASS_NAMES[7]
+    assert parsed[c.KEY_CLASS].numpy().decode() == US8K[7]
     assert parsed[c.KEY_FOLD].numpy() == 3 and parsed[c.KEY_FSID].numpy() == 99
     assert parsed[c.KEY_FILE].numpy().decode() == "99-7-0-1.wav" and parsed[c.KEY_SALIENCE].numpy() == 2
 
 
 def test_batched_parse_equals_single(tmp_path):
     clips = [np.full(c.CLIP_SAMPLES, v, np.float32) for v in (-1.0, 0.0, 0.25)]
-    serialized = [records.serialize_clip(x, 10, label=i, fold=1, fsid=i, slice_file_name="x.wav", salience=1)
+    serialized = [records.serialize_clip(x, 10, label=i, class_name=US8K[i], fold=1, fsid=i,
+                                         slice_file_name="x.wav", salience=1)
                   for i, x in enumerate(clips)]
     batch = records.parse_examples(tf.constant(serialized))
     assert batch["waveform"].shape == (3, c.CLIP_SAMPLES)
@@ -45,16 +50,22 @@ def test_batched_parse_equals_single(tmp_path):
 def test_out_of_range_samples_are_clipped_not_wrapped():
     clip = np.full(c.CLIP_SAMPLES, 1.7, np.float32)
     parsed = records.parse_examples(tf.constant(records.serialize_clip(
-        clip, 1, label=0, fold=1, fsid=1, slice_file_name="a.wav", salience=1)))
+        clip, 1, label=0, class_name="a", fold=1, fsid=1, slice_file_name="a.wav", salience=1)))
     assert np.allclose(parsed["waveform"].numpy(), 1.0)
 
 
-def test_serialize_rejects_wrong_shape_and_label():
+def test_serialize_rejects_wrong_shape_label_and_class_name():
+    clip = np.zeros(c.CLIP_SAMPLES, np.float32)
+    fields = dict(fold=1, fsid=1, slice_file_name="a", salience=1)
     with pytest.raises(ValueError, match="shape"):
-        records.serialize_clip(np.zeros(10, np.float32), 10, label=0, fold=1, fsid=1, slice_file_name="a", salience=1)
-    with pytest.raises(ValueError, match="label"):
-        records.serialize_clip(np.zeros(c.CLIP_SAMPLES, np.float32), 1, label=10, fold=1, fsid=1,
-                               slice_file_name="a", salience=1)
+        records.serialize_clip(np.zeros(10, np.float32), 10, label=0, class_name="a", **fields)
+    for label in (-1, MAX_CLASSES):
+        with pytest.raises(ValueError, match="label"):
+            records.serialize_clip(clip, 1, label=label, class_name="a", **fields)
+    for name in ("", "a/b", "undetermined", " lead"):
+        with pytest.raises(ValueError, match="class name"):
+            records.serialize_clip(clip, 1, label=0, class_name=name, **fields)
+    assert records.serialize_clip(clip, 1, label=MAX_CLASSES - 1, class_name="car horn.2", **fields)
 
 
 def test_read_folds_loads_shape_88200(tmp_path):
@@ -105,8 +116,8 @@ def test_example_without_tensorflow_is_tensorflows_message(fsid, salience):
 
     rng = np.random.default_rng(fsid % 97)
     clip = rng.uniform(-1, 1, c.CLIP_SAMPLES).astype(np.float32)
-    ours = example.serialize_clip(clip, 4321, label=7, fold=3, fsid=fsid, slice_file_name="café-7-0-1.wav",
-                                  salience=salience)
+    ours = example.serialize_clip(clip, 4321, label=7, class_name=US8K[7], fold=3, fsid=fsid,
+                                  slice_file_name="café-7-0-1.wav", salience=salience)
 
     def int64(v):
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
@@ -116,7 +127,7 @@ def test_example_without_tensorflow_is_tensorflows_message(fsid, salience):
 
     expected = tf.train.Example(features=tf.train.Features(feature={
         c.KEY_AUDIO: raw(pcm.waveform_to_pcm16(clip)), c.KEY_NUM_SAMPLES: int64(4321), c.KEY_LABEL: int64(7),
-        c.KEY_CLASS: raw(c.CLASS_NAMES[7].encode()), c.KEY_FOLD: int64(3), c.KEY_FSID: int64(fsid),
+        c.KEY_CLASS: raw(US8K[7].encode()), c.KEY_FOLD: int64(3), c.KEY_FSID: int64(fsid),
         c.KEY_FILE: raw("café-7-0-1.wav".encode()), c.KEY_SALIENCE: int64(salience)}))
     assert tf.train.Example.FromString(ours) == expected
     assert len(ours) == len(expected.SerializeToString())

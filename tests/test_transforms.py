@@ -124,8 +124,8 @@ def test_long_files_are_ingested_from_their_first_seconds_only_and_exactly(tmp_p
     for i, name in enumerate(names):
         clip, valid = fit_to_length(decode_audio(fold_dir / name))
         assert valid == c.CLIP_SAMPLES
-        expected.append((3, serialize_clip(clip, valid, label=8, fold=3, fsid=i + 1, slice_file_name=name,
-                                           salience=1)))
+        expected.append((3, serialize_clip(clip, valid, label=8, class_name="siren", fold=3, fsid=i + 1,
+                                           slice_file_name=name, salience=1)))
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         out = p | beam.Create(rows) | DecodeClips(str(tmp_path))
         assert_that(out[RECORDS_TAG], equal_to(expected), label="Records")

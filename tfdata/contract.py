@@ -66,8 +66,9 @@ class FrontendParams:
 
 FRONTEND = FrontendParams()  # what every model, benchmark and test uses
 
-# UrbanSound8K's classes in classID order.
-CLASS_NAMES = (
+# UrbanSound8K's classes in classID order: that layout's, and the classes of records written before
+# manifests recorded a class list (tfdata.classes). Every other collection brings its own list.
+URBANSOUND8K_CLASSES = (
     "air_conditioner",
     "car_horn",
     "children_playing",
@@ -79,8 +80,11 @@ CLASS_NAMES = (
     "siren",
     "street_music",
 )
+URBANSOUND8K_FOLDS = 10
+# TRANSITIONAL (issue 22, removed once every stage reads the data's classes): the old names.
+CLASS_NAMES = URBANSOUND8K_CLASSES
 NUM_CLASSES = len(CLASS_NAMES)
-NUM_FOLDS = 10
+NUM_FOLDS = URBANSOUND8K_FOLDS
 DEFAULT_VAL_FOLD = 9
 DEFAULT_TEST_FOLD = 10
 
@@ -105,11 +109,12 @@ AUDIO_DIR = "audio"
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.jsonl"
 RECORD_SUFFIX = ".tfrecord"
+FOLD_DIR_PREFIX = "fold"
 
 
 def fold_dir_name(fold: int) -> str:
     """Directory holding one fold's audio (in the dataset) or shards (in the records)."""
-    return f"fold{int(fold)}"
+    return f"{FOLD_DIR_PREFIX}{int(fold)}"
 
 
 def fold_shard_glob(fold: int) -> str:

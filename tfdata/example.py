@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfdata import contract as c
+from tfdata.classes import MAX_CLASSES, check_class_name
 from tfdata.pcm import waveform_to_pcm16
 
 _LENGTH_DELIMITED = 2
@@ -57,19 +58,19 @@ def example(features: dict[str, bytes]) -> bytes:
     return _field(1, entries)
 
 
-def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, fold: int, fsid: int,
+def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, class_name: str, fold: int, fsid: int,
                    slice_file_name: str, salience: int) -> bytes:
     """One fixed-length clip and its metadata → a serialised tf.train.Example (the records' contract:
-    tfdata.records.FEATURE_SPEC parses it)."""
+    tfdata.records.FEATURE_SPEC parses it). `class_name` is the collection's name of `label`."""
     if clip.shape != (c.CLIP_SAMPLES,):
         raise ValueError(f"clip must have shape ({c.CLIP_SAMPLES},), got {clip.shape}")
-    if not 0 <= label < c.NUM_CLASSES:
-        raise ValueError(f"label {label} outside 0..{c.NUM_CLASSES - 1}")
+    if not 0 <= label < MAX_CLASSES:
+        raise ValueError(f"label {label} outside 0..{MAX_CLASSES - 1}")
     return example({
         c.KEY_AUDIO: bytes_feature(waveform_to_pcm16(clip)),
         c.KEY_NUM_SAMPLES: int64_feature(num_samples),
         c.KEY_LABEL: int64_feature(label),
-        c.KEY_CLASS: bytes_feature(c.CLASS_NAMES[label].encode()),
+        c.KEY_CLASS: bytes_feature(check_class_name(class_name).encode()),
         c.KEY_FOLD: int64_feature(fold),
         c.KEY_FSID: int64_feature(fsid),
         c.KEY_FILE: bytes_feature(slice_file_name.encode()),
