@@ -48,6 +48,10 @@ def pytest_xdist_make_scheduler(config, log):
     which pytest 9.2's nodes no longer read, so the groups are silently ignored.)"""
     from xdist.scheduler import LoadScopeScheduling
 
+    # xdist's default (--loadscope-reorder) queues the scopes by their number of tests, which would put the
+    # 393 quick docs checks first and the few long process-hungry tests last: keep the order above instead.
+    config.option.loadscopereorder = False
+
     class FileScopes(LoadScopeScheduling):
         def _split_scope(self, nodeid):
             return "process-hungry" if _file(nodeid) in PROCESS_HUNGRY else nodeid.split("::", 1)[0]
