@@ -134,3 +134,21 @@ def test_example_without_tensorflow_is_tensorflows_message(fsid, salience):
     parsed = records.parse_examples(tf.constant([ours]))
     assert int(parsed[c.KEY_FSID][0]) == fsid and int(parsed[c.KEY_NUM_SAMPLES][0]) == 4321
 
+
+
+def test_a_window_of_a_long_clip_carries_its_index_and_count():
+    """Window 2 of a clip's 5 has the two window keys (TensorFlow's own message for them); a one-window
+    clip's Example has neither, and parses as window 0 of 1."""
+    from tfdata import example
+
+    clip = np.linspace(-0.5, 0.5, c.CLIP_SAMPLES, dtype=np.float32)
+    fields = dict(label=1, class_name="hum", fold=2, fsid=5, slice_file_name="hum/a.flac", salience=1)
+    long_one = example.serialize_clip(clip, 1000, window=2, windows=5, **fields)
+    message = tf.train.Example.FromString(long_one).features.feature
+    assert message[c.KEY_WINDOW].int64_list.value == [2] and message[c.KEY_WINDOWS].int64_list.value == [5]
+    single = example.serialize_clip(clip, 1000, **fields)
+    assert c.KEY_WINDOW not in tf.train.Example.FromString(single).features.feature
+    parsed = records.parse_examples(tf.constant([long_one, single]))
+    assert parsed[c.KEY_WINDOW].numpy().tolist() == [2, 0] and parsed[c.KEY_WINDOWS].numpy().tolist() == [5, 1]
+    with pytest.raises(ValueError, match="window 5 outside 0..4"):
+        example.serialize_clip(clip, 1000, window=5, windows=5, **fields)

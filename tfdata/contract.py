@@ -13,6 +13,9 @@ CLIP_SECONDS = 4
 CLIP_SAMPLES = SAMPLE_RATE * CLIP_SECONDS  # 88200: one model window
 WINDOW_HOP_SAMPLES = SAMPLE_RATE * 2  # long audio: 4 s windows every 2 s, probabilities averaged
 MAX_AUDIO_SECONDS = 600.0  # audio per endpoint request, and per file `us8k label` classifies (both defaults)
+# Ingestion keeps up to this much of each clip, as the endpoint's windows (WINDOW_HOP_SAMPLES apart): one
+# record per window, 29 at most (≈ 5 MB); audio past it is cut, counted in the manifest and the log.
+MAX_CLIP_SECONDS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,10 @@ KEY_FOLD = "fold"  # int64
 KEY_FSID = "fsid"  # int64: Freesound ID of the source recording
 KEY_FILE = "slice_file_name"  # bytes
 KEY_SALIENCE = "salience"  # int64: 1 foreground, 2 background
+# A clip longer than one window is stored as its windows (tfdata.windowing), one Example each: these two
+# keys are written only then (a one-window clip's Example is as before; parsing defaults to 0 and 1).
+KEY_WINDOW = "window"  # int64: this window's index in its clip (starts at window · WINDOW_HOP_SAMPLES)
+KEY_WINDOWS = "windows"  # int64: the clip's window count
 
 # Dataset layout (UrbanSound8K's own) and the ingestion output layout.
 METADATA_CSV = "metadata/UrbanSound8K.csv"

@@ -59,13 +59,16 @@ def example(features: dict[str, bytes]) -> bytes:
 
 
 def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, class_name: str, fold: int, fsid: int,
-                   slice_file_name: str, salience: int) -> bytes:
-    """One fixed-length clip and its metadata → a serialised tf.train.Example (the records' contract:
-    tfdata.records.FEATURE_SPEC parses it). `class_name` is the collection's name of `label`."""
+                   slice_file_name: str, salience: int, window: int = 0, windows: int = 1) -> bytes:
+    """One fixed-length clip (or window `window` of a clip's `windows`) and its metadata → a serialised
+    tf.train.Example (the records' contract: tfdata.records.FEATURE_SPEC parses it). `class_name` is
+    the collection's name of `label`."""
     if clip.shape != (c.CLIP_SAMPLES,):
         raise ValueError(f"clip must have shape ({c.CLIP_SAMPLES},), got {clip.shape}")
     if not 0 <= label < MAX_CLASSES:
         raise ValueError(f"label {label} outside 0..{MAX_CLASSES - 1}")
+    if not 0 <= window < windows:
+        raise ValueError(f"window {window} outside 0..{windows - 1}")
     return example({
         c.KEY_AUDIO: bytes_feature(waveform_to_pcm16(clip)),
         c.KEY_NUM_SAMPLES: int64_feature(num_samples),
@@ -75,4 +78,5 @@ def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, class_name
         c.KEY_FSID: int64_feature(fsid),
         c.KEY_FILE: bytes_feature(slice_file_name.encode()),
         c.KEY_SALIENCE: int64_feature(salience),
+        **({c.KEY_WINDOW: int64_feature(window), c.KEY_WINDOWS: int64_feature(windows)} if windows > 1 else {}),
     })

@@ -25,6 +25,8 @@ FEATURE_SPEC = {
     c.KEY_FSID: tf.io.FixedLenFeature([], tf.int64),
     c.KEY_FILE: tf.io.FixedLenFeature([], tf.string),
     c.KEY_SALIENCE: tf.io.FixedLenFeature([], tf.int64),
+    c.KEY_WINDOW: tf.io.FixedLenFeature([], tf.int64, default_value=0),  # written only for long clips
+    c.KEY_WINDOWS: tf.io.FixedLenFeature([], tf.int64, default_value=1),
 }
 
 
