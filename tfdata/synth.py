@@ -783,6 +783,7 @@ def write_csv(csv_path: Path, rows: list[dict], columns=CSV_COLUMNS, sort_key: s
     """A metadata CSV, rows sorted by `sort_key`; written beside and renamed, so a CSV is never partial."""
     rows.sort(key=lambda row: row[sort_key])
     partial = csv_path.with_suffix(".csv.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
