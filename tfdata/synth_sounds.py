@@ -33,7 +33,7 @@ from tfdata.synth import (
     mix_scene,
 )
 
-JITTER = 0.2  # a recording's offset from its class's point, at most this fraction of each range (one class)
+JITTER = 0.1  # a recording's offset from its class's point, at most this fraction of each range (one class)
 _PLASTIC = 1.324717957244746  # the R2 sequence's constant: x_j = frac(0.5 + j / g), y_j = frac(0.5 + j / g²)
 
 
@@ -49,9 +49,9 @@ def _onsets(rng, seconds: float, rate_hz: float, regularity: float) -> np.ndarra
 
 def _bell(rng, c: _Canvas, pitch: float, rate_hz: float) -> np.ndarray:
     """Struck bell: inharmonic partials decaying at their own speed, struck about `rate_hz` times a second."""
-    m = min(c.n, int(rng.uniform(0.8, 2.0) * c.rate))
+    m = min(c.n, int(rng.uniform(1.5, 3.0) * c.rate))
     u = np.arange(m) / c.rate
-    ring = rng.uniform(0.3, 1.0)
+    ring = rng.uniform(0.5, 1.5)
     template = np.zeros(m)
     for ratio, amp in ((1.0, 1.0), (2.0, 0.5), (2.76, 0.6), (4.07, 0.3), (5.4, 0.25)):
         if ratio * pitch < c.partial_limit:
