@@ -7,7 +7,9 @@ real data's mix of formats (8-bit unsigned, 16/24-bit, 32-bit float; mono and st
 0.3–4 s) and listed in `OUT/metadata/UrbanSound8K.csv` with the real columns. Every clip draws from
 its own `numpy.random.Generator` seeded by (seed, fold, class, n): the same seed gives byte-identical
 files and CSV whatever the order of generation. `--corrupt N` adds N listed but unreadable files.
-The command line is cli/synth.py.
+The signal building blocks and `mix_scene`, `prepare_out_dir`, `corrupt_bytes` and `write_csv` also
+serve the other layouts' generic classes (tfdata.synth_sounds, tfdata.synth_layouts). The command line
+is cli/synth.py.
 """
 from __future__ import annotations
 
