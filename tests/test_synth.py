@@ -3,6 +3,7 @@ listed corrupt files the decoder rejects, the imbalance option, and classes that
 not trivially so (a nearest-centroid and a linear model on simple spectral features, held-out folds)."""
 import collections
 import csv
+import hashlib
 import re
 import subprocess
 import sys
@@ -16,12 +17,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cli import parse_args
+from cli import main, parse_args
 from tfdata import synth
 from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length
-from tfdata.contract import AUDIO_DIR, CLASS_NAMES, CSV_COLUMNS, METADATA_CSV, NUM_CLASSES, SAMPLE_RATE
+from tfdata.contract import AUDIO_DIR, CSV_COLUMNS, METADATA_CSV, SAMPLE_RATE, URBANSOUND8K_CLASSES
 
 pytestmark = pytest.mark.timeout(180)
+
+US8K_CLASSES = len(URBANSOUND8K_CLASSES)  # the layout's ten
 
 FILE_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)-(\d+)\.wav$")
 SHARED = dict(clips_per_class_per_fold=5, folds=[1, 2, 3, 4], seed=11, corrupt=4)
@@ -78,9 +81,9 @@ def good_and_corrupt(dataset):
 def test_layout_csv_columns_file_names_and_folds(dataset):
     root, summary, lines = dataset
     rows = read_rows(root)
-    assert len(rows) == summary["rows"] == 4 * 5 * NUM_CLASSES + 4
+    assert len(rows) == summary["rows"] == 4 * 5 * US8K_CLASSES + 4
     assert summary["clips"] == 200 and summary["corrupt"] == 4
-    assert summary["per_class"] == {name: 20 for name in CLASS_NAMES}
+    assert summary["per_class"] == {name: 20 for name in URBANSOUND8K_CLASSES}
     assert summary["per_fold"] == {fold: 50 for fold in (1, 2, 3, 4)}
     listed = {audio_path(root, row) for row in rows}
     on_disk = set((root / AUDIO_DIR).rglob("*.wav"))
@@ -90,7 +93,7 @@ def test_layout_csv_columns_file_names_and_folds(dataset):
     for row in rows:
         fsid, class_id, occurrence, slice_index = FILE_NAME.match(row["slice_file_name"]).groups()
         assert fsid == row["fsID"] and class_id == row["classID"]
-        assert row["class"] == CLASS_NAMES[int(row["classID"])]
+        assert row["class"] == URBANSOUND8K_CLASSES[int(row["classID"])]
         assert row["salience"] in ("1", "2")
         assert 0.0 <= float(row["start"]) < float(row["end"])
         folds_of_fsid[row["fsID"]].add(row["fold"])
@@ -162,8 +165,8 @@ def test_same_seed_same_bytes_independent_of_order_other_seed_differs(tmp_path):
 def test_imbalance_makes_car_horn_and_gun_shot_rarer(tmp_path):
     config = synth.SynthConfig()
     totals = np.sum([synth.clips_per_class(fold, 10, True, config) for fold in range(1, 11)], axis=0)
-    assert totals[CLASS_NAMES.index("car_horn")] == 43 and totals[CLASS_NAMES.index("gun_shot")] == 37
-    assert totals[CLASS_NAMES.index("dog_bark")] == 100
+    assert totals[URBANSOUND8K_CLASSES.index("car_horn")] == 43 and totals[URBANSOUND8K_CLASSES.index("gun_shot")] == 37
+    assert totals[URBANSOUND8K_CLASSES.index("dog_bark")] == 100
     summary = synth.generate_dataset(tmp_path / "imb", clips_per_class_per_fold=5, folds=[1, 2], seed=1,
                                      imbalance=True, progress=None)
     counts = summary["per_class"]
@@ -176,7 +179,7 @@ def test_imbalance_makes_car_horn_and_gun_shot_rarer(tmp_path):
 
 def test_synthesize_clip_gives_clean_float32_mono_per_class():
     config = synth.SynthConfig()
-    for class_id in range(NUM_CLASSES):
+    for class_id in range(US8K_CLASSES):
         for rate, seconds in ((8000, 0.3), (22050, 4.0), (48000, 1.5)):
             clip = synth.synthesize_clip(class_id, np.random.default_rng([3, class_id]), rate, seconds, config)
             assert clip.dtype == np.float32 and clip.shape == (round(rate * seconds),)
@@ -184,7 +187,7 @@ def test_synthesize_clip_gives_clean_float32_mono_per_class():
         again = synth.synthesize_clip(class_id, np.random.default_rng([3, class_id]), 48000, 1.5, config)
         assert np.array_equal(clip, again)
     with pytest.raises(ValueError):
-        synth.synthesize_clip(NUM_CLASSES, np.random.default_rng(0), 22050, 1.0)
+        synth.synthesize_clip(US8K_CLASSES, np.random.default_rng(0), 22050, 1.0)
 
 
 # A spectral summary any classifier could start from: log power in 40 bands (0–200 Hz, then log-spaced,
@@ -225,7 +228,7 @@ def nearest_centroid(x_train, y_train, x_test):
     """Features standardised with the training statistics, then the closest class mean."""
     mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
     z_train, z_test = (x_train - mean) / std, (x_test - mean) / std
-    centroids = np.stack([z_train[y_train == c].mean(axis=0) for c in range(NUM_CLASSES)])
+    centroids = np.stack([z_train[y_train == c].mean(axis=0) for c in range(US8K_CLASSES)])
     return np.argmin(((z_test[:, None, :] - centroids[None]) ** 2).sum(axis=-1), axis=1)
 
 
@@ -238,10 +241,10 @@ def test_classes_are_learnable_but_not_trivially_at_the_default_difficulty(datas
     root, _, _ = dataset
     good, _ = good_and_corrupt
     mean_spectrum, richer, labels, folds = features(root, good)
-    centroids = np.stack([mean_spectrum[labels == c].mean(axis=0) for c in range(NUM_CLASSES)])
-    gaps = np.linalg.norm(centroids[:, None] - centroids[None], axis=-1)[np.triu_indices(NUM_CLASSES, 1)]
+    centroids = np.stack([mean_spectrum[labels == c].mean(axis=0) for c in range(US8K_CLASSES)])
+    gaps = np.linalg.norm(centroids[:, None] - centroids[None], axis=-1)[np.triu_indices(US8K_CLASSES, 1)]
     assert gaps.min() > 1.0  # every pair of class-mean log spectra differs (1.7–3.0 seen over seeds)
-    chance = 1.0 / NUM_CLASSES
+    chance = 1.0 / US8K_CLASSES
     nc = held_out_accuracy(richer, labels, folds, nearest_centroid)
     linear = held_out_accuracy(richer, labels, folds, logistic)
     print(f"held-out accuracy at the default difficulty: nearest centroid {nc:.2f}, logistic {linear:.2f}")
@@ -260,7 +263,7 @@ def test_difficulty_knob_lowers_accuracy(tmp_path):
         scores[level] = held_out_accuracy(richer, labels, folds, logistic)
     print(f"held-out logistic accuracy: {scores}")
     assert scores["easy"] > scores["hard"] + 0.2
-    assert scores["hard"] > 2 * (1.0 / NUM_CLASSES)  # hard is still learnable
+    assert scores["hard"] > 2 * (1.0 / US8K_CLASSES)  # hard is still learnable
 
 
 def test_refuses_a_non_empty_out_and_overwrite_replaces_only_its_own_files(tmp_path):
@@ -310,7 +313,7 @@ def test_cli_folds_are_comma_separated(capsys):
     """`us8k synth --folds` takes the comma-separated form of `us8k cv --folds`; anything else is a usage
     error (exit status 2) that says what it expects."""
     assert parse_args(["synth", "out", "--folds", "3,1, 2"]).folds == [3, 1, 2]
-    assert parse_args(["synth", "out"]).folds == list(range(1, 11))
+    assert parse_args(["synth", "out"]).folds is None  # each layout's own: urbansound8k's ten (the tree hash test)
     for bad in ("0,1", "1;2", "a", "1,,2", "", "11"):
         with pytest.raises(SystemExit) as refused:
             parse_args(["synth", "out", "--folds", bad])
@@ -320,3 +323,28 @@ def test_cli_folds_are_comma_separated(capsys):
     with pytest.raises(SystemExit) as refused:  # the space-separated form of before: its second fold is refused
         parse_args(["synth", "out", "--folds", "9", "10"])
     assert refused.value.code == 2 and "unrecognized arguments: 10" in capsys.readouterr().err
+
+
+def tree_sha256(root: Path) -> str:
+    """sha256 over the tree: each file's path relative to `root`, a NUL, then its bytes' sha256, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+# `us8k synth OUT ARGS` (the urbansound8k layout) as written before issue 22 added the other layouts
+# (commit 78b5a7f, this environment's pinned numpy, soxr and libsndfile): the trees' tree_sha256.
+URBANSOUND8K_BEFORE_LAYOUTS = {
+    ("--clips-per-class-per-fold", "2", "--folds", "2,5", "--corrupt", "3", "--seed", "7"):
+        "30ed42b975bf214a0bf670e5daa89cc42c19d718b758fba90554fea8afd2d891",
+    ("--layout", "urbansound8k", "--clips-per-class-per-fold", "1", "--folds", "1", "--difficulty", "hard",
+     "--imbalance", "--seed", "0"):
+        "2ee4bc2f40d6ae8ceea5281bae9e9cf49b7856defa45a0c7853b7e4e53e3097d",
+}
+
+
+@pytest.mark.parametrize("args", list(URBANSOUND8K_BEFORE_LAYOUTS))
+def test_urbansound8k_layout_is_byte_for_byte_what_it_was(tmp_path, args):
+    assert main(["synth", str(tmp_path / "out"), *args, "--quiet"]) == 0
+    assert tree_sha256(tmp_path / "out") == URBANSOUND8K_BEFORE_LAYOUTS[args]

@@ -1,18 +1,19 @@
 """`us8k synth OUT`: a synthetic dataset in UrbanSound8K's exact layout.
 
-Ten procedurally generated sound classes (in `CLASS_NAMES` order) with parameters randomised per
+Ten procedurally generated sound classes (in `URBANSOUND8K_CLASSES` order) with parameters randomised per
 clip, mixed with coloured background noise (and, as difficulty rises, a quieter second class) at a
 random SNR, written as `OUT/audio/fold1..fold10/{fsID}-{classID}-{occurrence}-{slice}.wav` in the
 real data's mix of formats (8-bit unsigned, 16/24-bit, 32-bit float; mono and stereo; 8–96 kHz;
 0.3–4 s) and listed in `OUT/metadata/UrbanSound8K.csv` with the real columns. Every clip draws from
 its own `numpy.random.Generator` seeded by (seed, fold, class, n): the same seed gives byte-identical
 files and CSV whatever the order of generation. `--corrupt N` adds N listed but unreadable files.
-The command line is cli/synth.py.
+The signal building blocks and `mix_scene`, `prepare_out_dir`, `corrupt_bytes` and `write_csv` also
+serve the other layouts' generic classes (tfdata.synth_sounds, tfdata.synth_layouts). The command line
+is cli/synth.py.
 """
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import shutil
@@ -22,22 +23,22 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from tfdata.audio import RESAMPLE_QUALITY
 from tfdata.contract import (
     AUDIO_DIR,
-    CLASS_NAMES,
     CLIP_SECONDS,
     CSV_COLUMNS,
     METADATA_CSV,
-    NUM_CLASSES,
-    NUM_FOLDS,
     SAMPLE_RATE,
+    URBANSOUND8K_CLASSES,
+    URBANSOUND8K_FOLDS,
     fold_dir_name,
 )
+from tfdata.synth_encoding import wav_bytes
 
+_NUM_CLASSES = len(URBANSOUND8K_CLASSES)  # the ten of UrbanSound8K's layout, in classID order
 DIFFICULTY_LEVELS = {"easy": 0.0, "medium": 0.5, "hard": 1.0}
 DEFAULT_DIFFICULTY = "medium"
 DEFAULT_CLIPS_PER_CLASS_PER_FOLD = 4
@@ -479,20 +480,20 @@ CLASS_SYNTHESISERS: tuple[Callable[[np.random.Generator, _Canvas], np.ndarray], 
     _air_conditioner, _car_horn, _children_playing, _dog_bark, _drilling,
     _engine_idling, _gun_shot, _jackhammer, _siren, _street_music,
 )
-assert len(CLASS_SYNTHESISERS) == NUM_CLASSES
+assert len(CLASS_SYNTHESISERS) == _NUM_CLASSES
 
 
 def _source(class_id: int, rng: np.random.Generator, rate: int, seconds: float, config: SynthConfig) -> np.ndarray:
     """One class's signal at `rate`, peak 1."""
-    if not 0 <= int(class_id) < NUM_CLASSES:
-        raise ValueError(f"class_id must be in 0..{NUM_CLASSES - 1}, got {class_id}")
+    if not 0 <= int(class_id) < _NUM_CLASSES:
+        raise ValueError(f"class_id must be in 0..{_NUM_CLASSES - 1}, got {class_id}")
     n = int(round(seconds * rate))
     if n < 1:
         raise ValueError(f"a clip needs at least one sample ({seconds} s at {rate} Hz)")
     signal = CLASS_SYNTHESISERS[int(class_id)](rng, _Canvas(n, int(rate), config.partial_ceiling * rate))
     peak = float(np.max(np.abs(signal)))
     if not peak > 0.0:  # every class places its first event inside the clip: this is a bug
-        raise RuntimeError(f"{CLASS_NAMES[class_id]} synthesised silence or NaN ({seconds} s at {rate} Hz)")
+        raise RuntimeError(f"{URBANSOUND8K_CLASSES[class_id]} synthesised silence or NaN ({seconds} s at {rate} Hz)")
     return signal / peak
 
 
@@ -528,16 +529,24 @@ def _background(rng, n, rate, config: SynthConfig) -> np.ndarray:
 
 def render_clip(class_id: int, rng: np.random.Generator, sample_rate: int, seconds: float, channels: int,
                 salience: int, config: SynthConfig) -> np.ndarray:
-    """A dataset clip: the class, maybe a second class bleeding in, background at a random SNR,
-    mono or stereo (panned source, decorrelated noise), scaled to a random peak. (frames, channels)."""
+    """A dataset clip: the class, maybe a second class bleeding in, then `mix_scene`: background at a
+    random SNR, mono or stereo (panned source, decorrelated noise), scaled to a random peak. (frames, channels)."""
     rate = min(int(sample_rate), config.source_rate)
     main = _source(class_id, rng, rate, seconds, config)
     level = _rms(main)
     if rng.random() < config.interpolate(config.bleed_probability_easy, config.bleed_probability_hard):
-        other = (int(class_id) + int(rng.integers(1, NUM_CLASSES))) % NUM_CLASSES
+        other = (int(class_id) + int(rng.integers(1, _NUM_CLASSES))) % _NUM_CLASSES
         bleed = _source(other, rng, rate, seconds, config)
         main += bleed * (level / _rms(bleed) * _db(rng.uniform(*config.interpolate(config.bleed_db_easy,
                                                                                    config.bleed_db_hard))))
+    return mix_scene(main, rng, rate, sample_rate, seconds, channels, salience, config)
+
+
+def mix_scene(main: np.ndarray, rng: np.random.Generator, rate: int, sample_rate: int, seconds: float,
+              channels: int, salience: int, config: SynthConfig) -> np.ndarray:
+    """A source synthesised at `rate` made a file's frames: resampled to `sample_rate`, background at a
+    random SNR (lower for salience 2), mono or stereo (panned source, decorrelated noise), scaled to a
+    random peak. (frames, channels) float32."""
     main = _to_rate(main, rate, int(sample_rate), seconds)
     level = _rms(main)
     snr_db = rng.uniform(*config.interpolate(config.snr_db_easy, config.snr_db_hard))
@@ -554,23 +563,6 @@ def render_clip(class_id: int, rng: np.random.Generator, sample_rate: int, secon
         mix[:, 1] = np.sqrt(pan) * main + np.roll(background, shift)
     mix *= np.float32(_db(rng.uniform(*config.peak_dbfs)) / max(float(np.max(np.abs(mix))), 1e-12))
     return mix
-
-
-def wav_bytes(frames: np.ndarray, sample_rate: int, subtype: str) -> bytes:
-    """Encode (frames, channels) as WAV with libsndfile (in memory: faster than a file here). The
-    PEAK chunk of float files holds the wall-clock time: zeroed, so equal samples give equal bytes."""
-    buffer = io.BytesIO()
-    sf.write(buffer, frames, sample_rate, format="WAV", subtype=subtype)
-    data = bytearray(buffer.getbuffer())
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk_id, size = bytes(data[pos:pos + 4]), int.from_bytes(data[pos + 4:pos + 8], "little")
-        if chunk_id == b"PEAK":  # id, size, version (4 bytes), timestamp (4 bytes), per-channel peaks
-            data[pos + 12:pos + 16] = bytes(4)
-        if chunk_id == b"data":
-            break
-        pos += 8 + size + (size & 1)
-    return bytes(data)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -616,7 +608,7 @@ def _clip_plan(seed, fold, class_id, count, config):
         rate, subtype, channels = _draw_format(rng, config)
         salience = 2 if rng.random() < config.background_salience_probability else 1
         starts = tuple(float(s) for s in np.sort(np.round(rng.uniform(0, 120, occurrences), 3)))
-        k = ((fold - 1) * NUM_CLASSES + class_id) * _FSID_SLOTS + group
+        k = ((fold - 1) * _NUM_CLASSES + class_id) * _FSID_SLOTS + group
         recording = _Recording(_fsid(seed, k), rate, subtype, channels, salience, starts)
         per_occurrence = np.array_split(np.arange(size), occurrences)
         for occurrence, members in enumerate(per_occurrence):
@@ -632,7 +624,7 @@ def clips_per_class(fold: int, clips_per_class_per_fold: int, imbalance: bool,
     """Clips of each class in `fold`: the cumulative share rounded per fold, so that the totals over
     folds follow the imbalance ratios and a fold's count never depends on the other folds chosen."""
     if not imbalance:
-        return [clips_per_class_per_fold] * NUM_CLASSES
+        return [clips_per_class_per_fold] * _NUM_CLASSES
     ratios = config.imbalance_ratios
     return [int(math.floor(r * clips_per_class_per_fold * fold + 0.5))
             - int(math.floor(r * clips_per_class_per_fold * (fold - 1) + 0.5)) for r in ratios]
@@ -658,33 +650,47 @@ def parse_difficulty(value: str | float) -> float:
     return number
 
 
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+def prepare_out_dir(out: Path, overwrite: bool, remove_own: Callable[[Path], None]) -> None:
+    """Make `out` ready for a dataset: absent or empty, else (with `overwrite`) `remove_own(out)` removes
+    what a generator of that layout writes there; anything else in OUT stays. FileExistsError otherwise."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty (use --overwrite to replace a dataset there)")
-        # Remove only what this generator writes; anything else in OUT stays.
-        (out / METADATA_CSV).unlink(missing_ok=True)
-        for fold in range(1, NUM_FOLDS + 1):
-            shutil.rmtree(out / AUDIO_DIR / fold_dir_name(fold), ignore_errors=True)
-    (out / METADATA_CSV).parent.mkdir(parents=True, exist_ok=True)
+        remove_own(out)
+    out.mkdir(parents=True, exist_ok=True)
 
 
-def _corrupt_bytes(kind: str, rng, class_id: int, config: SynthConfig) -> bytes:
+def _remove_urbansound8k(out: Path) -> None:
+    (out / METADATA_CSV).unlink(missing_ok=True)
+    for fold in range(1, URBANSOUND8K_FOLDS + 1):
+        shutil.rmtree(out / AUDIO_DIR / fold_dir_name(fold), ignore_errors=True)
+
+
+NOT_AUDIO = (b"<html><head><title>404 Not Found</title></head>\n"
+             b"<body>The requested sound was not found on this server.</body></html>\n")
+
+
+def corrupt_bytes(kind: str, wav: Callable[[], bytes]) -> bytes:
+    """An unreadable file of one of CORRUPT_KINDS: no bytes; the WAV `wav()` gives cut to a third of its
+    data (the header still claims all of it); an HTML page."""
     if kind == "empty":
         return b""
     if kind == "text":
-        return (b"<html><head><title>404 Not Found</title></head>\n"
-                b"<body>The requested sound was not found on this server.</body></html>\n")
-    frames = render_clip(class_id, rng, SAMPLE_RATE, 1.0, 1, 1, config)
-    data = wav_bytes(frames, SAMPLE_RATE, "PCM_16")
+        return NOT_AUDIO
+    data = wav()
     audio_start = data.index(b"data") + 8
-    return data[: audio_start + (len(data) - audio_start) // 3]  # the header still claims all the data
+    return data[: audio_start + (len(data) - audio_start) // 3]
+
+
+def _corrupt_bytes(kind: str, rng, class_id: int, config: SynthConfig) -> bytes:
+    return corrupt_bytes(kind, lambda: wav_bytes(render_clip(class_id, rng, SAMPLE_RATE, 1.0, 1, 1, config),
+                                                 SAMPLE_RATE, "PCM_16"))
 
 
 def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int = DEFAULT_CLIPS_PER_CLASS_PER_FOLD,
-                     folds: Iterable[int] = range(1, NUM_FOLDS + 1), seed: int = 0, corrupt: int = 0,
+                     folds: Iterable[int] = range(1, URBANSOUND8K_FOLDS + 1), seed: int = 0, corrupt: int = 0,
                      difficulty: str | float | None = None, imbalance: bool = False,
                      progress: Callable[[str], None] | None = None, config: SynthConfig | None = None,
                      overwrite: bool = False) -> dict:
@@ -697,11 +703,12 @@ def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int =
     folds = _checked_folds(folds, clips_per_class_per_fold, corrupt)
     say = progress or (lambda _line: None)
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
+    prepare_out_dir(out, overwrite, _remove_urbansound8k)
+    (out / METADATA_CSV).parent.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     rows: list[dict] = []
-    per_class = {name: 0 for name in CLASS_NAMES}
+    per_class = {name: 0 for name in URBANSOUND8K_CLASSES}
     per_fold: dict[int, int] = {}
     audio_seconds = 0.0
     corrupt_by_fold = {f: [i for i in range(corrupt) if folds[i % len(folds)] == f] for f in folds}
@@ -713,12 +720,12 @@ def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int =
         for seconds in durations:
             audio_seconds += seconds
         for class_id, count in enumerate(counts):
-            per_class[CLASS_NAMES[class_id]] += count
+            per_class[URBANSOUND8K_CLASSES[class_id]] += count
         per_fold[fold] = sum(counts)
         elapsed = time.perf_counter() - fold_started
         say(f"fold {fold}: {sum(counts)} clips + {len(corrupt_by_fold[fold])} corrupt in {elapsed:.1f} s "
             f"({sum(counts) / max(elapsed, 1e-9):.0f} clips/s)")
-    _write_csv(out / METADATA_CSV, rows)
+    write_csv(out / METADATA_CSV, rows)
 
     seconds = time.perf_counter() - started
     clips = sum(per_class.values())
@@ -737,8 +744,8 @@ def generate_dataset(out_dir: str | os.PathLike, clips_per_class_per_fold: int =
 def _checked_folds(folds: Iterable[int], clips_per_class_per_fold: int, corrupt: int) -> list[int]:
     """The folds, sorted and unique; ValueError for an argument out of range."""
     folds = sorted(set(int(f) for f in folds))
-    if not folds or any(not 1 <= f <= NUM_FOLDS for f in folds):
-        raise ValueError(f"folds must be a non-empty subset of 1..{NUM_FOLDS}, got {folds}")
+    if not folds or any(not 1 <= f <= URBANSOUND8K_FOLDS for f in folds):
+        raise ValueError(f"folds must be a non-empty subset of 1..{URBANSOUND8K_FOLDS}, got {folds}")
     if not 1 <= clips_per_class_per_fold < _FSID_SLOTS:
         raise ValueError(f"clips per class per fold must be in 1..{_FSID_SLOTS - 1}, got {clips_per_class_per_fold}")
     if corrupt < 0:
@@ -764,9 +771,9 @@ def _write_fold(out: Path, fold: int, seed: int, counts: list[int], corrupt_ids:
             rows.append(_row(name, rec.fsid, start, seconds, rec.salience, fold, class_id))
             durations.append(frames.shape[0] / rec.sample_rate)
     for i in corrupt_ids:
-        class_id = i % NUM_CLASSES
+        class_id = i % _NUM_CLASSES
         rng = np.random.default_rng([seed, fold, class_id, _CORRUPT_STREAM, i])
-        fsid = _fsid(seed, NUM_FOLDS * NUM_CLASSES * _FSID_SLOTS + i)
+        fsid = _fsid(seed, URBANSOUND8K_FOLDS * _NUM_CLASSES * _FSID_SLOTS + i)
         name = f"{fsid}-{class_id}-0-0.wav"
         (fold_dir / name).write_bytes(_corrupt_bytes(CORRUPT_KINDS[i % len(CORRUPT_KINDS)], rng, class_id, config))
         start = float(np.round(rng.uniform(0, 120), 3))
@@ -774,12 +781,13 @@ def _write_fold(out: Path, fold: int, seed: int, counts: list[int], corrupt_ids:
     return rows, durations
 
 
-def _write_csv(csv_path: Path, rows: list[dict]) -> None:
-    """The metadata CSV, rows sorted by file name; written beside and renamed, so a CSV is never partial."""
-    rows.sort(key=lambda row: row["slice_file_name"])
+def write_csv(csv_path: Path, rows: list[dict], columns=CSV_COLUMNS, sort_key: str = "slice_file_name") -> None:
+    """A metadata CSV, rows sorted by `sort_key`; written beside and renamed, so a CSV is never partial."""
+    rows.sort(key=lambda row: row[sort_key])
     partial = csv_path.with_suffix(".csv.partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
     with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     partial.replace(csv_path)
@@ -787,4 +795,4 @@ def _write_csv(csv_path: Path, rows: list[dict]) -> None:
 
 def _row(name, fsid, start, seconds, salience, fold, class_id) -> dict:
     return {"slice_file_name": name, "fsID": fsid, "start": round(start, 6), "end": round(start + seconds, 6),
-            "salience": salience, "fold": fold, "classID": class_id, "class": CLASS_NAMES[class_id]}
+            "salience": salience, "fold": fold, "classID": class_id, "class": URBANSOUND8K_CLASSES[class_id]}
