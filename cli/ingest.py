@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default=None,
                         help="urbansound8k: metadata/UrbanSound8K.csv + audio/fold<k>/; esc50: meta/esc50.csv + "
                              "audio/; csv: metadata.csv (file_name, label[, fold][, group]); folders: <class>/…/"
-                             "<audio file>. Default: detected, in that order of the files looked for")
+                             "<audio file>. Default: detected, looking for those in that order")
     parser.add_argument("--classes", default=None,
                         help="the class list, comma-separated, in label order (folders and csv layouts; default: "
                              "the sorted folder names or labels); any other folder or label is a listed failure")
