@@ -12,10 +12,12 @@ This module plans the job, builds it from beam.label_transforms' steps and beam.
 file is accounted for and writes the summary. The command line is cli/label.py.
 
 INPUT is a directory (every file under it, at any depth, whose extension is one of
-label_transforms.AUDIO_EXTENSIONS), a glob (every file it matches), or a CSV listing the files: a `path` column
-(relative paths are relative to the CSV's directory), or UrbanSound8K's metadata CSV
-(`slice_file_name` + `fold`: audio/fold<k>/<name> under the dataset root). INPUT, EXPORT and OUT
-may be local, gs:// or s3:// (Beam's FileSystems; S3 endpoint and keys as for `us8k ingest`).
+beam.audio_files.AUDIO_EXTENSIONS), a glob (every file it matches), or a CSV listing the files: a `path`
+column, or `file`, `filename`, `file_name` (relative paths are relative to the CSV's directory: a csv
+layout's metadata.csv, whose file_name is relative to the root it lies in), ESC-50's meta/esc50.csv
+(its columns, beam.layout_csvs.ESC50_COLUMNS: ROOT/audio/<filename>, ROOT the CSV's parent's parent), or
+UrbanSound8K's metadata CSV (`slice_file_name` + `fold`: audio/fold<k>/<name> under the dataset root).
+INPUT, EXPORT and OUT may be local, gs:// or s3:// (Beam's FileSystems; S3 endpoint and keys as for `us8k ingest`).
 Matching runs in the job (MatchFiles: FileSystems.match, or the CSV read as text), then the files
 are spread over the workers (Reshuffle).
 
@@ -93,6 +95,7 @@ from beam.label_transforms import (
     ReadFn,
     failed_batch,
 )
+from beam.layout_csvs import ESC50_COLUMNS
 from tfdata import contract as c
 from tfdata.answers import answer_config
 
@@ -116,7 +119,7 @@ class LabelPlan:
     input: str
     kind: str  # "directory" | "glob" | "csv"
     pattern: str | None  # directory / glob: what MatchFiles matches
-    csv_columns: dict[str, int] | None  # csv: column → index ("path", or "slice_file_name" + "fold")
+    csv_columns: dict[str, int] | None  # csv: column → index ("path", "esc50_filename", or "slice_file_name" + "fold")
     csv_root: str | None  # csv: what relative paths are relative to
     model: str
     output_dir: str
@@ -162,7 +165,9 @@ def _csv_columns(csv_path: str) -> tuple[dict[str, int], str]:
         raise LabelError(f"file list not found: {csv_path}") from None
     names = [name.strip().lower() for name in next(csv.reader([header]), [])]
     directory = FileSystems.split(csv_path)[0]
-    for name in PATH_COLUMNS:
+    if "path" not in names and all(name in names for name in ESC50_COLUMNS):  # ESC-50's meta/esc50.csv
+        return {"esc50_filename": names.index("filename")}, FileSystems.split(directory)[0]
+    for name in PATH_COLUMNS:  # a csv layout's metadata.csv: file_name, relative to its directory
         if name in names:
             return {"path": names.index(name)}, directory
     if "slice_file_name" in names and "fold" in names:  # UrbanSound8K's metadata/UrbanSound8K.csv

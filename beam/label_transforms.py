@@ -25,15 +25,14 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import PredictionResult
 
+from beam.audio_files import AUDIO_EXTENSIONS  # a directory INPUT keeps these; a glob keeps all it matches
 from beam.files import is_remote, read_audio_bytes
 from beam.label_model import METRICS_NAMESPACE, Clip, resolve_model
+from beam.layout_csvs import ESC50_AUDIO_DIR
 from tfdata import contract as c
 from tfdata.answers import answer_config, answers_from_outputs
 from tfdata.audio import AudioDecodeError, decode_audio
 
-AUDIO_EXTENSIONS = (".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".aif",
-                    ".aiff", ".aifc", ".au", ".snd", ".caf", ".w64", ".rf64", ".wv", ".wma", ".ac3", ".mka",
-                    ".webm", ".spx", ".mpc")  # a directory INPUT keeps these (any case); a glob keeps all it matches
 PROGRESS_SECONDS = 10.0  # a worker process logs its count at most this often
 PROGRESS_LOGGER = "us8k.label"
 STEPS = ("list", "read", "decode", "inference")  # where a file can fail (errors.jsonl "step")
@@ -105,6 +104,12 @@ class _ListedFn(beam.DoFn):
             if not path:
                 yield FileRef(None, problem="bad CSV row: empty path", row=line)
                 return
+        elif "esc50_filename" in self._columns:  # ESC-50's meta/esc50.csv: audio/<filename> under the root
+            name = fields[self._columns["esc50_filename"]].strip()
+            if not name or "/" in name or "\\" in name or name in (".", ".."):
+                yield FileRef(None, problem=f"bad CSV row: filename {name!r} is not a file name", row=line)
+                return
+            path = "/".join((ESC50_AUDIO_DIR, name))
         else:
             name, fold = fields[self._columns["slice_file_name"]].strip(), fields[self._columns["fold"]].strip()
             if not name or not fold.isdigit():

@@ -4,7 +4,10 @@ On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its ow
 (librosa after TensorFlow in one process is slow; TensorFlow and fork do not mix):
 
   (a) the Beam job (`run_ingest`, default local runner, one worker per core): the default
-      (runner-chosen shards, each at most --shard-mb, written inside the decode stage), without the
+      (runner-chosen shards, each at most --shard-mb, written inside the decode stage), the same
+      clips laid out as `folders` (ROOT/<class>/<file>, hard links made before the clock; folds
+      assigned by the job, default settings), then the default again: the folders job's ratio to the
+      two default runs pooled (target ≥ 0.9×; the first job of a run measured slower here), without the
       cap (`--shard-mb 0`) and with shard counts planned from the CSV (`--planned-shards`: records
       grouped by shard, then written); `--modes` adds other FnApiRunner running modes;
   (b) a bare loop doing the same decode + resample + pad + serialise + TFRecord write, in one
@@ -44,6 +47,7 @@ DEFAULT_CLIPS = 1000
 BEAM_MODES = ("in_memory", "multi_threading", "multi_processing")
 TARGET_BEAM_OVER_SEED = 3.0
 TARGET_BEAM_OVER_BARE = 0.8
+TARGET_FOLDERS_OVER_URBANSOUND8K = 0.9  # the folders layout's job vs the urbansound8k layout's, same clips
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         side = functools.partial(_side, results, scratch, data_dir)
         default = f"(a) Beam, FnApiRunner {LOCAL_RUNNING_MODE} ×{workers}, default (≤ {SHARD_TARGET_MB} MB shards)"
         beams = [side("default", default, "beam", LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner")]
+        folders = _folders_side(results, scratch, data_dir, workers)
+        again = (side("default_again", "    (a)'s job again, after the folders side", "beam", LOCAL_RUNNING_MODE,
+                      workers, SHARD_TARGET_MB, "runner") if folders else None)
         beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers,
                           0, "runner"))
         beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers,
@@ -100,9 +107,60 @@ def run(args: argparse.Namespace) -> int:
         seed = (None if args.skip_seed
                 else side("seed", "(c) seed path: librosa load + mel + np.save, 1 process", "seed"))
         _print_ratios(beams, bare_1, bare_w, seed, workers)
+        if folders:
+            both = _bracketing(beams[0], again)
+            ratio = (folders["rows"] / folders["seconds"]) / (both["rows"] / both["seconds"])
+            print(f"  folders / urbansound8k: {ratio:.2f}× (target ≥ {TARGET_FOLDERS_OVER_URBANSOUND8K}×; the "
+                  f"urbansound8k job timed before and after it)", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return _report(results, workers=workers, rows=rows)
+
+
+def _bracketing(before: dict, after: dict) -> dict:
+    """The urbansound8k layout's default job as the folders side's baseline: its runs just before and just
+    after that side, pooled (their rows over their seconds), so that neither the first job's warm-up nor a
+    drift of the machine's load favours one layout."""
+    return {"rows": before["rows"] + after["rows"], "seconds": before["seconds"] + after["seconds"],
+            "load": (before["load"] + after["load"]) / 2,
+            "peak_rss_mib": max(before.get("peak_rss_mib") or 0, after.get("peak_rss_mib") or 0) or None}
+
+
+def _folders_side(results: list[dict], scratch: str, data_dir: str, workers: int) -> dict | None:
+    """The default job on the same clips laid out as folders (made before the clock); None when a class
+    has fewer than 2 clips (no folds to assign)."""
+    from beam.driver import LOCAL_RUNNING_MODE
+    from beam.ingest import SHARD_TARGET_MB
+
+    root = os.path.join(scratch, "folders")
+    smallest = _as_folders(data_dir, root)
+    if smallest < 2:
+        print("  (the folders side is skipped: a class has fewer than 2 clips)", flush=True)
+        return None
+    folds = min(10, smallest)
+    return _side(results, scratch, root, "folders", f"    the same clips as folders ({folds} folds assigned)", "beam",
+                 LOCAL_RUNNING_MODE, workers, SHARD_TARGET_MB, "runner", folds)
+
+
+def _as_folders(data_dir: str, root: str) -> int:
+    """The UrbanSound8K-layout dataset's audio files as ROOT/<class>/<file> (hard links, else copies);
+    the fewest files of a class."""
+    from tfdata import contract as c
+
+    per_class: dict[str, int] = {}
+    with open(os.path.join(data_dir, c.METADATA_CSV), newline="") as handle:
+        for row in csv.DictReader(handle):
+            source = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(int(row["fold"])), row["slice_file_name"])
+            if not os.path.isfile(source):
+                continue
+            target = os.path.join(root, row["class"], row["slice_file_name"])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+            per_class[row["class"]] = per_class.get(row["class"], 0) + 1
+    return min(per_class.values(), default=0)
 
 
 def _side(results: list[dict], scratch: str, data_dir: str, key: str, label: str, name: str, *extra) -> dict:
@@ -158,7 +216,7 @@ def _report(results: list[dict], *, workers: int, rows: int) -> dict:
         baselines["seed"] = entry(by_key["seed"], "seed path (librosa load + mel + np.save, 1 process)")
     figures = {}
     for key, side in by_key.items():
-        if key in ("bare_1", "bare_w", "seed"):
+        if key in ("bare_1", "bare_w", "seed", "folders", "default_again"):
             continue
         what = {"default": f"Beam job ×{workers}, default", "no_cap": "Beam job, no shard cap (--shard-mb 0)",
                 "planned": "Beam job, --planned-shards"}.get(key, f"Beam job, FnApiRunner {key}")
@@ -168,6 +226,13 @@ def _report(results: list[dict], *, workers: int, rows: int) -> dict:
             figures[f"{key}_vs_{base}"] = {**entry(side, what), "baseline": base,
                                            **({"target": target} if key == "default" and target else {})}
     default = by_key["default"]
+    if "folders" in by_key:  # the folders layout against the urbansound8k layout, the same clips and settings
+        baselines["urbansound8k"] = entry(_bracketing(default, by_key["default_again"]),
+                                          f"Beam job ×{workers}, default, urbansound8k layout (run before and "
+                                          f"after the folders side, pooled)")
+        figures["folders_vs_urbansound8k"] = {
+            **entry(by_key["folders"], f"Beam job ×{workers}, default, the same clips in the folders layout"),
+            "baseline": "urbansound8k", "target": {"op": ">=", "ratio": TARGET_FOLDERS_OVER_URBANSOUND8K}}
     return {"baselines": baselines, "figures": figures,
             "params": {"clips": rows, "workers": workers, "failed": default["failed"], "shards": default.get("shards"),
                        "largest_shard_mb": round(default.get("largest_shard_mb", 0.0), 1),
@@ -216,7 +281,8 @@ def _run_side(name: str, data_dir: str, out_dir: str, *extra: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ sides
-def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: str, sharding: str) -> dict:
+def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: str, sharding: str,
+               num_folds: str = "") -> dict:
     from beam.notices import quiet_beam_notices
 
     quiet_beam_notices()  # this side's process is an entry point: Beam's notices filtered as `us8k ingest` does
@@ -225,10 +291,10 @@ def _side_beam(data_dir: str, out_dir: str, mode: str, workers: str, shard_mb: s
     start = time.perf_counter()
     manifest = run_ingest(data_dir, out_dir, [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"],
                           progress=lambda line: None, shard_target_bytes=int(float(shard_mb) * 10**6),
-                          planned_shards=sharding == "planned")
-    seconds = time.perf_counter() - start
+                          planned_shards=sharding == "planned", num_folds=int(num_folds) if num_folds else None)
+    seconds = time.perf_counter() - start  # the layout detected, as `us8k ingest` does without --layout
     folds = manifest["folds"].values()
-    return {"rows": manifest["csv"]["rows"], "failed": manifest["errors"], "seconds": seconds,
+    return {"rows": manifest["source"]["rows"], "failed": manifest["errors"], "seconds": seconds,
             "shards": sum(f["shards"] for f in folds),
             "largest_shard_mb": max(f["largest_shard_bytes"] for f in folds) / 10**6}
 

@@ -65,7 +65,7 @@ def csv_rows(root):
 def check_records(client, prefix, manifest, root, local_dir):
     """The bucket holds exactly the records, errors and manifest; the records parse and match the CSV."""
     rows = csv_rows(root)
-    assert manifest["csv"]["rows"] == len(rows)
+    assert manifest["source"]["rows"] == len(rows)
     assert manifest["examples"] + manifest["errors"] == len(rows)
     assert manifest["errors"] == CORRUPT and manifest["examples"] == len(rows) - CORRUPT
     stored = json.loads(read_object(client, f"{prefix}/{c.MANIFEST_FILE}"))
@@ -105,7 +105,8 @@ def test_ingest_s3_to_s3_with_beam_s3_options(s3, tmp_path):
          f"--s3_region_name={REGION}", "--direct_num_workers=2"],
         progress=lines.append, shard_target_bytes=SHARD_RECORDS * ingest.RECORD_BYTES)
     assert manifest["data_dir"] == f"s3://{BUCKET}/UrbanSound8K"
-    assert manifest["csv"]["path"] == f"s3://{BUCKET}/UrbanSound8K/{c.METADATA_CSV}"
+    assert manifest["source"]["path"] == f"s3://{BUCKET}/UrbanSound8K/{c.METADATA_CSV}"
+    assert manifest["layout"] == "urbansound8k" and manifest["class_names"] == list(c.URBANSOUND8K_CLASSES)
     shard_keys = check_records(client, prefix, manifest, root, str(tmp_path / "records"))
     for fold in FOLDS:
         assert manifest["folds"][str(fold)]["shards"] >= 3  # the byte cap rolled the files over
@@ -144,6 +145,44 @@ def test_cli_missing_s3_dataset_fails_with_one_line(s3, monkeypatch, capsys):
     capsys.readouterr()
     assert us8k.main(["ingest", "--data-dir", f"s3://{BUCKET}/nowhere", "--output", f"s3://{BUCKET}/out",
                       f"--s3_endpoint_url={url}", f"--s3_region_name={REGION}"]) == 1
+    message = (f"us8k ingest: error: no dataset layout found in s3://{BUCKET}/nowhere (nothing): looked for "
+               f"{c.METADATA_CSV} (urbansound8k), meta/esc50.csv (esc50), metadata.csv (csv) and folders holding "
+               f"audio files (folders); --layout names one")
+    assert capsys.readouterr().err == message + "\n"
+    assert us8k.main(["ingest", "--data-dir", f"s3://{BUCKET}/nowhere", "--output", f"s3://{BUCKET}/out",
+                      "--layout", "urbansound8k", f"--s3_endpoint_url={url}", f"--s3_region_name={REGION}"]) == 1
     message = f"us8k ingest: error: metadata CSV not found: s3://{BUCKET}/nowhere/{c.METADATA_CSV}"
     assert capsys.readouterr().err == message + "\n"
     assert keys(client, "out/") == []
+
+
+def test_folders_layout_from_s3_is_listed_and_ingested(s3, tmp_path):
+    """A folders tree in the bucket: detected by listing (FileSystems.match), folds assigned, the records'
+    class names those of the folders."""
+    import numpy as np
+    from wav_files import encode
+
+    url, client, _ = s3
+    t = np.arange(4000) / 8000
+    for k, name in enumerate(("frog", "owl")):
+        for i in range(3):
+            client.put_object(Bucket=BUCKET, Key=f"sounds/{name}/{i}.wav",
+                              Body=encode((0.3 * np.sin(2 * np.pi * (300 + 200 * k) * t)).astype(np.float32), 8000))
+    client.put_object(Bucket=BUCKET, Key="sounds/owl/notes.txt", Body=b"not audio")
+    # A failure, so that errors.jsonl is not empty: Beam 2.77's S3 writer cannot close an empty file (it
+    # completes a multipart upload of no parts, which S3 refuses as MalformedXML).
+    client.put_object(Bucket=BUCKET, Key="sounds/frog/broken.wav", Body=b"")
+    lines = []
+    manifest = ingest.run_ingest(
+        f"s3://{BUCKET}/sounds", f"s3://{BUCKET}/sounds-records",
+        [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+         f"--s3_region_name={REGION}", "--direct_num_workers=1"], progress=lines.append, num_folds=3)
+    assert manifest["layout"] == "folders" and manifest["class_names"] == ["frog", "owl"]
+    assert manifest["source"]["rows"] == 7 and (manifest["examples"], manifest["errors"]) == (6, 1)
+    assert all(entry["classes"]["owl"] == 1 for entry in manifest["folds"].values())  # one per fold
+    assert manifest["classes"] == {"frog": 3, "owl": 3}
+    assert any("layout folders (detected): 7 audio files" in line and "1 other file(s) ignored" in line
+               for line in lines)
+    local = download_records(client, "sounds-records", str(tmp_path / "records"))
+    parsed = [records.parse_examples(s) for s in tf.data.TFRecordDataset(records.fold_files(local, [1, 2, 3]))]
+    assert sorted(e[c.KEY_CLASS].numpy().decode() for e in parsed) == ["frog"] * 3 + ["owl"] * 3

@@ -132,7 +132,10 @@ def test_plan_and_final_counts_are_printed(run):
     for fold in FOLDS:
         assert f"fold  {fold}:" in text
     m = run["manifest"]
-    assert f"{m['examples']} clips written + {m['errors']} failed == {m['csv']['rows']} rows" in text
+    assert f"{m['examples']} clips written + {m['errors']} failed == {m['source']['rows']} rows in the CSV" in text
+    assert f"us8k ingest: layout urbansound8k (detected): {len(csv_rows(run['root']))} rows in " in text
+    assert "  groups: fsID" in text and "  folds: from the data" in text
+    assert f"  classes: 10 from UrbanSound8K's, by classID: {', '.join(c.URBANSOUND8K_CLASSES[:10])}" in text
 
 
 def records_per_file(path):
@@ -165,12 +168,12 @@ def test_nothing_lost_and_counts_match_the_csv_and_the_files(run):
     m, out = run["manifest"], run["out"]
     rows = csv_rows(run["root"])
     good = written_rows(run)
-    assert m["csv"]["rows"] == len(rows)
+    assert m["source"]["rows"] == len(rows)
     assert m["examples"] + m["errors"] == len(rows)
     assert m["examples"] == len(good)
     stored = parsed_records(out, FOLDS)
     assert len(stored) == m["examples"]
-    want = collections.Counter((int(r["fold"]), c.CLASS_NAMES[int(r["classID"])]) for r in good)
+    want = collections.Counter((int(r["fold"]), c.URBANSOUND8K_CLASSES[int(r["classID"])]) for r in good)
     got = collections.Counter((int(e[c.KEY_FOLD]), e[c.KEY_CLASS].decode()) for e in stored)
     assert got == want
     for fold in FOLDS:
@@ -186,13 +189,20 @@ def test_manifest_records_source_and_parameters(run):
     with open(os.path.join(run["out"], c.MANIFEST_FILE)) as handle:
         assert json.load(handle) == m
     with open(os.path.join(run["root"], c.METADATA_CSV), "rb") as handle:
-        assert m["csv"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+        assert m["source"]["sha256"] == hashlib.sha256(handle.read()).hexdigest()
+    assert m["source"]["kind"] == "csv" and m["source"]["path"] == os.path.join(run["root"], c.METADATA_CSV)
+    # schema 2: the layout's class list in classID order, its groups and folds
+    assert m["schema_version"] == 2 and m["layout"] == "urbansound8k"
+    assert m["class_names"] == list(c.URBANSOUND8K_CLASSES)
+    assert m["groups"] == "fsID" and m["fold_assignment"] == "dataset"
+    assert list(m["classes"]) == list(c.URBANSOUND8K_CLASSES)
+    assert all(list(entry["classes"]) == list(c.URBANSOUND8K_CLASSES) for entry in m["folds"].values())
     p = m["parameters"]
     assert p["sample_rate"] == c.SAMPLE_RATE and p["clip_samples"] == c.CLIP_SAMPLES
     assert p["runner"] == driver.LOCAL_RUNNER and p["running_mode"] == driver.LOCAL_RUNNING_MODE
     assert p["sharding"] == "runner" and p["shard_target_bytes"] == SHARD_RECORDS * ingest.RECORD_BYTES
     assert p["workers"] == driver.local_cores()
-    assert m["csv"]["invalid_rows"] == 3  # unknown classID, unknown fold, contradicting class name
+    assert m["source"]["invalid_rows"] == 3  # unknown classID, unknown fold, contradicting class name
     assert m["errors"] == len(read_errors(run["out"]))
 
 
@@ -221,7 +231,7 @@ def test_stored_waveforms_match_the_decoder_and_load_through_read_folds(run):
     out, root = run["out"], run["root"]
     for waveform, label in records.read_folds(out, [1]).take(3):
         assert waveform.shape == (c.CLIP_SAMPLES,) and waveform.dtype == tf.float32
-        assert 0 <= int(label) < c.NUM_CLASSES
+        assert 0 <= int(label) < len(c.URBANSOUND8K_CLASSES)
     stored = parsed_records(out, [1])
     assert len(stored) == run["manifest"]["folds"]["1"]["examples"]
     for example in stored:
@@ -257,6 +267,8 @@ def test_planned_shards_then_rerun_into_the_same_output_replaces_it(tmp_path, tm
     assert os.path.isdir(os.path.join(out, "fold2"))
     keep = os.path.join(out, "notes.txt")  # not ours: must survive
     open(keep, "w").write("mine")
+    os.makedirs(os.path.join(out, "fold12"))  # an earlier run's fold beyond UrbanSound8K's ten: removed too
+    open(os.path.join(out, "fold12", f"fold12-00000-of-00001{c.RECORD_SUFFIX}"), "wb").write(b"earlier")
     # Second run: fold 1's good clips only, default sharding on one worker (one shard per fold).
     csv_path = os.path.join(root, c.METADATA_CSV)
     lines = open(csv_path).read().splitlines()
@@ -464,8 +476,14 @@ def test_cli_run_writes_records(tmp_path):
 
 
 def test_cli_missing_csv_fails_with_one_line(tmp_path, capsys):
-    message = cli_refusal(capsys, "ingest", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
-    assert message.startswith("us8k ingest: error: metadata CSV not found:") and "nowhere" in message
+    nowhere = tmp_path / "nowhere"
+    message = cli_refusal(capsys, "ingest", "--data-dir", str(nowhere), "--output", str(tmp_path / "out"),
+                          "--layout", "urbansound8k")
+    assert message == f"us8k ingest: error: metadata CSV not found: {nowhere / c.METADATA_CSV}"
+    message = cli_refusal(capsys, "ingest", "--data-dir", str(nowhere), "--output", str(tmp_path / "out"))
+    assert message == (f"us8k ingest: error: no dataset layout found in {nowhere} (nothing): looked for "
+                       f"{c.METADATA_CSV} (urbansound8k), meta/esc50.csv (esc50), metadata.csv (csv) and folders "
+                       f"holding audio files (folders); --layout names one")
     assert not os.path.exists(tmp_path / "out" / c.MANIFEST_FILE)
 
 
