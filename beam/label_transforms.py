@@ -28,7 +28,6 @@ from apache_beam.ml.inference.base import PredictionResult
 from beam.audio_files import AUDIO_EXTENSIONS  # a directory INPUT keeps these; a glob keeps all it matches
 from beam.files import is_remote, read_audio_bytes
 from beam.label_model import METRICS_NAMESPACE, Clip, resolve_model
-from beam.layout_csvs import ESC50_AUDIO_DIR
 from tfdata import contract as c
 from tfdata.answers import answer_config, answers_from_outputs
 from tfdata.audio import AudioDecodeError, decode_audio
@@ -109,7 +108,7 @@ class _ListedFn(beam.DoFn):
             if not name or "/" in name or "\\" in name or name in (".", ".."):
                 yield FileRef(None, problem=f"bad CSV row: filename {name!r} is not a file name", row=line)
                 return
-            path = "/".join((ESC50_AUDIO_DIR, name))
+            path = "/".join((c.ESC50_AUDIO_DIR, name))
         else:
             name, fold = fields[self._columns["slice_file_name"]].strip(), fields[self._columns["fold"]].strip()
             if not name or not fold.isdigit():

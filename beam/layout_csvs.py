@@ -39,13 +39,10 @@ from tfdata import contract as c
 from tfdata.classes import ClassListError, check_class_names
 
 URBANSOUND8K_COLUMNS = ("slice_file_name", "fsID", "salience", "fold", "classID", "class")
-ESC50_CSV = "meta/esc50.csv"
-ESC50_AUDIO_DIR = "audio"
-ESC50_COLUMNS = ("filename", "fold", "target", "category", "src_file")
-ESC50_OPTIONAL = ("esc10", "take")
-METADATA_CSV = "metadata.csv"  # the csv layout's, at the root
-CSV_COLUMNS = ("file_name", "label")
+ESC50_OPTIONAL = ("esc10", "take")  # the contract's ESC-50 columns that a listing may lack
+ESC50_COLUMNS = tuple(name for name in c.ESC50_COLUMNS if name not in ESC50_OPTIONAL)  # required
 CSV_OPTIONAL = ("fold", "group")
+CSV_COLUMNS = tuple(name for name in c.COLLECTION_CSV_COLUMNS if name not in CSV_OPTIONAL)  # required
 
 
 def _csv(path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()):
@@ -115,7 +112,7 @@ def parse_esc50_row(line: int, text: str, columns: dict[str, int]) -> ClipRow:
     for column in ("category", "src_file"):
         if not get[column]:
             raise RowError(f"bad CSV row: empty {column}")
-    return ClipRow(line=line, relative_path=posixpath.join(ESC50_AUDIO_DIR, name), slice_file_name=name,
+    return ClipRow(line=line, relative_path=posixpath.join(c.ESC50_AUDIO_DIR, name), slice_file_name=name,
                    label=target, class_name=get["category"], fold=fold, group=group_id(get["src_file"]))
 
 
@@ -142,7 +139,7 @@ def esc50_class_names(rows: list[ClipRow | BadRow], path: str) -> tuple[str, ...
 
 def read_esc50(root: str, classes: tuple[str, ...] | None = None) -> Listing:
     """ROOT/meta/esc50.csv → its rows (folds from the CSV, groups by src_file)."""
-    path = FileSystems.join(root, ESC50_CSV)
+    path = FileSystems.join(root, c.ESC50_CSV)
     sha256, columns, rows = _csv(path, ESC50_COLUMNS, ESC50_OPTIONAL)
     parsed = read_rows(rows, lambda line, text: parse_esc50_row(line, text, columns))
     names = esc50_class_names(parsed, path)
@@ -166,7 +163,7 @@ def parse_metadata_row(line: int, text: str, columns: dict[str, int]) -> ClipRow
 def read_metadata_csv(root: str, classes: tuple[str, ...] | None = None) -> Listing:
     """ROOT/metadata.csv → its rows: classes the sorted labels (or `classes`, --classes: a row with
     another label is a BadRow); folds from its fold column, if any; groups from its group column, if any."""
-    path = FileSystems.join(root, METADATA_CSV)
+    path = FileSystems.join(root, c.COLLECTION_CSV)
     sha256, columns, rows = _csv(path, CSV_COLUMNS, CSV_OPTIONAL)
     texts = dict(rows)
     parsed = read_rows(rows, lambda line, text: parse_metadata_row(line, text, columns))

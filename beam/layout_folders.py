@@ -22,9 +22,10 @@ from beam.audio_files import AUDIO_EXTENSIONS, has_audio_extension
 from beam.files import is_remote
 from beam.ingest_rows import BadRow, ClipRow, LayoutError, Listing, group_id
 from tfdata.classes import ClassListError, check_class_names
+from tfdata.contract import LAYOUT_FOLDERS
 
 SHOWN = 5  # folders named at most in one error line
-FOLDERS = "folders"
+FOLDERS = LAYOUT_FOLDERS
 
 
 def list_files(root: str) -> list[tuple[str, int]]:

@@ -20,14 +20,14 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam.fold_assignment import DEFAULT_NUM_FOLDS, RULE, FoldAssignmentError, assign_folds, check_num_folds
 from beam.ingest_rows import BadRow, ClipRow, LayoutError, Listing
-from beam.layout_csvs import ESC50_CSV, METADATA_CSV, read_esc50, read_metadata_csv, read_urbansound8k
-from beam.layout_folders import FOLDERS, holds_class_folders, list_files, read_folders
+from beam.layout_csvs import read_esc50, read_metadata_csv, read_urbansound8k
+from beam.layout_folders import holds_class_folders, list_files, read_folders
 from tfdata import contract as c
 from tfdata.classes import ClassListError, check_class_names
 
-URBANSOUND8K, ESC50, CSV = "urbansound8k", "esc50", "csv"
-LAYOUTS = (URBANSOUND8K, ESC50, FOLDERS, CSV)
-MARKERS = ((URBANSOUND8K, c.METADATA_CSV), (ESC50, ESC50_CSV), (CSV, METADATA_CSV))  # detection, in order
+URBANSOUND8K, ESC50, FOLDERS, CSV, LAYOUTS = (c.LAYOUT_URBANSOUND8K, c.LAYOUT_ESC50, c.LAYOUT_FOLDERS, c.LAYOUT_CSV,
+                                              c.LAYOUTS)
+MARKERS = ((URBANSOUND8K, c.METADATA_CSV), (ESC50, c.ESC50_CSV), (CSV, c.COLLECTION_CSV))  # detection, in order
 READERS = {URBANSOUND8K: read_urbansound8k, ESC50: read_esc50, CSV: read_metadata_csv, FOLDERS: read_folders}
 CLASSES_FIXED = (URBANSOUND8K, ESC50)  # their CSV names the classes: --classes is refused
 

@@ -50,6 +50,9 @@ def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
     # the ingest job wrote every quick clip; its targets are against the bare loop (seed skipped here)
     assert ingest["params"]["clips"] == 100 and ingest["params"]["failed"] == 0
     assert ingest["figures"]["default_vs_bare_w"]["target"] == {"op": ">=", "ratio": 0.8}
+    # the same clips as a folders collection, against the urbansound8k layout's job
+    assert ingest["figures"]["folders_vs_urbansound8k"]["target"] == {"op": ">=", "ratio": 0.9}
+    assert ingest["figures"]["folders_vs_urbansound8k"]["baseline"] == "urbansound8k"
     assert "seed" not in ingest["baselines"]
     # serving: every run answered without errors; the top concurrency with batching carries the target
     assert all(f["errors"] == 0 for f in serving["figures"].values())

@@ -103,13 +103,22 @@ KEY_CLASS = "class_name"  # bytes
 KEY_FOLD = "fold"  # int64
 KEY_FSID = "fsid"  # int64: Freesound ID of the source recording
 KEY_FILE = "slice_file_name"  # bytes
-KEY_SALIENCE = "salience"  # int64: 1 foreground, 2 background
+KEY_SALIENCE = "salience"  # int64: 1 foreground, 2 background, 0 not given (layouts other than UrbanSound8K)
 # A clip longer than one window is stored as its windows (tfdata.windowing), one Example each: these two
 # keys are written only then (a one-window clip's Example is as before; parsing defaults to 0 and 1).
 KEY_WINDOW = "window"  # int64: this window's index in its clip (starts at window · WINDOW_HOP_SAMPLES)
 KEY_WINDOWS = "windows"  # int64: the clip's window count
 
-# Dataset layout (UrbanSound8K's own) and the ingestion output layout.
+# The collection layouts `us8k ingest` reads and `us8k synth` writes (docs/data.md), and their listings.
+LAYOUT_URBANSOUND8K, LAYOUT_ESC50, LAYOUT_FOLDERS, LAYOUT_CSV = "urbansound8k", "esc50", "folders", "csv"
+LAYOUTS = (LAYOUT_URBANSOUND8K, LAYOUT_ESC50, LAYOUT_FOLDERS, LAYOUT_CSV)
+ESC50_CSV = "meta/esc50.csv"  # ESC-50's listing; its audio is ESC50_AUDIO_DIR/<filename>
+ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
+ESC50_AUDIO_DIR = "audio"
+COLLECTION_CSV = "metadata.csv"  # the csv layout's listing at the root (Hugging Face AudioFolder's name)
+COLLECTION_CSV_COLUMNS = ("file_name", "label", "fold", "group")  # fold and group optional
+
+# UrbanSound8K's own layout and the ingestion output layout.
 METADATA_CSV = "metadata/UrbanSound8K.csv"
 CSV_COLUMNS = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
 AUDIO_DIR = "audio"

@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from tfdata import contract
 from tfdata.classes import MAX_CLASSES, ClassListError, check_class_names
 from tfdata.contract import SAMPLE_RATE, URBANSOUND8K_FOLDS
 from tfdata.synth import (
@@ -47,22 +48,19 @@ from tfdata.synth import (
 from tfdata.synth_encoding import audio_bytes, wav_bytes
 from tfdata.synth_sounds import default_class_names, draw_voice, render_voice_clip
 
-LAYOUTS = ("urbansound8k", "esc50", "folders", "csv")
-DEFAULT_LAYOUT = "urbansound8k"
+LAYOUTS = contract.LAYOUTS
+DEFAULT_LAYOUT = contract.LAYOUT_URBANSOUND8K
 DEFAULT_NUM_CLASSES = 5
 DEFAULT_CLIPS_PER_CLASS = 10  # layouts without folds: enough for `us8k ingest`'s default --num-folds 10
 
 # ESC-50's layout (its README: meta/esc50.csv and audio/*.wav, 5 s mono 44.1 kHz, 5 folds).
-ESC50_CSV = "meta/esc50.csv"
-ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
-ESC50_AUDIO_DIR = "audio"
+ESC50_CSV, ESC50_COLUMNS, ESC50_AUDIO_DIR = contract.ESC50_CSV, contract.ESC50_COLUMNS, contract.ESC50_AUDIO_DIR
 ESC50_FOLDS = 5
 ESC50_SECONDS = 5.0
 ESC50_SAMPLE_RATE = 44100
 ESC50_SHORT_EVENT_PROBABILITY = 0.3  # an event of 1–5 s, the rest of the 5 s digital silence
 # The csv layout (Hugging Face AudioFolder's metadata.csv: file_name relative to the root, label).
-CSV_LISTING = "metadata.csv"
-CSV_COLUMNS = ("file_name", "label", "fold", "group")
+CSV_LISTING, CSV_COLUMNS = contract.COLLECTION_CSV, contract.COLLECTION_CSV_COLUMNS
 CSV_AUDIO_DIR = "clips"
 CSV_MAX_FOLDS = URBANSOUND8K_FOLDS
 DEFAULT_GENERIC_FOLDS = 5  # esc50, and csv with a fold column: folds 1..5 unless named
