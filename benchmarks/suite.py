@@ -16,7 +16,8 @@ from benchmarks import BenchmarkError, report
 
 # name: (module, one-line description: `us8k bench`'s help and the report's heading line)
 BENCHMARKS = {
-    "ingest": ("benchmarks.ingest", "Beam job vs bare loop vs the seed's librosa path, and a folders collection vs UrbanSound8K's layout (clips/s)"),
+    "ingest": ("benchmarks.ingest",
+               "Beam job vs bare loop vs the seed's path; folders vs UrbanSound8K's layout (clips/s)"),
     "label": ("benchmarks.label",
               "labelling job (Beam RunInference) vs a bare loop over the same SavedModel (files/s)"),
     "frontend": ("benchmarks.frontend", "in-graph log-mel vs librosa on the same cores (examples/s)"),

@@ -29,7 +29,7 @@ DESCRIPTION = "us8k: urban sound classification, from audio files to a served mo
 # name: (module in this package, one-line help)
 COMMANDS = {
     "synth": ("synth", "write a synthetic collection (UrbanSound8K's, ESC-50's, folders or csv layout)"),
-    "ingest": ("ingest", "Beam job: a labelled collection (UrbanSound8K, ESC-50, folders, csv) → per-fold TFRecord shards"),
+    "ingest": ("ingest", "Beam job: a labelled collection (any layout) → per-fold TFRecord shards"),
     "label": ("label", "Beam job (RunInference): label a whole audio collection with an export"),
     "train": ("train", "train models on the records, select by validation accuracy"),
     "launch-training": ("launch_training", "the same training as a SageMaker training job (TensorFlow estimator)"),
