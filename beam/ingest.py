@@ -69,14 +69,17 @@ from beam import driver
 from beam.files import absolute, jsonl_line, sort_jsonl, write_json
 from beam.ingest_rows import BadRow, ClipRow, LayoutError
 from beam.ingest_transforms import (
+    CUT_COUNTER,
     ERRORS_TAG,
     FAILED_COUNTER,
     METRICS_NAMESPACE,
+    RECORDS_COUNTER,
     RECORDS_TAG,
     WRITTEN_COUNTER,
     DecodeClips,
     example_bytes,
     fold_index,
+    records_counter_name,
     written_counter_name,
 )
 from beam.layouts import Collection, read_collection
@@ -274,6 +277,12 @@ def _print_result(manifest: dict, plan: IngestPlan, progress: driver.Progress) -
     for fold, entry in manifest["folds"].items():
         progress(f"  fold {fold:>2}: {entry['examples']:>5} written, {entry['errors']:>3} failed, "
                  f"{entry['shards']} shard(s)")
+    if manifest["records"] != written:
+        progress(f"  {manifest['records']} records: clips longer than {c.CLIP_SECONDS} s are stored as their "
+                 f"{c.CLIP_SECONDS} s windows, {c.WINDOW_HOP_SAMPLES / c.SAMPLE_RATE:g} s apart")
+    if manifest["clips_cut"]:
+        progress(f"  {manifest['clips_cut']} clip(s) longer than {c.MAX_CLIP_SECONDS} s: only their first "
+                 f"{c.MAX_CLIP_SECONDS} s kept")
     if failed:
         progress(f"  {failed} failure(s) listed in {FileSystems.join(plan.output_dir, c.ERRORS_FILE)}")
     progress(f"  manifest: {FileSystems.join(plan.output_dir, c.MANIFEST_FILE)}")
@@ -318,6 +327,7 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
         folds[str(fold)] = {
             "rows": rows,
             "examples": sum(per_class.values()),
+            "records": counters.get(records_counter_name(fold), 0),
             "errors": sum(1 for e in errors if e.get("fold") == fold),
             "shards": shard_files[fold]["shards"],
             "largest_shard_bytes": shard_files[fold]["largest_shard_bytes"],
@@ -332,7 +342,9 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
         "fold_assignment": collection.fold_assignment,
         "source": collection.source,
         "data_dir": plan.data_dir,
-        "examples": sum(f["examples"] for f in folds.values()),
+        "examples": sum(f["examples"] for f in folds.values()),  # clips written
+        "records": counters.get(RECORDS_COUNTER, 0),  # Examples written: a clip longer than 4 s is its windows
+        "clips_cut": counters.get(CUT_COUNTER, 0),  # clips longer than max_clip_seconds, cut there
         "errors": len(errors),
         "errors_file": c.ERRORS_FILE,
         "folds": folds,
@@ -340,14 +352,17 @@ def _manifest(plan: IngestPlan, runner: dict, counters: dict[str, int], errors: 
         "parameters": {
             "sample_rate": c.SAMPLE_RATE,
             "clip_samples": c.CLIP_SAMPLES,
-            "waveform": "int16 PCM, little-endian, zero-padded or cropped to clip_samples",
+            "waveform": "int16 PCM, little-endian, clip_samples per record: a clip up to 4 s zero padded, a "
+                        "longer one as its windows (window_hop_samples apart, the last zero padded)",
+            "window_hop_samples": c.WINDOW_HOP_SAMPLES,
+            "max_clip_seconds": c.MAX_CLIP_SECONDS,
             "resample_quality": audio.RESAMPLE_QUALITY,
             "shard_target_bytes": plan.shard_target_bytes,
             "sharding": plan.sharding,  # "runner": the runner's bundles, each file ≤ shard_target_bytes (0: no cap)
             "shards_per_fold": {str(f): n["shards"] for f, n in shard_files.items()},
             **runner,
         },
-        "counters": {WRITTEN_COUNTER: counters.get(WRITTEN_COUNTER, 0),
-                     FAILED_COUNTER: counters.get(FAILED_COUNTER, 0)},
+        "counters": {name: counters.get(name, 0) for name in (WRITTEN_COUNTER, FAILED_COUNTER, RECORDS_COUNTER,
+                                                               CUT_COUNTER)},
         "elapsed_seconds": round(seconds, 3),
     }

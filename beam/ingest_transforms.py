@@ -11,6 +11,11 @@ beam.ingest_rows); the workers receive those records, not CSV text. A row fails 
 `errors`, counted by a Beam metrics counter) when it is a BadRow or its audio is missing,
 unreadable, undecodable, truncated, empty or not finite. Every written clip increments a counter
 per (fold, class): the driver builds the manifest from them.
+
+Clip length: a clip of up to 4 s is one record, zero padded (as always). A longer clip is stored as
+its windows — 4 s every 2 s, the windows the endpoint averages for the same audio
+(tfdata.windowing) — one record each, with its index and the clip's window count; at most
+MAX_CLIP_SECONDS of a clip are kept (29 windows), the rest is cut and counted (`clips_cut`).
 Imports no TensorFlow: tfdata.example writes the Examples.
 """
 from __future__ import annotations
@@ -20,12 +25,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam.files import read_audio_bytes
 from beam.ingest_rows import BadRow, ClipRow
-from tfdata.audio import AudioDecodeError, decode_head, fit_to_length
+from tfdata import contract as c
+from tfdata.audio import AudioDecodeError, decode_head
 from tfdata.example import serialize_clip
+from tfdata.windowing import frame, valid_samples
 
 METRICS_NAMESPACE = "us8k.ingest"
 WRITTEN_COUNTER = "clips_written"
 FAILED_COUNTER = "clips_failed"
+RECORDS_COUNTER = "records_written"  # one per window: more than clips_written when clips exceed 4 s
+CUT_COUNTER = "clips_cut"  # clips longer than MAX_CLIP_SECONDS, cut there
+MAX_CLIP_SAMPLES = c.MAX_CLIP_SECONDS * c.SAMPLE_RATE
 RECORDS_TAG = "records"
 ERRORS_TAG = "errors"
 
@@ -35,6 +45,20 @@ def written_counter_name(fold: int, label: int) -> str:
     return f"written_fold{fold}_class{label}"
 
 
+def records_counter_name(fold: int) -> str:
+    """Name of the counter of records (windows) written for one fold."""
+    return f"records_fold{fold}"
+
+
+def clip_examples(waveform, row: ClipRow) -> list[bytes]:
+    """A decoded clip (at most MAX_CLIP_SAMPLES) → its serialised Examples: one zero-padded record up to
+    4 s, else one per window (tfdata.windowing's frames and valid samples)."""
+    windows, valid = frame(waveform), valid_samples(waveform.shape[0])
+    return [serialize_clip(window, int(n), label=row.label, class_name=row.class_name, fold=row.fold,
+                           fsid=row.group, slice_file_name=row.slice_file_name, salience=row.salience,
+                           window=i, windows=len(windows)) for i, (window, n) in enumerate(zip(windows, valid))]
+
+
 class _DecodeClipFn(beam.DoFn):
     """ClipRow | BadRow → records (fold, example bytes) | errors (dict)."""
 
@@ -42,7 +66,9 @@ class _DecodeClipFn(beam.DoFn):
         self._data_dir = data_dir
         self._written = beam.metrics.Metrics.counter(METRICS_NAMESPACE, WRITTEN_COUNTER)
         self._failed = beam.metrics.Metrics.counter(METRICS_NAMESPACE, FAILED_COUNTER)
-        self._per_fold_class = {}
+        self._records = beam.metrics.Metrics.counter(METRICS_NAMESPACE, RECORDS_COUNTER)
+        self._cut = beam.metrics.Metrics.counter(METRICS_NAMESPACE, CUT_COUNTER)
+        self._named = {}  # per (fold, class) and per fold counters, made as first needed
 
     def process(self, row: ClipRow | BadRow):
         if isinstance(row, BadRow):
@@ -50,9 +76,10 @@ class _DecodeClipFn(beam.DoFn):
             return
         try:
             data = read_audio_bytes(FileSystems.join(self._data_dir, row.relative_path))
-            clip, valid = fit_to_length(decode_head(data))  # decodes only the 4 s it keeps
-            example = serialize_clip(clip, valid, label=row.label, class_name=row.class_name, fold=row.fold,
-                                     fsid=row.group, slice_file_name=row.slice_file_name, salience=row.salience)
+            # decodes only what it keeps, plus one sample that tells a clip longer than the maximum
+            waveform = decode_head(data, seconds=(MAX_CLIP_SAMPLES + 1) / c.SAMPLE_RATE)
+            cut = waveform.shape[0] > MAX_CLIP_SAMPLES
+            examples = clip_examples(waveform[:MAX_CLIP_SAMPLES], row)
         except AudioDecodeError as exc:
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, str(exc)))
             return
@@ -61,15 +88,18 @@ class _DecodeClipFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(ERRORS_TAG, self._error(row.line, row, reason))
             return
         self._written.inc()
-        self._counter(row.fold, row.label).inc()
-        yield row.fold, example
+        self._counter(written_counter_name(row.fold, row.label)).inc()
+        self._records.inc(len(examples))
+        self._counter(records_counter_name(row.fold)).inc(len(examples))
+        if cut:
+            self._cut.inc()
+        for example in examples:
+            yield row.fold, example
 
-    def _counter(self, fold: int, label: int):
-        key = (fold, label)
-        if key not in self._per_fold_class:
-            self._per_fold_class[key] = beam.metrics.Metrics.counter(METRICS_NAMESPACE,
-                                                                     written_counter_name(fold, label))
-        return self._per_fold_class[key]
+    def _counter(self, name: str):
+        if name not in self._named:
+            self._named[name] = beam.metrics.Metrics.counter(METRICS_NAMESPACE, name)
+        return self._named[name]
 
     def _error(self, line: int | None, row: ClipRow, reason: str) -> dict:
         self._failed.inc()
