@@ -106,11 +106,12 @@ def test_decode_clips_routes_each_row_to_one_tagged_output(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_long_files_are_ingested_from_their_first_seconds_only_and_exactly(tmp_path):
-    """A 3-minute stereo WAV, a 10-minute FLAC and a 1-minute AAC (through FFmpeg): each record
-    equals, byte for byte, the one built from the full decode cropped to 4 s."""
+    """A 3-minute stereo WAV, a 10-minute FLAC and a 1-minute AAC (through FFmpeg): each file's records
+    equal, byte for byte, the windows (4 s every 2 s) of its full decode cropped to MAX_CLIP_SECONDS."""
     import av
 
-    from tfdata.audio import decode_audio, fit_to_length
+    from tfdata import windowing
+    from tfdata.audio import decode_audio
     from tfdata.records import serialize_clip
 
     fold_dir = tmp_path / c.AUDIO_DIR / "fold3"
@@ -135,10 +136,13 @@ def test_long_files_are_ingested_from_their_first_seconds_only_and_exactly(tmp_p
     rows = [read_row(2 + i, f"{name},{i + 1},0,4,1,3,8,siren", COLUMNS) for i, name in enumerate(names)]
     expected = []
     for i, name in enumerate(names):
-        clip, valid = fit_to_length(decode_audio(fold_dir / name))
-        assert valid == c.CLIP_SAMPLES
-        expected.append((3, serialize_clip(clip, valid, label=8, class_name="siren", fold=3, fsid=i + 1,
-                                           slice_file_name=name, salience=1)))
+        kept = decode_audio(fold_dir / name)[:c.MAX_CLIP_SECONDS * c.SAMPLE_RATE]
+        assert len(kept) == c.MAX_CLIP_SECONDS * c.SAMPLE_RATE
+        windows, valid = windowing.frame(kept), windowing.valid_samples(len(kept))
+        assert len(windows) == 29 and valid[-1] == c.CLIP_SAMPLES
+        expected += [(3, serialize_clip(window, n, label=8, class_name="siren", fold=3, fsid=i + 1,
+                                        slice_file_name=name, salience=1, window=k, windows=len(windows)))
+                     for k, (window, n) in enumerate(zip(windows, valid))]
     with beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"])) as p:
         out = p | beam.Create(rows) | DecodeClips(str(tmp_path))
         assert_that(out[RECORDS_TAG], equal_to(expected), label="Records")
