@@ -38,20 +38,21 @@ def augment_params(config: TrainConfig) -> AugmentParams | bool:
         mix=config.augment_mix, mix_alpha=config.augment_mix_alpha)
 
 
-def run_datasets(records_dir: str, train_folds, config: TrainConfig, *, global_batch: int,
-                 workers: int = 1) -> RunDatasets:
-    """The training and validation datasets of a run over `workers` input pipelines."""
+def run_datasets(records_dir: str, train_folds, val_fold: int, config: TrainConfig, *, num_classes: int,
+                 global_batch: int, workers: int = 1) -> RunDatasets:
+    """The training and validation datasets of a run over `workers` input pipelines, with labels of
+    `num_classes` classes (the records' class list)."""
     deterministic = True if config.deterministic else None
-    counts = class_counts(records_dir, train_folds)
+    counts = class_counts(records_dir, train_folds, num_classes)
     weights = class_weights(counts) if config.use_class_weights else None
     augment = augment_params(config)
     train = make_dataset(records_dir, train_folds, DatasetConfig(
         batch_size=global_batch, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed,
-        cache=config.cache, augment=augment, num_examples=int(counts.sum()), one_hot=True, class_weights=weights,
-        deterministic=deterministic, num_workers=workers))
+        cache=config.cache, augment=augment, num_examples=int(counts.sum()), num_classes=num_classes, one_hot=True,
+        class_weights=weights, deterministic=deterministic, num_workers=workers))
     if workers > 1 and augment:  # FILE sharding cannot shard the augmentation's Dataset.random
         train = distribute.with_shard_policy(train, "DATA")  # branch: every worker keeps its batches
-    val = make_dataset(records_dir, [config.val_fold], DatasetConfig(
-        batch_size=global_batch, num_examples=int(class_counts(records_dir, [config.val_fold]).sum()), one_hot=True,
-        deterministic=deterministic, num_workers=workers))
+    val = make_dataset(records_dir, [val_fold], DatasetConfig(
+        batch_size=global_batch, num_examples=int(class_counts(records_dir, [val_fold], num_classes).sum()),
+        num_classes=num_classes, one_hot=True, deterministic=deterministic, num_workers=workers))
     return RunDatasets(train, val, counts, weights, steps_per_epoch=-(-int(counts.sum()) // global_batch))
