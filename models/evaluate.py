@@ -32,7 +32,7 @@ from models import architectures  # noqa: F401  (registers the custom layers for
 from models import calibration as cal
 from models.errors import EvaluationError
 from models.figures import figure_png
-from models.run_classes import output_mismatch, read_run_classes
+from models.run_classes import RunClasses, output_mismatch, read_run_classes
 from tfdata import contract as c
 from tfdata.classes import ClassListError
 from tfdata.dataset import DatasetConfig, make_dataset
@@ -179,10 +179,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
     run_dir = os.fspath(run_dir)
     selection = read_selection(run_dir)
-    try:
-        classes = read_run_classes(run_dir)
-    except ClassListError as error:
-        raise EvaluationError(str(error)) from None
+    classes = _run_classes(run_dir)
     class_names = classes.class_names
     records_dir = os.fspath(records_dir or selection["records"])
     test_fold = int(selection["test_fold"])
@@ -206,14 +203,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     robustness_report = None
     for name, entry in selection["models"].items():
         model = keras.models.load_model(checkpoint_path(run_dir, selection, name), compile=False)
-        mismatch = output_mismatch(model.output_shape[-1], class_names, f"model {name!r}")
-        if mismatch:
-            raise EvaluationError(f"{mismatch} ({classes.source})")
-        probabilities, labels = predict_dataset(model, test_ds)
-        outside = labels[(labels < 0) | (labels >= len(class_names))]
-        if outside.size:
-            raise EvaluationError(f"test fold {test_fold} holds label {int(outside[0])}, outside the run's "
-                                  f"{len(class_names)} classes: other records than the run's?")
+        probabilities, labels = _test_predictions(model, name, test_ds, test_fold, classes)
         metrics = classification_metrics(probabilities, labels, threshold, class_names)
         files = {"confusion_png": report_figure("confusion", name), "threshold_png": report_figure("threshold", name)}
         Path(report_dir, files["confusion_png"]).write_bytes(confusion_png(
@@ -256,6 +246,28 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
               f"{results[selected]['accuracy']:.4f}")
         print(f"Report: {os.path.join(report_dir, REPORT_FILE)}", flush=True)
     return report
+
+
+def _run_classes(run_dir: str) -> RunClasses:
+    """The run's class list (RUN/classes.json; UrbanSound8K's for a run written before), else EvaluationError."""
+    try:
+        return read_run_classes(run_dir)
+    except ClassListError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def _test_predictions(model, name: str, test_ds, test_fold: int, classes: RunClasses):
+    """(probabilities, labels) of model `name` on the test fold, after checking that its outputs and the
+    records' labels are the run's classes (EvaluationError in one line otherwise)."""
+    mismatch = output_mismatch(model.output_shape[-1], classes.class_names, f"model {name!r}")
+    if mismatch:
+        raise EvaluationError(f"{mismatch} ({classes.source})")
+    probabilities, labels = predict_dataset(model, test_ds)
+    outside = labels[(labels < 0) | (labels >= classes.num_classes)]
+    if outside.size:
+        raise EvaluationError(f"test fold {test_fold} holds label {int(outside[0])}, outside the run's "
+                              f"{classes.num_classes} classes: other records than the run's?")
+    return probabilities, labels
 
 
 def _calibration(model, val_ds, probabilities, labels, target: str, target_value: float) -> dict:

@@ -183,6 +183,14 @@ def class_list_text(names, shown: int = 10) -> str:
     return ", ".join(names[:shown]) + (f", … ({len(names) - shown} more)" if len(names) > shown else "")
 
 
+def print_classes_and_folds(info: DatasetInfo, train_folds, val_fold: int, test_fold: int, *,
+                            defaulted: bool) -> None:
+    """The log's lines saying which classes the run takes, from where, and its folds."""
+    print(f"Classes: {info.num_classes} ({class_list_text(info.class_names)}) from {info.source}", flush=True)
+    print(f"Folds: train {train_folds}, validation {val_fold}, test {test_fold}"
+          + (" (not given: the dataset's last two folds)" if defaulted else ""), flush=True)
+
+
 def check_run_classes(run_dir: str, info: DatasetInfo, *, force: bool) -> None:
     """Refuse to continue a run trained on another class list (its checkpoints have other outputs),
     unless `force` retrains."""
@@ -343,10 +351,8 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         raise TrainingError(f"--xla with MirroredStrategy over {replicas} devices: Keras's fit compiles its whole "
                             "train step with XLA, which then reads other replicas' variables across devices (an "
                             "XLA known issue); train with --xla on one device, or under MultiWorkerMirroredStrategy")
-    print(f"Classes: {info.num_classes} ({class_list_text(info.class_names)}) from {info.source}", flush=True)
-    defaulted = config.val_fold is None or config.test_fold is None
-    print(f"Folds: train {train_folds}, validation {val_fold}, test {test_fold}"
-          + (" (not given: the dataset's last two folds)" if defaulted else ""), flush=True)
+    print_classes_and_folds(info, train_folds, val_fold, test_fold,
+                            defaulted=config.val_fold is None or config.test_fold is None)
 
     if config.deterministic:
         make_deterministic(config.seed)
@@ -354,11 +360,8 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
                                          split={"val_fold": val_fold, "test_fold": test_fold})
     write_run_config(config, records_dir, run_dir)  # after the check that this run dir may be used
     write_run_classes(run_dir, info, records_dir)
-    try:
-        data = run_datasets(records_dir, train_folds, val_fold, config, num_classes=info.num_classes,
-                            global_batch=global_batch, workers=workers)
-    except ValueError as error:  # a label outside the class list, no examples to weight classes by
-        raise TrainingError(str(error)) from None
+    data = run_datasets(records_dir, train_folds, val_fold, config, num_classes=info.num_classes,
+                        global_batch=global_batch, workers=workers)
     setup = RunSetup(run_dir=run_dir, class_names=info.class_names, strategy=strategy, train_ds=data.train,
                      val_ds=data.val, mean=mean, variance=variance, val_fold=val_fold, test_fold=test_fold,
                      steps_per_epoch=data.steps_per_epoch, strategy_name=strategy_name, workers=workers,
