@@ -284,13 +284,22 @@ def reload_container_config() -> ServingConfig:
     """Read the container's configuration (again) and keep it: metadata.json from US8K_METADATA, else
     the one beside code/ (the unpacked archive's root, /opt/ml/model/), and the endpoint's threshold
     from US8K_THRESHOLD. A US8K_THRESHOLD that is not a number in [0, 1], or a metadata.json this
-    code cannot serve, raises ValueError naming it. The container runs this once, when it loads this
-    file (below): a bad setting stops the endpoint at start-up with that message in its log, rather
-    than failing every request. Call it again after changing the environment (tests do)."""
+    code cannot serve (none, or one without class names), raises ValueError naming it. The container
+    runs this once, when it loads this file (below): a bad setting stops the endpoint at start-up with
+    that message in its log, rather than failing every request. Call it again after changing the
+    environment (tests do)."""
     global _container_config
+    _container_config = None  # a failed read leaves no earlier configuration behind
     metadata = os.environ.get(METADATA_ENV) or Path(__file__).resolve().parent.parent / METADATA_FILE
     _container_config = load_config(metadata, _threshold_from_environment())
     return _container_config
+
+
+def forget_container_config() -> None:
+    """Drop the configuration read last: the next `container_config()` reads the environment again (a
+    process that leaves the container's environment, as tests do, where no metadata.json may be found)."""
+    global _container_config
+    _container_config = None
 
 
 def container_config() -> ServingConfig:

@@ -212,7 +212,7 @@ def in_process(tiny_export, monkeypatch):
     inference.reload_container_config()
     yield inference
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 def wav(samples, rate, subtype="PCM_16", fmt="WAV"):

@@ -205,9 +205,19 @@ def test_load_config_from_metadata(tmp_path):
         load_config(meta)
 
 
-def test_metadata_without_class_names_is_refused_in_one_line(tmp_path):
-    """Every export has written class_names since the first one: metadata without them is no export of ours."""
+def test_metadata_without_class_names_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Every export has written class_names since the first one: metadata without them is no export of ours.
+    The container refuses it when it loads the handler, and keeps no earlier configuration."""
     meta = tmp_path / METADATA_FILE
+    meta.write_text(json.dumps({"threshold": 0.5}))
+    monkeypatch.setenv(inference.METADATA_ENV, str(meta))
+    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"metadata.json: the model's metadata.json lacks class_names"):
+        inference.reload_container_config()
+    with pytest.raises(ValueError, match="lacks class_names"):  # not an earlier model's classes
+        inference.container_config()
+    monkeypatch.undo()
+    inference.forget_container_config()
     with pytest.raises(ValueError, match=r"^no metadata.json: the model's class names are unknown"):
         load_config(None)
     with pytest.raises(ValueError, match=r"^no metadata.json at .*missing.json: the model's class names are unknown"):
@@ -238,7 +248,7 @@ def container(tiny_export, monkeypatch):
     inference.reload_container_config()
     yield tiny_export
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def container(monkeypatch):
 
     yield configure
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 def test_ping(http):
