@@ -121,3 +121,23 @@ def test_a_run_of_other_classes_is_not_continued(new_classes_run, tmp_path, caps
     assert error == (f"us8k train: error: {run_dir} was trained on other classes (bell, hum, chirp) than the "
                      "records' (hum, bell, chirp); use --force or a new --output")
     assert (run_dir / layout.CLASSES_FILE).read_text() == before
+
+
+def test_folds_default_to_the_last_two_present_of_any_numbering(tone_records):
+    """Records without a manifest (UrbanSound8K's classes) in folds 2, 5 and 7: validation 5, test 7, training 2;
+    named folds win; two folds cannot make a run."""
+    from models.errors import TrainingError
+    from models.folds import resolve_split
+    from tfdata.classes import read_dataset_info
+
+    records = str(tone_records({2: 3, 5: 3, 7: 3}))
+    info = read_dataset_info(records)
+    assert info.class_names == c.URBANSOUND8K_CLASSES and info.folds == (2, 5, 7)
+    assert resolve_split(records, info, None, None) == (5, 7, [2])
+    assert resolve_split(records, info, 2, None) == (2, 7, [5])
+    assert resolve_split(records, info, 7, 2) == (7, 2, [5])
+    with pytest.raises(TrainingError, match=r"validation fold 9 has no shards .*\(folds present: 2, 5, 7\)"):
+        resolve_split(records, info, 9, None)
+    two = str(tone_records({1: 3, 2: 3}))
+    with pytest.raises(TrainingError, match=r"a run needs at least 3 folds .*\[1, 2\]"):
+        resolve_split(two, read_dataset_info(two), None, None)
