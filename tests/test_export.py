@@ -53,7 +53,7 @@ from tfdata.pcm import PCM_SCALE, quantize, to_pcm16
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
 US8K = URBANSOUND8K_CLASSES  # the shared run's classes (its records have no manifest)
-NUM_CLASSES = len(US8K)
+CLASSES = len(US8K)
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -135,7 +135,7 @@ def test_fresh_process_answers_any_length(exported, tmp_path):
     assert {SERVING_SIGNATURE, WINDOWS_SIGNATURE, LOG_MEL_SIGNATURE} <= set(result["signatures"])
     for i, alone in enumerate(result["alone"]):
         probabilities = np.array(alone[OUTPUT_PROBABILITIES][0])
-        assert probabilities.shape == (NUM_CLASSES,) and np.isfinite(probabilities).all()
+        assert probabilities.shape == (CLASSES,) and np.isfinite(probabilities).all()
         assert abs(probabilities.sum() - 1) < 1e-5
         assert alone[OUTPUT_CLASS_NAME][0] == US8K[alone[OUTPUT_CLASS_ID][0]]
         assert alone[OUTPUT_WINDOW_COUNT] == [[1, 1, 5][i]]
@@ -144,7 +144,7 @@ def test_fresh_process_answers_any_length(exported, tmp_path):
         assert result["batch"][OUTPUT_CLASS_NAME][i] == alone[OUTPUT_CLASS_NAME][0]
     assert result["batch"][OUTPUT_WINDOW_COUNT] == [1, 1, 5]
     windows = np.array(result["batch"][OUTPUT_WINDOW_PROBABILITIES])
-    assert windows.shape == (3, 5, NUM_CLASSES)
+    assert windows.shape == (3, 5, CLASSES)
     assert np.all(windows[:2, 1:] == 0)  # past a row's own windows
     # The check is sensitive: padding the 0.5 s clip to 11 s without `lengths` changes its answer.
     gap = np.abs(np.array(result["padded_without_lengths"][0])
@@ -201,7 +201,7 @@ def test_bad_input_is_an_error_not_an_answer(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
         serve(**serving_inputs(tf.constant(waveform), tf.constant([5, 5], tf.int32)))
     empty = serve(**serving_inputs(tf.zeros([0, 0]), tf.zeros([0], tf.int32)))
-    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES)
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, CLASSES)
 
 
 @pytest.mark.parametrize("lengths", [[1], [CLIP_SAMPLES], [CLIP_SAMPLES + 1, 5], [0, 3 * WINDOW_HOP_SAMPLES + 7],
@@ -228,7 +228,7 @@ def test_windows_signature_equals_serving_default_on_int16_audio(exported):
     out = loaded.signatures[WINDOWS_SIGNATURE](**windows_inputs(tf.constant([w.tobytes() for w in windows]),
                                                                  tf.constant(clip_index), tf.constant(valid)))
     assert set(out) == set(WINDOWS_OUTPUTS)
-    assert out[OUTPUT_PROBABILITIES].shape == (1 + 1 + 5 + 29, NUM_CLASSES)
+    assert out[OUTPUT_PROBABILITIES].shape == (1 + 1 + 5 + 29, CLASSES)
     assert out[OUTPUT_CLIP_INDEX].numpy().tolist() == clip_index.tolist()
     assert windowing.clip_lengths(clip_index, out[OUTPUT_VALID_SAMPLES].numpy()).tolist() == [len(c) for c in clips]
     mean, per_window, counts = windowing.average_windows(out[OUTPUT_PROBABILITIES].numpy(), clip_index)
@@ -256,7 +256,7 @@ def test_windows_signature_refuses_malformed_windows(exported):
         with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
             serve(**windows_inputs(tf.constant(pcm), tf.constant(index, tf.int32), tf.constant(valid, tf.int32)))
     empty = serve(**windows_inputs(tf.constant([], tf.string), tf.constant([], tf.int32), tf.constant([], tf.int32)))
-    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES) and empty[OUTPUT_CLIP_INDEX].shape == (0,)
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, CLASSES) and empty[OUTPUT_CLIP_INDEX].shape == (0,)
 
 
 def test_windows_signature_zeroes_past_valid_samples(exported):
