@@ -188,13 +188,13 @@ def _generate(out_dir: str, files: int, long: int) -> str:
 
     audio = os.path.join(out_dir, c.AUDIO_DIR)
     if files:
-        generate_dataset(out_dir, clips_per_class_per_fold=math.ceil(files / c.NUM_CLASSES), folds=(1,), seed=SEED,
-                         progress=None)
+        generate_dataset(out_dir, clips_per_class_per_fold=math.ceil(files / len(c.URBANSOUND8K_CLASSES)), folds=(1,),
+                         seed=SEED, progress=None)
     long_dir = os.path.join(audio, "long")
     os.makedirs(long_dir, exist_ok=True)
     for i in range(long):
         rng = np.random.default_rng([SEED, i])
-        pieces = [render_clip(k % c.NUM_CLASSES, rng, 44100, LONG_SECONDS / 6, 2, 1, SynthConfig())
+        pieces = [render_clip(k % len(c.URBANSOUND8K_CLASSES), rng, 44100, LONG_SECONDS / 6, 2, 1, SynthConfig())
                   for k in range(i, i + 6)]
         sf.write(os.path.join(long_dir, f"long-{i:03d}.wav"), np.concatenate(pieces), 44100, subtype="PCM_16")
     return audio
@@ -206,11 +206,12 @@ def _export_random(model_name: str, directory: str) -> str:
 
     from models.architectures import build_model
     from models.export import export_model
-    from tfdata.contract import FRONTEND
+    from tfdata.contract import FRONTEND, URBANSOUND8K_CLASSES
 
     keras.utils.set_random_seed(SEED)
-    model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, directory)
+    model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32),
+                        num_classes=len(URBANSOUND8K_CLASSES))
+    export_model(model, directory, class_names=URBANSOUND8K_CLASSES)
     return directory
 
 

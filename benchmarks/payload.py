@@ -53,7 +53,7 @@ def _answers(windows: int):
     """TF Serving answers of the two signatures' shapes for one clip of `windows` windows."""
     import numpy as np
 
-    from tfdata.contract import CLASS_NAMES, NUM_CLASSES
+    from tfdata.contract import URBANSOUND8K_CLASSES
     from tfdata.layout import (
         OUTPUT_CLASS_ID,
         OUTPUT_CLASS_NAME,
@@ -65,9 +65,9 @@ def _answers(windows: int):
     )
     from tfdata.windowing import padded_length, valid_samples
 
-    rows = np.random.default_rng(SEED).dirichlet(np.ones(NUM_CLASSES), windows)
+    rows = np.random.default_rng(SEED).dirichlet(np.ones(len(URBANSOUND8K_CLASSES)), windows)
     per_clip = {OUTPUT_PROBABILITIES: [rows.mean(axis=0).tolist()], OUTPUT_CLASS_ID: [0],
-                OUTPUT_CLASS_NAME: [CLASS_NAMES[0]], OUTPUT_WINDOW_PROBABILITIES: [rows.tolist()],
+                OUTPUT_CLASS_NAME: [URBANSOUND8K_CLASSES[0]], OUTPUT_WINDOW_PROBABILITIES: [rows.tolist()],
                 OUTPUT_WINDOW_COUNT: [windows]}
     per_window = {OUTPUT_PROBABILITIES: rows.tolist(), OUTPUT_CLIP_INDEX: [0] * windows,
                   OUTPUT_VALID_SAMPLES: valid_samples(padded_length(windows)).tolist()}
@@ -98,7 +98,9 @@ def run(args) -> int:
     float_build = _median_ms(lambda: float_json_body(waveforms), args.repeats)
     pcm_build = _median_ms(lambda: inference.tfs_request_json(waveforms), args.repeats)
     per_clip, per_window = _answers(windows)
-    config = inference.ServingConfig()
+    from tfdata.contract import URBANSOUND8K_CLASSES
+
+    config = inference.ServingConfig(URBANSOUND8K_CLASSES)  # the answers of a model of UrbanSound8K's classes
     options = inference.RequestOptions(windows=True)
     float_out = _median_ms(lambda: inference.response_json(inference.predictions_from_signature(
         json.loads(per_clip)["outputs"], config=config, options=options)), args.repeats)

@@ -183,7 +183,8 @@ def augmentation_cost(batch_size: int = COST_BATCH, repeats: int = COST_REPEATS)
     rng = np.random.default_rng(0)
     x = tf.constant((0.1 * rng.standard_normal((batch_size, c.CLIP_SAMPLES))).astype(np.float32))
     n = tf.constant(rng.integers(c.SAMPLE_RATE, c.CLIP_SAMPLES + 1, batch_size).astype(np.int32))
-    y = tf.one_hot(tf.constant(rng.integers(0, c.NUM_CLASSES, batch_size)), c.NUM_CLASSES)
+    classes = len(c.URBANSOUND8K_CLASSES)  # a batch of UrbanSound8K's ten classes
+    y = tf.one_hot(tf.constant(rng.integers(0, classes, batch_size)), classes)
     off = dataset.AugmentParams(roll=False, place=False, min_gain_db=0.0, max_gain_db=0.0)
     variants = {"none": off, "roll + place + gain (seed)": dataset.DEFAULT_AUGMENT,
                 "speed ±10 % (pitch + tempo)": dataclasses.replace(off, speed=0.1),
@@ -206,7 +207,7 @@ def augmentation_cost(batch_size: int = COST_BATCH, repeats: int = COST_REPEATS)
     for name, model_name, spec_augment in (("cnn training step", "cnn", None),
                                            ("deep_cnn training step, SpecAugment off", "deep_cnn", None),
                                            ("deep_cnn training step, SpecAugment on", "deep_cnn", spec)):
-        model = build_model(model_name, spec_augment=spec_augment)
+        model = build_model(model_name, spec_augment=spec_augment, num_classes=classes)
         model.compile(optimizer="adam", loss="categorical_crossentropy")
         out[name] = timed(lambda: model.train_on_batch(x, y))
         keras.backend.clear_session()

@@ -50,13 +50,13 @@ def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: i
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(UNIQUE_CLIPS):
-        label = i % c.NUM_CLASSES
+        label = i % len(c.URBANSOUND8K_CLASSES)  # tfdata.synth's generators: one per UrbanSound8K class
         seconds = float(rng.uniform(1.0, 4.0)) if i % 4 == 3 else float(c.CLIP_SECONDS)
         x = 0.5 * synth.synthesize_clip(label, rng, c.SAMPLE_RATE, seconds)
         clip = np.zeros(c.CLIP_SAMPLES, np.float32)
         clip[: len(x)] = x[: c.CLIP_SAMPLES]
         clips.append((records.serialize_clip(clip, min(len(x), c.CLIP_SAMPLES), label=label,
-                                             class_name=c.CLASS_NAMES[label], fold=1, fsid=i,
+                                             class_name=c.URBANSOUND8K_CLASSES[label], fold=1, fsid=i,
                                              slice_file_name=f"{i}-{label}-0-0.wav", salience=1)))
     total = 0
     for fold, count in per_fold.items():
@@ -90,14 +90,14 @@ def step_rate(model_name: str, batch_size: int, steps: int, *, xla: bool = False
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
     try:
-        model = build_model(model_name)
+        model = build_model(model_name, num_classes=len(c.URBANSOUND8K_CLASSES))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=xla)
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.5, 0.5, (batch_size, c.CLIP_SAMPLES)).astype(np.float32)
-    y = rng.integers(0, c.NUM_CLASSES, batch_size).astype(np.int32)
+    y = rng.integers(0, len(c.URBANSOUND8K_CLASSES), batch_size).astype(np.int32)
     for _ in range(WARMUP_STEPS):
         model.train_on_batch(x, y)
     start = time.perf_counter()

@@ -1,4 +1,5 @@
-"""`us8k cv`: 10-fold cross-validation on the predefined folds (UrbanSound8K's official protocol).
+"""`us8k cv`: cross-validation over the records' own folds (10-fold on UrbanSound8K's predefined folds, its
+official protocol; 5-fold on ESC-50's).
 
 The configuration flags are `us8k train`'s but the fold split (`cli.train_config_flags`), which the
 protocol chooses per fold; the work is `models.cv.run_cv`.
@@ -16,8 +17,8 @@ ERRORS = (CVError, ConfigError, TrainingError, EvaluationError, ValueError)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("the run")
-    run.add_argument("--records", required=True, help="records directory (fold1..fold10 shards)")
-    run.add_argument("--output", required=True, help="CV directory (cv.json, fold01..fold10/, summary.json/.md)")
+    run.add_argument("--records", required=True, help="records directory (fold1..foldK shards)")
+    run.add_argument("--output", required=True, help="CV directory (cv.json, fold01..foldK/, summary.json/.md)")
     run.add_argument("--folds", type=int_list, default=None,
                      help="comma-separated test folds to run (default: every fold present)")
     run.add_argument("--force", action="store_true", help="retrain folds that already finished")

@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from models.launch import DEFAULT_INSTANCE_TYPE, DEFAULT_JOB_PREFIX, DEFAULT_VOLUME_GB, INPUT_MODES, MAX_RUN_S
 
     job = parser.add_argument_group("the job (required unless --status)")
-    job.add_argument("--records", metavar="s3://BUCKET/records", help="the ingested records (fold1..fold10/)")
+    job.add_argument("--records", metavar="s3://BUCKET/records",
+                     help="the ingested records (fold1..foldK/, manifest.json)")
     job.add_argument("--output", metavar="s3://BUCKET/runs",
                      help="the job's prefix: NAME/output/model.tar.gz, NAME/checkpoints/, NAME/tensorboard/")
     job.add_argument("--role", metavar="ARN", help="the SageMaker execution role")

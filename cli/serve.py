@@ -85,6 +85,9 @@ def run(args) -> int:
         model = load_served_model(args.model, options.threshold)
     except (FileNotFoundError, ValueError, tarfile.TarError) as exc:
         raise CommandError(str(exc)) from None
+    names = model.config.class_names
+    log(f"{len(names)} classes (the model's metadata.json): {', '.join(names[:10])}"
+        + (f", … ({len(names) - 10} more)" if len(names) > 10 else ""))
     try:
         try:
             sock = bind_socket(args.host, args.port)

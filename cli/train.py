@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of the run, then one flag per TrainConfig field (dest = the field's name, default None:
     a flag not given takes --config's value, else TrainConfig's default)."""
     run = parser.add_argument_group("the run (not part of the configuration)")
-    run.add_argument("--records", help="records directory (fold1..fold10 shards); with --config, default: "
-                                       "the records it names")
+    run.add_argument("--records", help="records directory (fold1..foldK shards, manifest.json); with --config, "
+                                       "default: the records it names")
     run.add_argument("--output", required=True,
                      help="run directory (config.json, checkpoints, logs, selection.json)")
     run.add_argument("--config", metavar="RUN/config.json",

@@ -14,8 +14,9 @@ Layer for layer as in the baseline's README, with two fixes:
   hop 512 has 173 frames (`contract.FRONTEND.frames_per_window`), which is what these models take.
 The baseline's `baseline` model is kept as it was, a deliberate floor: GlobalAveragePooling2D over a
 one-channel spectrogram leaves a single number per clip (its mean level) for the dense layers.
-The final softmax is float32 so the models are safe under a mixed-precision policy.
-Models are returned uncompiled (training owns optimiser, loss and metrics).
+The final softmax (layer "probabilities") has one unit per class of the records the model trains on
+(`num_classes`, from `tfdata.classes.read_dataset_info`) and is float32 so the models are safe under a
+mixed-precision policy. Models are returned uncompiled (training owns optimiser, loss and metrics).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from keras import layers
 
 from models.augment import SpecAugment
 from models.frontend import LogMelFrontend
-from tfdata.contract import CLIP_SAMPLES, FRONTEND, NUM_CLASSES
+from tfdata.contract import CLIP_SAMPLES, FRONTEND
 
 INPUT_NAME = "waveform"  # the serving input's name (Keras would call it "keras_tensor")
 FRONTEND_NAME = "frontend"
@@ -67,15 +68,15 @@ def _as_image(features):
     return layers.Reshape((FRONTEND.n_mels, FRONTEND.frames_per_window, 1), name="image")(x)  # [b, 128, 173, 1]
 
 
-def _classifier(x):
-    return layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32", name="probabilities")(x)
+def _classifier(x, num_classes: int):
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
-def _rnn_head(x):
+def _rnn_head(x, num_classes: int):
     """The baseline's LSTM and CRNN head: Dense 128 relu, Dropout 0.3, then the softmax."""
     x = layers.Dense(RNN_DENSE, activation="relu")(x)
     x = layers.Dropout(RNN_DROPOUT)(x)
-    return _classifier(x)
+    return _classifier(x, num_classes)
 
 
 def _conv_blocks(x, filters_per_block, batch_norm_per_block):
@@ -88,7 +89,7 @@ def _conv_blocks(x, filters_per_block, batch_norm_per_block):
     return x
 
 
-def build_baseline(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_baseline(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """Seed baseline: GlobalAveragePooling2D + Dense 256/256/128/64 (Dropout 0.4) + softmax."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)
     x = layers.GlobalAveragePooling2D()(_as_image(features))  # [b, 1]
@@ -96,29 +97,29 @@ def build_baseline(mean=None, variance=None, spec_augment=None) -> keras.Model:
         x = layers.Dense(units, activation="relu")(x)
         if i < len(BASELINE_UNITS) - 1:
             x = layers.Dropout(BASELINE_DROPOUT)(x)
-    return keras.Model(waveform, _classifier(x), name="baseline")
+    return keras.Model(waveform, _classifier(x, num_classes), name="baseline")
 
 
-def build_cnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_cnn(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """Seed CNN: 4 × (Conv 3×3 same relu [BatchNorm] MaxPool 2×2), Flatten, Dense 256, Dropout 0.5."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)
     x = _conv_blocks(_as_image(features), CNN_FILTERS, CNN_BATCH_NORM)  # [b, 128, 173, 1] → [b, 8, 10, 256]
     x = layers.Flatten()(x)  # [b, 20480]
     x = layers.Dense(CNN_DENSE, activation="relu")(x)
     x = layers.Dropout(CNN_DROPOUT)(x)
-    return keras.Model(waveform, _classifier(x), name="cnn")
+    return keras.Model(waveform, _classifier(x, num_classes), name="cnn")
 
 
-def build_lstm(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_lstm(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """Seed LSTM: LSTM 128 (sequences) + LSTM 64 + Dense 128 + Dropout 0.3, over time steps."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)
     x = features  # [b, 173 frames (time), 128 mels]: no scrambling Reshape
     x = layers.LSTM(LSTM_UNITS[0], return_sequences=True)(x)
     x = layers.LSTM(LSTM_UNITS[1])(x)
-    return keras.Model(waveform, _rnn_head(x), name="lstm")
+    return keras.Model(waveform, _rnn_head(x, num_classes), name="lstm")
 
 
-def build_crnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_crnn(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """Seed CRNN: 3 conv blocks (32, 64+BN, 128+BN), time steps = pooled frames, LSTM 128, Dense 128."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)
     x = _conv_blocks(_as_image(features), CRNN_FILTERS, CRNN_BATCH_NORM)  # → [b, 16 mels, 21 frames, 128]
@@ -126,10 +127,10 @@ def build_crnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
     x = layers.Permute((2, 1, 3), name="time_major")(x)  # [b, 21 frames, 16 mels, 128]
     x = layers.Reshape((frames, mels * channels), name="sequence")(x)  # [b, 21, 2048]
     x = layers.LSTM(CRNN_LSTM_UNITS)(x)
-    return keras.Model(waveform, _rnn_head(x), name="crnn")
+    return keras.Model(waveform, _rnn_head(x, num_classes), name="crnn")
 
 
-def build_tiny(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_tiny(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """A few thousand parameters, for fast tests of the whole path (not for results)."""
     waveform, features = _waveform_and_features(mean, variance, spec_augment)
     x = _as_image(features)
@@ -138,10 +139,10 @@ def build_tiny(mean=None, variance=None, spec_augment=None) -> keras.Model:
         x = layers.Conv2D(filters, CONV_KERNEL, activation="relu", padding="same")(x)
         x = layers.MaxPooling2D(POOL)(x)
     x = layers.GlobalAveragePooling2D()(x)  # [b, 32]
-    return keras.Model(waveform, _classifier(x), name="tiny")
+    return keras.Model(waveform, _classifier(x, num_classes), name="tiny")
 
 
-def build_deep_cnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
+def build_deep_cnn(num_classes: int, mean=None, variance=None, spec_augment=None) -> keras.Model:
     """The stronger model: 5 conv layers in 4 blocks of (Conv 3×3 → BatchNorm → ReLU) × n + MaxPool 2×2,
     then global pooling (mean over mels, max + mean over time) → Dropout 0.3 → softmax.
 
@@ -162,7 +163,7 @@ def build_deep_cnn(mean=None, variance=None, spec_augment=None) -> keras.Model:
     x = layers.Reshape((frames, channels))(x)  # [b, 10, 256]
     x = layers.Add(name="time_pool")([layers.GlobalMaxPooling1D()(x), layers.GlobalAveragePooling1D()(x)])
     x = layers.Dropout(DEEP_DROPOUT)(x)
-    return keras.Model(waveform, _classifier(x), name="deep_cnn")
+    return keras.Model(waveform, _classifier(x, num_classes), name="deep_cnn")
 
 
 MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
@@ -175,11 +176,15 @@ MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build_model(name: str, mean=None, variance=None, spec_augment: dict | None = None) -> keras.Model:
-    """Build the named architecture (uncompiled) behind a frontend holding `mean`/`variance` [n_mels]
-    (and a training-only `SpecAugment` layer after it when `spec_augment` gives its arguments)."""
+def build_model(name: str, mean=None, variance=None, spec_augment: dict | None = None, *,
+                num_classes: int) -> keras.Model:
+    """Build the named architecture (uncompiled) with `num_classes` outputs behind a frontend holding
+    `mean`/`variance` [n_mels] (and a training-only `SpecAugment` layer after it when `spec_augment`
+    gives its arguments)."""
     try:
         builder = MODEL_BUILDERS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_BUILDERS)}") from None
-    return builder(mean, variance, spec_augment)
+    if isinstance(num_classes, bool) or not float(num_classes).is_integer() or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer ≥ 2, got {num_classes!r}")
+    return builder(int(num_classes), mean, variance, spec_augment)

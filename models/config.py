@@ -80,9 +80,12 @@ class TrainConfig:
     use_class_weights: bool = knob(False, "weight the loss by inverse class frequency on the training folds, "
                                           "as sample weights", name="--class-weights")
 
-    # The split: validation and test fold; training folds None = every fold present but those two.
-    val_fold: int = knob(c.DEFAULT_VAL_FOLD, "validation fold (selection, early stopping, calibration)")
-    test_fold: int = knob(c.DEFAULT_TEST_FOLD, "test fold (evaluation)")
+    # The split: validation and test fold, None = the dataset's last two folds (9 and 10 for UrbanSound8K,
+    # 4 and 5 for ESC-50: tfdata.classes.DatasetInfo.default_split); training folds None = every fold
+    # present but those two.
+    val_fold: int | None = knob(None, "validation fold (selection, early stopping, calibration)",
+                                default_text="the dataset's second-to-last fold")
+    test_fold: int | None = knob(None, "test fold (evaluation)", default_text="the dataset's last fold")
     train_folds: tuple[int, ...] | None = knob(None, "comma-separated training folds",
                                                default_text="every fold present but val and test")
 
@@ -147,8 +150,8 @@ class TrainConfig:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
         for name, fold in [("val_fold", self.val_fold), ("test_fold", self.test_fold),
                            *(("train_folds", k) for k in self.train_folds or ())]:
-            if not 1 <= fold <= c.NUM_FOLDS:
-                raise ConfigError(f"{name}: fold {fold} is not within 1..{c.NUM_FOLDS}")
+            if fold is not None and fold < 1:  # which folds exist is the records' (models.folds)
+                raise ConfigError(f"{name}: fold {fold} is not a fold number (1, 2, …)")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         if self.cpu_replicas is not None and self.cpu_replicas < 1:

@@ -1,12 +1,13 @@
-"""Cross-validation (`us8k cv`): UrbanSound8K's official protocol, 10-fold cross-validation on the predefined folds.
+"""Cross-validation (`us8k cv`): K-fold cross-validation over the dataset's own folds (UrbanSound8K's official
+protocol, 10-fold on its predefined folds; 5-fold for ESC-50; K for a collection ingestion split into K).
 
-For each test fold k (1..10, or the `--folds` given): validation on the fold before it (k - 1;
-fold 10 for k = 1: so k = 10 is the baseline's split, validation 9 / test 10), training on the eight
-others. Each fold is an ordinary `us8k train` run in RUN/fold{k:02d}/ (`tfdata.layout.cv_fold_run_name`) —
-its own normalisation
-statistics from its own training folds only, its own selection by validation accuracy, its own
-test-fold evaluation and calibration — plus RUN/fold{k:02d}/split.json, the record ids
-(slice_file_name) of its training, validation and test clips. Folds absent from the records are
+For each test fold k (every fold present, or the `--folds` given): validation on the fold before it (k - 1;
+the last fold for the first: so for UrbanSound8K k = 10 is the baseline's split, validation 9 / test 10),
+training on the others. Each fold is an ordinary `us8k train` run in RUN/fold{k:02d}/
+(`tfdata.layout.cv_fold_run_name`) — its own normalisation statistics from its own training folds
+only, its own selection by validation accuracy, its own test-fold evaluation and calibration, its
+classes (the records') — plus RUN/fold{k:02d}/split.json, the record ids (slice_file_name) of its
+training, validation and test clips. Folds absent from the records are
 skipped in the rotation (validation is then the previous present fold).
 
     RUN/cv.json        the configuration, the records, the plan (test fold → validation fold)
@@ -30,7 +31,7 @@ import time
 
 import tensorflow as tf
 
-from models.config import TrainConfig
+from models.config import SPLIT_FIELDS, TrainConfig
 from models.errors import CVError
 from models.folds import available_folds, resolve_folds
 from models.run_files import write_json
@@ -56,7 +57,7 @@ def validation_fold(test_fold: int, present: list[int]) -> int:
     if test_fold not in ordered:
         raise CVError(f"test fold {test_fold} has no shards")
     if len(ordered) < 3:
-        raise CVError(f"10-fold CV needs at least 3 folds (test, validation, training), found {ordered}")
+        raise CVError(f"cross-validation needs at least 3 folds (test, validation, training), found {ordered}")
     return ordered[ordered.index(test_fold) - 1]
 
 
@@ -141,6 +142,12 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def without_split(config: dict | None) -> dict | None:
+    """A configuration's fields but the split, which the protocol chooses per fold (a cv.json written
+    before the split defaulted to the dataset's folds holds 9 and 10 there)."""
+    return None if config is None else {k: v for k, v in config.items() if k not in SPLIT_FIELDS}
+
+
 def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None, force: bool = False,
            verbose="auto") -> dict:
     """Run (or resume) the cross-validation; write RUN/summary.json and summary.md; return the summary."""
@@ -150,13 +157,14 @@ def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None
     plan_ = plan(records_dir, folds)
     os.makedirs(output, exist_ok=True)
     cv_path = os.path.join(output, CV_FILE)
-    neutral = dataclasses.replace(config, val_fold=c.DEFAULT_VAL_FOLD, test_fold=c.DEFAULT_TEST_FOLD, train_folds=None)
+    neutral = dataclasses.replace(config, val_fold=None, test_fold=None, train_folds=None)  # chosen per fold
     record = {"config": neutral.to_dict(), "records": records_dir,
               "rule": "test fold k, validation fold k-1 (cyclic over the present folds), training: the rest"}
     if os.path.isfile(cv_path) and not force:
         with open(cv_path) as f:
             saved = json.load(f)
-        if (saved.get("config"), saved.get("records")) != (record["config"], record["records"]):
+        if (without_split(saved.get("config")), saved.get("records")) != (without_split(record["config"]),
+                                                                           record["records"]):
             raise CVError(f"{output} holds a cross-validation with another configuration or records; "
                           "use --force or a new --output")
     previous = {}
@@ -185,10 +193,10 @@ def run_cv(records_dir, output, config: TrainConfig | None = None, *, folds=None
             train_models(records_dir, fold_dir, fold_config, force=force, evaluate=True, verbose=verbose)
         results[test_fold] = fold_result(fold_dir)
         # every finished fold of this output (also from earlier invocations with other --folds)
-        done = {k: fold_result(os.path.join(output, cv_fold_run_name(k)))
-                for k in range(1, c.NUM_FOLDS + 1)
-                if os.path.isfile(os.path.join(output, cv_fold_run_name(k), REPORT_DIR, REPORT_FILE))}
         all_plan = {**previous, **plan_}
+        done = {k: fold_result(os.path.join(output, cv_fold_run_name(k)))
+                for k in sorted(all_plan)
+                if os.path.isfile(os.path.join(output, cv_fold_run_name(k), REPORT_DIR, REPORT_FILE))}
         summary = {"records": records_dir, "test_folds": sorted(all_plan), "completed": sorted(done),
                    "plan": {str(k): v for k, v in sorted(all_plan.items())},
                    "config": neutral.to_dict(), "models": summarise(done, all_plan)}

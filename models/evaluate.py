@@ -12,7 +12,9 @@ temperature and threshold for `us8k export`. `--robustness` adds the test fold r
 re-levelled, resampled and embedded in longer recordings (`models.robustness`, selected model): the
 caller hands `evaluate_run` that check, so this module (which the training job imports) needs
 neither PyAV nor soxr. Writes `report.json`, the PNGs and a short `summary.md`; prints the selected
-model's test accuracy.
+model's test accuracy. The classes are the run's (RUN/classes.json, `models.run_classes`; a run written
+before runs kept them is UrbanSound8K's): per-class figures and the confusion matrix over them, and
+report.json's "class_names"; a model whose output size differs from that list is refused.
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ from models import architectures  # noqa: F401  (registers the custom layers for
 from models import calibration as cal
 from models.errors import EvaluationError
 from models.figures import figure_png
+from models.run_classes import RunClasses, output_mismatch, read_run_classes
 from tfdata import contract as c
+from tfdata.classes import ClassListError
 from tfdata.dataset import DatasetConfig, make_dataset
 from tfdata.layout import (
     CALIBRATION_FILE,
@@ -44,6 +48,7 @@ from tfdata.layout import (
 
 BATCH_SIZE = 32
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
+MAX_LABELLED_CLASSES = 40  # the confusion figure names its classes (and counts its cells) up to this many
 # A check of the selected model on other inputs: (model, records_dir, test_fold, *, temperature,
 # threshold, verbose) → its report section (`models.robustness.evaluate_robustness`).
 SelectedModelCheck = Callable[..., dict]
@@ -90,9 +95,10 @@ def undetermined_rule(probabilities: np.ndarray, labels: np.ndarray, threshold: 
     }
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
-    """Every test-fold figure for one model's probabilities."""
-    classes = list(range(c.NUM_CLASSES))
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float,
+                           class_names) -> dict:
+    """Every test-fold figure for one model's probabilities, per class of `class_names` (label order)."""
+    classes = list(range(len(class_names)))
     predicted = probabilities.argmax(axis=1)
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=classes, zero_division=0)
@@ -104,7 +110,7 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
                                    zero_division=0)),
         "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
                              "f1": float(f1[i]), "support": int(support[i])}
-                      for i, name in enumerate(c.CLASS_NAMES)},
+                      for i, name in enumerate(class_names)},
         "confusion_matrix": confusion_matrix(labels, predicted, labels=classes).tolist(),  # rows: true
         "undetermined_rule": undetermined_rule(probabilities, labels, threshold),
         "threshold_sweep": [undetermined_rule(probabilities, labels, t) for t in SWEEP_THRESHOLDS],
@@ -114,24 +120,32 @@ def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, thresh
 # ---------------------------------------------------------------------------- figures
 
 
-def confusion_png(matrix, title: str) -> bytes:
-    """The confusion matrix (rows true, columns predicted) as PNG bytes, with counts in the cells."""
+def confusion_png(matrix, title: str, class_names) -> bytes:
+    """The confusion matrix (rows true, columns predicted, in `class_names`' order) as PNG bytes. Up to
+    MAX_LABELLED_CLASSES classes the ticks name them and the cells hold their counts; above, the axes
+    give label numbers and the colour alone the counts (names and digits would overlap)."""
     matrix = np.asarray(matrix)
+    labelled = len(class_names) <= MAX_LABELLED_CLASSES
 
     def draw(ax):
-        ax.imshow(matrix, cmap="Blues")
-        ticks = range(len(c.CLASS_NAMES))
-        ax.set_xticks(ticks, c.CLASS_NAMES, rotation=45, ha="right")
-        ax.set_yticks(ticks, c.CLASS_NAMES)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.imshow(matrix, cmap="Blues", interpolation="nearest")
+        if labelled:
+            ticks = range(len(class_names))
+            ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=10 if len(class_names) <= 15 else 7)
+            ax.set_yticks(ticks, class_names, fontsize=10 if len(class_names) <= 15 else 7)
+        ax.set_xlabel("predicted" if labelled else "predicted (label number)")
+        ax.set_ylabel("true" if labelled else "true (label number)")
         ax.set_title(title)
+        if not labelled:
+            return
         limit = matrix.max() / 2 if matrix.size else 0
         for (i, j), count in np.ndenumerate(matrix):
             if count:
-                ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black")
+                ax.text(j, i, str(count), ha="center", va="center", color="white" if count > limit else "black",
+                        fontsize=10 if len(class_names) <= 15 else 6)
 
-    return figure_png((8, 7), draw)
+    side = 7 if len(class_names) <= 15 else 11
+    return figure_png((side + 1, side), draw)
 
 
 def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
@@ -165,6 +179,8 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         raise EvaluationError(f"threshold must be in [0, 1], got {threshold}")
     run_dir = os.fspath(run_dir)
     selection = read_selection(run_dir)
+    classes = _run_classes(run_dir)
+    class_names = classes.class_names
     records_dir = os.fspath(records_dir or selection["records"])
     test_fold = int(selection["test_fold"])
     try:
@@ -187,11 +203,12 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     robustness_report = None
     for name, entry in selection["models"].items():
         model = keras.models.load_model(checkpoint_path(run_dir, selection, name), compile=False)
-        probabilities, labels = predict_dataset(model, test_ds)
-        metrics = classification_metrics(probabilities, labels, threshold)
+        probabilities, labels = _test_predictions(model, name, test_ds, test_fold, classes)
+        metrics = classification_metrics(probabilities, labels, threshold, class_names)
         files = {"confusion_png": report_figure("confusion", name), "threshold_png": report_figure("threshold", name)}
         Path(report_dir, files["confusion_png"]).write_bytes(confusion_png(
-            metrics["confusion_matrix"], f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})"))
+            metrics["confusion_matrix"], f"{name}: test fold {test_fold} (accuracy {metrics['accuracy']:.3f})",
+            class_names))
         Path(report_dir, files["threshold_png"]).write_bytes(sweep_png(
             metrics["threshold_sweep"], threshold, f"{name}: undetermined rule, test fold"))
         calibration = None
@@ -218,7 +235,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
         "test_fold": test_fold,
         "records": records_dir,
         "threshold": threshold,
-        "class_names": list(c.CLASS_NAMES),
+        "class_names": list(class_names),  # the run's (RUN/classes.json), label order
         "models": results,
         "robustness": robustness_report,
     }
@@ -229,6 +246,28 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
               f"{results[selected]['accuracy']:.4f}")
         print(f"Report: {os.path.join(report_dir, REPORT_FILE)}", flush=True)
     return report
+
+
+def _run_classes(run_dir: str) -> RunClasses:
+    """The run's class list (RUN/classes.json; UrbanSound8K's for a run written before), else EvaluationError."""
+    try:
+        return read_run_classes(run_dir)
+    except ClassListError as error:
+        raise EvaluationError(str(error)) from None
+
+
+def _test_predictions(model, name: str, test_ds, test_fold: int, classes: RunClasses):
+    """(probabilities, labels) of model `name` on the test fold, after checking that its outputs and the
+    records' labels are the run's classes (EvaluationError in one line otherwise)."""
+    mismatch = output_mismatch(model.output_shape[-1], classes.class_names, f"model {name!r}")
+    if mismatch:
+        raise EvaluationError(f"{mismatch} ({classes.source})")
+    probabilities, labels = predict_dataset(model, test_ds)
+    outside = labels[(labels < 0) | (labels >= classes.num_classes)]
+    if outside.size:
+        raise EvaluationError(f"test fold {test_fold} holds label {int(outside[0])}, outside the run's "
+                              f"{classes.num_classes} classes: other records than the run's?")
+    return probabilities, labels
 
 
 def _calibration(model, val_ds, probabilities, labels, target: str, target_value: float) -> dict:

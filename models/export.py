@@ -3,8 +3,8 @@
 A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signatures:
 
 `serving_default(waveform float32 [batch, samples] at 22050 Hz, lengths int32 [batch])` →
-  `probabilities` [batch, 10], `class_id` int32 [batch], `class_name` string [batch],
-  `window_probabilities` [batch, windows, 10] (zeros past a row's own windows) and
+  `probabilities` [batch, C], `class_id` int32 [batch], `class_name` string [batch],
+  `window_probabilities` [batch, windows, C] (zeros past a row's own windows) and
   `window_count` int32 [batch]. Samples past a row's `lengths` (0 ≤ lengths ≤ samples, else
   InvalidArgument) are zeroed; a row of n valid samples is cut into
   k = 1 + ceil(max(0, n - 88200) / 44100) windows of 4 s every 2 s (the last one zero padded; a
@@ -12,7 +12,7 @@ A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signa
   averaged. Only a row's own windows go through the network, `window_batch` windows per call, so
   a clip padded into a batch gets the answer it gets alone.
 `serving_windows(pcm16 string [windows], clip_index int32 [windows], valid_samples int32 [windows])`
-  → `probabilities` [windows, 10], `clip_index` and `valid_samples` [windows] (echoed): one row per
+  → `probabilities` [windows, C], `clip_index` and `valid_samples` [windows] (echoed): one row per
   4 s window, each string 88200 little-endian int16 samples (`tfdata.pcm`, decoded with
   `tf.io.decode_raw`, / PCM_SCALE), zeroed past its `valid_samples` (0..88200, the clip's own
   samples in it: fewer only in a clip's last window; the echo gives each clip's length back). Rows of
@@ -23,8 +23,11 @@ A `tf.Module` wrapper (YAMNet style) gives the SavedModel explicit batched signa
   features the network sees for each window (every row taken as valid over its full width; use
   one clip per row or per call), and `window_count` int32 [batch].
 
-The class names are a constant in the graph; a metadata JSON (sample rate, window, class names,
-threshold, temperature, versions, model name, run information) is a SavedModel asset and is copied to
+C is the number of classes: the class names (label order) are the run's (RUN/classes.json,
+`models.run_classes`; a run written before runs kept them is UrbanSound8K's ten), a constant in the
+graph (`class_name`) and metadata.json's "class_names" and "num_classes"; a model whose output size
+differs from the list is refused. A metadata JSON (sample rate, window, class names, threshold,
+temperature, versions, model name, run information) is a SavedModel asset and is copied to
 `EXPORT/metadata.json`. Calibration (`us8k evaluate` → RUN/calibration.json): the temperature is
 applied in the graph to every window's probabilities (every signature), the threshold is
 metadata.json's "threshold", the endpoint's default; `--threshold` / `--temperature` override.
@@ -51,14 +54,14 @@ import tensorflow as tf
 from models import architectures  # noqa: F401  (registers every layer a checkpoint may hold)
 from models.errors import ExportError, ExportVerificationError
 from models.frontend import LogMelFrontend
+from models.run_classes import output_mismatch, read_run_classes
 from tfdata import windowing
 from tfdata.batching import pad_batch
+from tfdata.classes import ClassListError, check_class_names
 from tfdata.contract import (
-    CLASS_NAMES,
     CLIP_SAMPLES,
     DEFAULT_THRESHOLD,
     FRONTEND,
-    NUM_CLASSES,
     SAMPLE_RATE,
     WINDOW_HOP_SAMPLES,
 )
@@ -120,14 +123,17 @@ def frame_windows(waveform, lengths):
 
 
 class ServingModule(tf.Module):
-    """The exported object: the Keras model, its frontend, the metadata asset and the signatures."""
+    """The exported object: the Keras model, its frontend, its class names (label order), the metadata
+    asset and the signatures."""
 
-    def __init__(self, model: keras.Model, frontend: LogMelFrontend, metadata_path: str,
+    def __init__(self, model: keras.Model, frontend: LogMelFrontend, metadata_path: str, class_names,
                  window_batch: int = WINDOW_BATCH, temperature: float = 1.0):
         super().__init__(name="us8k_serving")
         self.model = model
         self.frontend = frontend
         self.metadata = tf.saved_model.Asset(metadata_path)
+        self._class_names = tuple(class_names)  # a constant of the traced graphs
+        self._num_classes = len(self._class_names)
         self._window_batch = int(window_batch)
         self._temperature = float(temperature)  # calibration: softmax(log p / T) on every window
 
@@ -145,13 +151,14 @@ class ServingModule(tf.Module):
         valid = tf.sequence_mask(counts, max_count)  # [b, K]
         positions = tf.where(tf.reshape(valid, [-1]))  # [n, 1] int64, row-major (b, k)
         own_windows = tf.gather_nd(tf.reshape(windows, [-1, CLIP_SAMPLES]), positions)  # [n, 88200]
-        probabilities = self._predict_in_chunks(own_windows)  # [n, 10]
+        probabilities = self._predict_in_chunks(own_windows)  # [n, C]
+        num_classes = self._num_classes
         window_probabilities = tf.reshape(
-            tf.scatter_nd(positions, probabilities, tf.stack([tf.cast(batch * max_count, tf.int64), NUM_CLASSES])),
-            [batch, max_count, NUM_CLASSES])  # [b, K, 10], zeros past a row's windows
-        mean = tf.reduce_sum(window_probabilities, axis=1) / tf.cast(counts, tf.float32)[:, None]  # [b, 10]
+            tf.scatter_nd(positions, probabilities, tf.stack([tf.cast(batch * max_count, tf.int64), num_classes])),
+            [batch, max_count, num_classes])  # [b, K, C], zeros past a row's windows
+        mean = tf.reduce_sum(window_probabilities, axis=1) / tf.cast(counts, tf.float32)[:, None]  # [b, C]
         class_id = tf.argmax(mean, axis=1, output_type=tf.int32)  # [b]
-        class_name = tf.gather(tf.constant(CLASS_NAMES), class_id)  # [b]
+        class_name = tf.gather(tf.constant(self._class_names), class_id)  # [b]
         return {OUTPUT_PROBABILITIES: mean, OUTPUT_CLASS_ID: class_id, OUTPUT_CLASS_NAME: class_name,
                 OUTPUT_WINDOW_PROBABILITIES: window_probabilities, OUTPUT_WINDOW_COUNT: counts}
 
@@ -160,11 +167,11 @@ class ServingModule(tf.Module):
         n = tf.shape(windows)[0]
         chunks = (n + self._window_batch - 1) // self._window_batch
         outputs = tf.TensorArray(tf.float32, size=chunks, infer_shape=False,
-                                 element_shape=tf.TensorShape([None, NUM_CLASSES]))
+                                 element_shape=tf.TensorShape([None, self._num_classes]))
         for i in tf.range(chunks):
             chunk = windows[i * self._window_batch:(i + 1) * self._window_batch]
             outputs = outputs.write(i, self._calibrated(tf.cast(self.model(chunk, training=False), tf.float32)))
-        return tf.cond(chunks > 0, outputs.concat, lambda: tf.zeros([0, NUM_CLASSES]))
+        return tf.cond(chunks > 0, outputs.concat, lambda: tf.zeros([0, self._num_classes]))
 
     def _calibrated(self, probabilities):
         """Temperature scaling of the network's probabilities (`models.calibration`); T = 1: unchanged."""
@@ -201,7 +208,7 @@ class ServingModule(tf.Module):
             samples = tf.io.decode_raw(tf.identity(pcm16), tf.int16, little_endian=True)  # [n, 88200]
         windows = tf.reshape(tf.cast(samples, tf.float32) / PCM_SCALE, [-1, CLIP_SAMPLES])
         windows = tf.where(tf.sequence_mask(valid_samples, CLIP_SAMPLES), windows, 0.0)  # padding is silence
-        probabilities = self._predict_in_chunks(windows)  # [n, 10]
+        probabilities = self._predict_in_chunks(windows)  # [n, C]
         return {OUTPUT_PROBABILITIES: probabilities, OUTPUT_CLIP_INDEX: tf.identity(clip_index),
                 OUTPUT_VALID_SAMPLES: tf.identity(valid_samples)}
 
@@ -220,15 +227,15 @@ def find_frontend(model: keras.Model) -> LogMelFrontend:
 
 
 def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: float, extra: dict | None,
-                   temperature: float = 1.0) -> dict:
+                   temperature: float = 1.0, *, class_names) -> dict:
     spectrogram = frontend.spectrogram.params  # FrontendParams
     metadata = {
         "model_name": model.name,
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
         "window_hop_samples": WINDOW_HOP_SAMPLES,
-        "class_names": list(CLASS_NAMES),
-        "num_classes": NUM_CLASSES,
+        "class_names": list(class_names),  # label order: output k is class_names[k]
+        "num_classes": len(class_names),
         "threshold": float(threshold),
         "temperature": float(temperature),  # applied in the graph: probabilities are calibrated
         "frontend": dataclasses.asdict(spectrogram),
@@ -256,19 +263,24 @@ def build_metadata(model: keras.Model, frontend: LogMelFrontend, threshold: floa
     return metadata
 
 
-def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_THRESHOLD, temperature: float = 1.0,
-                 metadata: dict | None = None, window_batch: int = WINDOW_BATCH,
+def export_model(model: keras.Model, output_dir, *, class_names, threshold: float = DEFAULT_THRESHOLD,
+                 temperature: float = 1.0, metadata: dict | None = None, window_batch: int = WINDOW_BATCH,
                  overwrite: bool = False, verify: bool = True) -> pathlib.Path:
     """Write `output_dir/model/1/` (SavedModel) and `output_dir/metadata.json`; return the model dir.
+    `class_names` (label order, a valid class list: `tfdata.classes`) names the model's outputs.
 
     The SavedModel is written beside its final place, verified after reloading (`verify_export`),
     then moved into place, so a failed export leaves no half-written version folder.
     """
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be within [0, 1], got {threshold}")
-    if tuple(model.input_shape) != (None, CLIP_SAMPLES) or tuple(model.output_shape) != (None, NUM_CLASSES):
-        raise ValueError(f"expected a model [batch, {CLIP_SAMPLES}] → [batch, {NUM_CLASSES}], "
+    class_names = check_class_names(class_names)  # ClassListError is a ValueError
+    if tuple(model.input_shape) != (None, CLIP_SAMPLES) or len(model.output_shape) != 2:
+        raise ValueError(f"expected a model [batch, {CLIP_SAMPLES}] → [batch, classes], "
                          f"got {model.input_shape} → {model.output_shape}")
+    mismatch = output_mismatch(model.output_shape[-1], class_names, f"model {model.name!r}")
+    if mismatch:
+        raise ValueError(mismatch)
     output_dir = pathlib.Path(output_dir)
     version_dir = output_dir / MODEL_SUBDIR / VERSION
     if version_dir.exists() and any(version_dir.iterdir()):
@@ -277,14 +289,15 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
     frontend = find_frontend(model)
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    content = build_metadata(model, frontend, threshold, metadata, temperature)
+    content = build_metadata(model, frontend, threshold, metadata, temperature, class_names=class_names)
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=".export-", dir=version_dir.parent))
     try:
         metadata_source = staging / "source" / METADATA_FILE
         metadata_source.parent.mkdir()
         metadata_source.write_text(json.dumps(content, indent=2) + "\n")
-        module = ServingModule(model, frontend, str(metadata_source), window_batch, temperature=temperature)
+        module = ServingModule(model, frontend, str(metadata_source), class_names, window_batch,
+                               temperature=temperature)
         saved = staging / VERSION
         tf.saved_model.save(module, str(saved), signatures={
             SERVING_SIGNATURE: module.serve.get_concrete_function(),
@@ -292,7 +305,7 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
             LOG_MEL_SIGNATURE: module.log_mel.get_concrete_function(),
         })
         if verify:
-            verify_export(saved)
+            verify_export(saved, class_names)
         if version_dir.exists():
             shutil.rmtree(version_dir)
         saved.rename(version_dir)
@@ -303,12 +316,13 @@ def export_model(model: keras.Model, output_dir, *, threshold: float = DEFAULT_T
 
 
 # ---------------------------------------------------------------------------- verification
-def verify_export(export_dir) -> dict:
+def verify_export(export_dir, class_names=None) -> dict:
     """Reload the SavedModel and check its answers; return a summary, raise ExportVerificationError.
 
     Silence, noise and a tone (4 s each, alone), then a 1 s tone and 6 s of noise in one padded
-    batch with `lengths`: finite probabilities summing to 1, a known class name, the right window
-    counts, batched rows equal to the clips alone, `serving_windows` on the same two clips as int16
+    batch with `lengths`: finite probabilities summing to 1, one per class of `class_names` (default:
+    the class list of the metadata asset inside the SavedModel), the class name of the class id, the
+    right window counts, batched rows equal to the clips alone, `serving_windows` on the same two clips as int16
     windows averaged per clip equal to `serving_default` on that int16 audio, and `log_mel`
     features of the right shape.
     """
@@ -316,6 +330,9 @@ def verify_export(export_dir) -> dict:
     if saved_model_dir is None:
         raise FileNotFoundError(f"no SavedModel at {export_dir} (nor under {MODEL_SUBDIR}/<version>/ in it)")
     loaded = tf.saved_model.load(str(saved_model_dir))
+    if class_names is None:
+        class_names = exported_class_names(loaded)
+    class_names = tuple(class_names)
     serve = loaded.signatures[SERVING_SIGNATURE]
     rng = np.random.default_rng(0)
     t = np.arange(6 * SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
@@ -332,9 +349,9 @@ def verify_export(export_dir) -> dict:
 
     def check(name, out, row, expected_windows):
         p = out[OUTPUT_PROBABILITIES][row]
-        if p.shape != (NUM_CLASSES,) or not np.isfinite(p).all() or abs(p.sum() - 1.0) > VERIFY_TOLERANCE:
-            raise ExportVerificationError(f"{name}: invalid probabilities {p}")
-        if out[OUTPUT_CLASS_NAME][row].decode() != CLASS_NAMES[int(out[OUTPUT_CLASS_ID][row])]:
+        if p.shape != (len(class_names),) or not np.isfinite(p).all() or abs(p.sum() - 1.0) > VERIFY_TOLERANCE:
+            raise ExportVerificationError(f"{name}: invalid probabilities {p} ({len(class_names)} classes expected)")
+        if out[OUTPUT_CLASS_NAME][row].decode() != class_names[int(out[OUTPUT_CLASS_ID][row])]:
             raise ExportVerificationError(f"{name}: class_name does not match class_id")
         windows = int(out[OUTPUT_WINDOW_COUNT][row])
         if windows != expected_windows:
@@ -376,6 +393,17 @@ def verify_export(export_dir) -> dict:
     return summary
 
 
+def exported_class_names(loaded) -> tuple[str, ...]:
+    """The class names of a loaded export's metadata asset (what EXPORT/metadata.json holds)."""
+    path = loaded.metadata_path().numpy().decode()
+    try:
+        names = json.loads(pathlib.Path(path).read_text())["class_names"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ExportVerificationError(f"the SavedModel's metadata asset has no readable class_names ({error})") \
+            from None
+    return tuple(names)
+
+
 # ---------------------------------------------------------------------------- a run's selected model
 def run_calibration(run_dir, name: str) -> dict | None:
     """Model `name`'s entry of RUN/calibration.json (temperature, threshold, target), or None."""
@@ -411,6 +439,10 @@ def export_run(run_dir, output, *, threshold: float | None = None, temperature: 
     name = selection["selected"]
     checkpoint = checkpoint_path(run_dir, selection, name)
     calibrated = run_calibration(run_dir, name)
+    try:
+        classes = read_run_classes(run_dir)
+    except ClassListError as error:
+        raise ExportError(str(error)) from None
     threshold, threshold_source = _chosen(threshold, calibrated, "threshold", DEFAULT_THRESHOLD)
     temperature, temperature_source = _chosen(temperature, calibrated, "temperature", 1.0)
     if not 0.0 <= threshold <= 1.0:
@@ -418,6 +450,7 @@ def export_run(run_dir, output, *, threshold: float | None = None, temperature: 
     if not temperature > 0:
         raise ExportError(f"--temperature must be positive, got {temperature}")
     log(f"threshold {threshold:g} ({threshold_source}), temperature {temperature:g} ({temperature_source})")
+    log(f"classes: {classes.num_classes} from {classes.source}")
     log(f"loading {name} from {checkpoint}")
     try:
         model = keras.models.load_model(checkpoint, compile=False)
@@ -428,10 +461,11 @@ def export_run(run_dir, output, *, threshold: float | None = None, temperature: 
                      "selection": selection, "calibration": calibrated}}
     output = pathlib.Path(output)
     try:
-        version_dir = export_model(model, output, threshold=threshold, temperature=temperature, metadata=extra,
-                                   overwrite=overwrite)
+        version_dir = export_model(model, output, class_names=classes.class_names, threshold=threshold,
+                                   temperature=temperature, metadata=extra, overwrite=overwrite)
     except (FileExistsError, ValueError) as error:
         raise ExportError(str(error)) from None
     log(f"wrote {version_dir} and {output / METADATA_FILE} "
-        f"(model {name}, threshold {threshold:g}, temperature {temperature:g}); verified after reloading")
+        f"(model {name}, {classes.num_classes} classes, threshold {threshold:g}, temperature {temperature:g}); "
+        "verified after reloading")
     return version_dir

@@ -1,18 +1,46 @@
-"""Which folds a run trains, validates and tests on, checked against the records that exist."""
+"""Which folds a run trains, validates and tests on, checked against the records that exist.
+
+The folds are the records' own (any numbers ≥ 1: ten for UrbanSound8K, five for ESC-50, K for a collection
+ingestion split into K): `available_folds` lists those with shards on disk; validation and test default to
+the dataset's last two (`tfdata.classes.DatasetInfo.default_split`), training to every other fold present.
+"""
 from __future__ import annotations
 
-import glob
 import os
 
 from models.errors import TrainingError
 from tfdata import contract as c
 from tfdata import records
+from tfdata.classes import ClassListError, DatasetInfo, folds_on_disk
 
 
 def available_folds(records_dir: str) -> list[int]:
-    """Folds 1..NUM_FOLDS that have at least one shard under records_dir."""
-    return [k for k in range(1, c.NUM_FOLDS + 1)
-            if glob.glob(os.path.join(records_dir, c.fold_shard_glob(k)))]
+    """Folds k ≥ 1 that have at least one shard (fold{k}/*.tfrecord) under records_dir."""
+    return folds_on_disk(records_dir)
+
+
+def default_split(info: DatasetInfo, present: list[int]) -> tuple[int, int]:
+    """(validation, test) when the configuration names none: the dataset's last two folds (those its
+    manifest lists, else those on disk); a TrainingError when it has fewer than three."""
+    if not info.folds:  # records written without a manifest listing folds: the folds on disk
+        info = DatasetInfo(info.class_names, tuple(present), info.schema_version, info.source)
+    try:
+        return info.default_split()
+    except ClassListError as error:
+        raise TrainingError(str(error)) from None
+
+
+def resolve_split(records_dir: str, info: DatasetInfo, val_fold: int | None, test_fold: int | None,
+                  train_folds=None) -> tuple[int, int, list[int]]:
+    """(validation fold, test fold, training folds) of a run: the folds given, the dataset's last two for
+    those not given (`default_split`), checked against the folds present (`resolve_folds`)."""
+    if not os.path.isdir(records_dir):
+        raise TrainingError(f"records directory not found: {records_dir}")
+    if val_fold is None or test_fold is None:
+        default_val, default_test = default_split(info, available_folds(records_dir))
+        val_fold = default_val if val_fold is None else val_fold
+        test_fold = default_test if test_fold is None else test_fold
+    return val_fold, test_fold, resolve_folds(records_dir, val_fold, test_fold, train_folds)
 
 
 def resolve_folds(records_dir: str, val_fold: int, test_fold: int, train_folds=None) -> list[int]:

@@ -6,7 +6,8 @@ that calls `main()` here, and no requirements.txt, so nothing is installed over 
 
 Inputs, as SageMaker's training toolkit (sagemaker-training, started by the image's
 sagemaker-tensorflow-training) delivers them (each also a flag, for a local run):
-  SM_CHANNEL_RECORDS   the "records" channel: fold1..fold10 TFRecord shards (+ manifest.json)
+  SM_CHANNEL_RECORDS   the "records" channel: fold1..foldK TFRecord shards + manifest.json (the
+                       classes and folds the run takes, `tfdata.classes.read_dataset_info`)
   SM_HPS               the hyperparameters, decoded, as one JSON object: "config" is the TrainConfig
                        (`us8k launch-training` sends it as one JSON text, `TrainConfig.to_dict()`),
                        "verbose" Keras's verbosity (2: one line per epoch, which the job's metric
@@ -17,7 +18,7 @@ sagemaker-tensorflow-training) delivers them (each also a flag, for a local run)
                        quotes: neither survives. So SM_HPS is read whenever it is set, and
                        --config/--verbose only without it (a local run)
   SM_MODEL_DIR         /opt/ml/model: the export (model/1/ + metadata.json) → model.tar.gz
-  SM_OUTPUT_DATA_DIR   /opt/ml/output/data: the report, selection, config, calibration, history
+  SM_OUTPUT_DATA_DIR   /opt/ml/output/data: the report, selection, config, classes, calibration, history
                        → output.tar.gz
   --checkpoint-dir     /opt/ml/checkpoints (the estimator's checkpoint_local_path): the run
                        directory itself, synced to checkpoint_s3_uri while the job runs. A spot job
@@ -73,6 +74,7 @@ from models.train import train_models
 from tfdata.layout import (
     CALIBRATION_FILE,
     CHECKPOINTS_DIR,
+    CLASSES_FILE,
     CONFIG_FILE,
     HISTORY_DIR,
     LAST_CHECKPOINT,
@@ -83,7 +85,7 @@ from tfdata.layout import (
     checkpoint_file,
 )
 
-OUTPUT_FILES = (CONFIG_FILE, SELECTION_FILE, CALIBRATION_FILE, NORMALIZATION_FILE)  # → SM_OUTPUT_DATA_DIR
+OUTPUT_FILES = (CONFIG_FILE, CLASSES_FILE, SELECTION_FILE, CALIBRATION_FILE, NORMALIZATION_FILE)  # → SM_OUTPUT_DATA_DIR
 OUTPUT_DIRS = (REPORT_DIR, HISTORY_DIR)
 
 
@@ -168,7 +170,7 @@ def weights_digest(checkpoint: str) -> tuple[str, float]:
 
 
 def copy_outputs(run_dir: str, output_dir: str) -> list[str]:
-    """The run's small files (report, selection, config, calibration, history) into `output_dir`."""
+    """The run's small files (report, selection, config, classes, calibration, history) into `output_dir`."""
     os.makedirs(output_dir, exist_ok=True)
     copied = []
     for name in OUTPUT_FILES:

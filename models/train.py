@@ -7,15 +7,19 @@ datasets (`models.training_data`), optimiser and loss (`models.optimization`), c
 Every choice of the run is one `models.config.TrainConfig` (models, epochs, batch, learning rate,
 patience, folds, pipeline and augmentation, strategy, precision, XLA, seed), which `us8k train`
 (`cli.train`) builds from its flags, or from a previous run's config.json (`--config RUN/config.json`)
-with the flags given beside it overriding its values. Folds: validation `--val-fold` (9), test
-`--test-fold` (10), training every
-other fold present. Normalisation statistics come from the training folds only (one pass,
-RUN/normalization.json) and live inside every model's frontend. Each model trains with Adam (AdamW
-with weight decay; constant, cosine or one-cycle rate) + categorical cross-entropy on one-hot or
-mixed labels (label smoothing); `--deterministic` makes two runs of a command give the same numbers.
+with the flags given beside it overriding its values. Classes and folds are the records' own, read once
+from RECORDS/manifest.json (`tfdata.classes.read_dataset_info`; records without a schema-2 manifest are
+UrbanSound8K's ten classes) and kept in RUN/classes.json (`models.run_classes`): every model has one
+output per class. Folds: validation `--val-fold`, test `--test-fold` (default: the dataset's last two,
+9 and 10 for UrbanSound8K), training every other fold present. Normalisation statistics come from the
+training folds only (one pass, RUN/normalization.json) and live inside every model's frontend. Each
+model trains with Adam (AdamW with weight decay; constant, cosine or one-cycle rate) + categorical
+cross-entropy on one-hot or mixed labels (label smoothing); `--deterministic` makes two runs of a
+command give the same numbers.
 The run directory holds
 
     RUN/config.json                     the TrainConfig, records path + manifest hash, versions
+    RUN/classes.json                    the class names (label order) and folds of the records
     RUN/checkpoints/<name>/best.keras   best epoch by val_accuracy (what evaluation and export use)
     RUN/checkpoints/<name>/last.keras   last finished epoch, with optimiser state (resume)
     RUN/checkpoints/<name>/state.json   epochs run, best epoch, early stop, seconds, input stall and
@@ -56,13 +60,14 @@ from models.callbacks import run_callbacks, truncate_history
 from models.config import TrainConfig, write_run_config
 from models.errors import TrainingError
 from models.evaluate import confusion_png, evaluate_run, predict_dataset
-from models.folds import resolve_folds
+from models.folds import resolve_split
 from models.input_stall import InputStallMeter
 from models.normalization import normalization_stats
 from models.optimization import make_loss, make_metrics, make_optimizer
+from models.run_classes import recorded_class_names, write_run_classes
 from models.run_files import read_json, write_json
 from models.training_data import RunDatasets, run_datasets
-from tfdata import contract as c
+from tfdata.classes import ClassListError, DatasetInfo, read_dataset_info
 from tfdata.layout import (
     BEST_CHECKPOINT,
     CHECKPOINTS_DIR,
@@ -84,14 +89,18 @@ class RunSetup:
     """What every model of one run shares: where it writes, the strategy it trains under (its resolved
     name: "multi_worker" trains through `models.custom_loop`), the datasets (batched with the global
     batch size) and normalisation statistics, and how it runs (`force` retrains a finished model,
-    `verbose` is Keras's 0, 1 or 2; `tensorboard_dir` replaces RUN/tensorboard)."""
+    `verbose` is Keras's 0, 1 or 2; `tensorboard_dir` replaces RUN/tensorboard). `class_names` and the
+    split are the records' (`tfdata.classes.DatasetInfo`, `models.folds.resolve_split`)."""
 
     run_dir: str
+    class_names: tuple[str, ...]  # the records' classes, label order: one model output each
     strategy: tf.distribute.Strategy
     train_ds: tf.data.Dataset
     val_ds: tf.data.Dataset
     mean: np.ndarray
     variance: np.ndarray
+    val_fold: int
+    test_fold: int
     steps_per_epoch: int = 1
     strategy_name: str | None = None
     workers: int = 1  # input pipelines (processes) of the run: > 1 under multi_worker
@@ -139,11 +148,11 @@ def make_deterministic(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def write_confusion_summary(log_dir: str, model, val_ds, step: int, name: str) -> None:
+def write_confusion_summary(log_dir: str, model, val_ds, step: int, name: str, class_names) -> None:
     """The validation confusion matrix of `model` as an image summary (TensorBoard's Images tab)."""
     probabilities, labels = predict_dataset(model, val_ds)
-    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=list(range(c.NUM_CLASSES)))
-    png = confusion_png(matrix, f"{name}: validation, best epoch")
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), labels=list(range(len(class_names))))
+    png = confusion_png(matrix, f"{name}: validation, best epoch", class_names)
     with tf.summary.create_file_writer(os.path.join(log_dir, "validation")).as_default():
         tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[tf.newaxis], step=step)
 
@@ -156,6 +165,39 @@ def validation_table(selection: dict) -> str:
         acc = f"{m['best_val_accuracy']:.4f}" if m["best_val_accuracy"] is not None else "–"
         lines.append(f"| **{name}** | **{acc}** |" if name == selection["selected"] else f"| {name} | {acc} |")
     return "\n".join(lines)
+
+
+def dataset_info(records_dir: str) -> DatasetInfo:
+    """The records' classes and folds (`tfdata.classes.read_dataset_info`); a manifest this version
+    cannot read (a newer schema, an invalid class list) is a one-line TrainingError."""
+    if not os.path.isdir(records_dir):
+        raise TrainingError(f"records directory not found: {records_dir}")
+    try:
+        return read_dataset_info(records_dir)
+    except ClassListError as error:
+        raise TrainingError(str(error)) from None
+
+
+def class_list_text(names, shown: int = 10) -> str:
+    """The first `shown` class names, comma-separated, "…" after them when there are more."""
+    return ", ".join(names[:shown]) + (f", … ({len(names) - shown} more)" if len(names) > shown else "")
+
+
+def print_classes_and_folds(info: DatasetInfo, train_folds, val_fold: int, test_fold: int, *,
+                            defaulted: bool) -> None:
+    """The log's lines saying which classes the run takes, from where, and its folds."""
+    print(f"Classes: {info.num_classes} ({class_list_text(info.class_names)}) from {info.source}", flush=True)
+    print(f"Folds: train {train_folds}, validation {val_fold}, test {test_fold}"
+          + (" (not given: the dataset's last two folds)" if defaulted else ""), flush=True)
+
+
+def check_run_classes(run_dir: str, info: DatasetInfo, *, force: bool) -> None:
+    """Refuse to continue a run trained on another class list (its checkpoints have other outputs),
+    unless `force` retrains."""
+    recorded = recorded_class_names(run_dir)
+    if recorded is not None and recorded != info.class_names and not force:
+        raise TrainingError(f"{run_dir} was trained on other classes ({class_list_text(recorded, 5)}) than the "
+                            f"records' ({class_list_text(info.class_names, 5)}); use --force or a new --output")
 
 
 # ---------------------------------------------------------------------------- one model
@@ -173,7 +215,8 @@ def _resume_or_build(name: str, config: TrainConfig, setup: RunSetup, state: dic
         state = {"model": name, "epochs_run": 0, "best_epoch": None, "best_val_accuracy": None,
                  "stopped_early": False, "seconds": 0.0, "input_stall": None, "timing": []}
         keras.utils.set_random_seed(config.seed)
-        model = build_model(name, setup.mean, setup.variance, spec_augment=spec_augment_params(config))
+        model = build_model(name, setup.mean, setup.variance, spec_augment=spec_augment_params(config),
+                            num_classes=len(setup.class_names))
         model.compile(optimizer=make_optimizer(config, setup.steps_per_epoch), loss=make_loss(config),
                       metrics=make_metrics(), jit_compile=config.xla)
         state["params"] = int(model.count_params())
@@ -229,7 +272,8 @@ def train_one(name: str, config: TrainConfig, setup: RunSetup) -> dict:
                   verbose=setup.verbose)
 
     best = keras.models.load_model(os.path.join(model_dir, BEST_CHECKPOINT), compile=False)
-    write_confusion_summary(log_dir, best, setup.val_ds, step=state["epochs_run"], name=name)
+    write_confusion_summary(log_dir, best, setup.val_ds, step=state["epochs_run"], name=name,
+                            class_names=setup.class_names)
     keras.backend.clear_session(free_memory=True)
     return state
 
@@ -249,12 +293,14 @@ def selection_record(states: dict, config: TrainConfig, setup: RunSetup, data: R
         "selected": selected,
         "models": summaries,
         "records": records_dir,
-        "val_fold": config.val_fold,
-        "test_fold": config.test_fold,
+        "val_fold": setup.val_fold,  # the folds the run used: the configuration's, else the dataset's last two
+        "test_fold": setup.test_fold,
         "train_folds": train_folds,
+        "num_classes": len(setup.class_names),  # the run's classes: RUN/classes.json
         "train_examples": int(data.counts.sum()),
-        "train_class_counts": dict(zip(c.CLASS_NAMES, map(int, data.counts))),
-        "class_weights": data.class_weights,
+        "train_class_counts": dict(zip(setup.class_names, map(int, data.counts))),
+        "class_weights": None if data.class_weights is None else {
+            setup.class_names[k]: weight for k, weight in data.class_weights.items()},
         "strategy": setup.strategy_name,  # the strategy that ran: config.strategy with "auto" resolved
         "replicas": replicas,
         "global_batch_size": config.batch_size * replicas,
@@ -284,13 +330,16 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
     run_dir = os.path.abspath(os.fspath(run_dir))
     verbose = resolve_verbose(verbose)
     names = resolve_models(config.models)
-    train_folds = resolve_folds(records_dir, config.val_fold, config.test_fold, config.train_folds)
+    info = dataset_info(records_dir)
+    val_fold, test_fold, train_folds = resolve_split(records_dir, info, config.val_fold, config.test_fold,
+                                                     config.train_folds)
     if config.cpu_replicas:
         distribute.split_cpu(config.cpu_replicas)
     chief = distribute.is_chief()
     run_dir = distribute.prepare_dir(run_dir)  # a worker other than the chief writes to a temporary copy
     os.makedirs(run_dir, exist_ok=True)
     tensorboard_dir = os.path.abspath(tensorboard_dir) if tensorboard_dir and chief else None
+    check_run_classes(run_dir, info, force=force)
 
     strategy_name, strategy = make_strategy(config.strategy)
     workers = distribute.num_workers() if strategy_name == distribute.MULTI_WORKER else 1
@@ -302,17 +351,21 @@ def train_models(records_dir, run_dir, config: TrainConfig | None = None, *, for
         raise TrainingError(f"--xla with MirroredStrategy over {replicas} devices: Keras's fit compiles its whole "
                             "train step with XLA, which then reads other replicas' variables across devices (an "
                             "XLA known issue); train with --xla on one device, or under MultiWorkerMirroredStrategy")
-    print(f"Folds: train {train_folds}, validation {config.val_fold}, test {config.test_fold}", flush=True)
+    print_classes_and_folds(info, train_folds, val_fold, test_fold,
+                            defaulted=config.val_fold is None or config.test_fold is None)
 
     if config.deterministic:
         make_deterministic(config.seed)
     mean, variance = normalization_stats(records_dir, train_folds, run_dir, force=force,
-                                         split={"val_fold": config.val_fold, "test_fold": config.test_fold})
+                                         split={"val_fold": val_fold, "test_fold": test_fold})
     write_run_config(config, records_dir, run_dir)  # after the check that this run dir may be used
-    data = run_datasets(records_dir, train_folds, config, global_batch=global_batch, workers=workers)
-    setup = RunSetup(run_dir=run_dir, strategy=strategy, train_ds=data.train, val_ds=data.val, mean=mean,
-                     variance=variance, steps_per_epoch=data.steps_per_epoch, strategy_name=strategy_name,
-                     workers=workers, tensorboard_dir=tensorboard_dir, force=force, verbose=verbose)
+    write_run_classes(run_dir, info, records_dir)
+    data = run_datasets(records_dir, train_folds, val_fold, config, num_classes=info.num_classes,
+                        global_batch=global_batch, workers=workers)
+    setup = RunSetup(run_dir=run_dir, class_names=info.class_names, strategy=strategy, train_ds=data.train,
+                     val_ds=data.val, mean=mean, variance=variance, val_fold=val_fold, test_fold=test_fold,
+                     steps_per_epoch=data.steps_per_epoch, strategy_name=strategy_name, workers=workers,
+                     tensorboard_dir=tensorboard_dir, force=force, verbose=verbose)
 
     previous_policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("mixed_float16" if config.mixed_precision else "float32")

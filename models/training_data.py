@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from models import distribute
 from models.config import TrainConfig
+from models.errors import TrainingError
 from tfdata.dataset import AugmentParams, DatasetConfig, class_counts, class_weights, make_dataset
 
 
@@ -38,20 +39,25 @@ def augment_params(config: TrainConfig) -> AugmentParams | bool:
         mix=config.augment_mix, mix_alpha=config.augment_mix_alpha)
 
 
-def run_datasets(records_dir: str, train_folds, config: TrainConfig, *, global_batch: int,
-                 workers: int = 1) -> RunDatasets:
-    """The training and validation datasets of a run over `workers` input pipelines."""
+def run_datasets(records_dir: str, train_folds, val_fold: int, config: TrainConfig, *, num_classes: int,
+                 global_batch: int, workers: int = 1) -> RunDatasets:
+    """The training and validation datasets of a run over `workers` input pipelines, with labels of
+    `num_classes` classes (the records' class list). A label outside that list is a TrainingError."""
     deterministic = True if config.deterministic else None
-    counts = class_counts(records_dir, train_folds)
-    weights = class_weights(counts) if config.use_class_weights else None
+    try:
+        counts = class_counts(records_dir, train_folds, num_classes)
+        val_count = int(class_counts(records_dir, [val_fold], num_classes).sum())
+        weights = class_weights(counts) if config.use_class_weights else None
+    except ValueError as error:  # a label outside the class list; no example to weight classes by
+        raise TrainingError(str(error)) from None
     augment = augment_params(config)
     train = make_dataset(records_dir, train_folds, DatasetConfig(
         batch_size=global_batch, training=True, shuffle_buffer=config.shuffle_buffer, seed=config.seed,
-        cache=config.cache, augment=augment, num_examples=int(counts.sum()), one_hot=True, class_weights=weights,
-        deterministic=deterministic, num_workers=workers))
+        cache=config.cache, augment=augment, num_examples=int(counts.sum()), num_classes=num_classes, one_hot=True,
+        class_weights=weights, deterministic=deterministic, num_workers=workers))
     if workers > 1 and augment:  # FILE sharding cannot shard the augmentation's Dataset.random
         train = distribute.with_shard_policy(train, "DATA")  # branch: every worker keeps its batches
-    val = make_dataset(records_dir, [config.val_fold], DatasetConfig(
-        batch_size=global_batch, num_examples=int(class_counts(records_dir, [config.val_fold]).sum()), one_hot=True,
+    val = make_dataset(records_dir, [val_fold], DatasetConfig(
+        batch_size=global_batch, num_examples=val_count, num_classes=num_classes, one_hot=True,
         deterministic=deterministic, num_workers=workers))
     return RunDatasets(train, val, counts, weights, steps_per_epoch=-(-int(counts.sum()) // global_batch))

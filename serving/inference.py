@@ -31,9 +31,11 @@ Answer: {"predictions": [{"label", "confidence", "probabilities": {class: p}, "u
 with "windows": [{"start_s", "label", "confidence", "probabilities"}] per prediction on request.
 The label is "undetermined" when the top probability is below the threshold: the request's, else
 the endpoint's (`--threshold`, or env US8K_THRESHOLD in the container), else the exported model's
-metadata.json value, else the contract's default (0.6). The container reads US8K_THRESHOLD and
-metadata.json once, when it loads this file (`reload_container_config`): a malformed value stops
-the endpoint at start-up with a message naming it, instead of failing every request.
+metadata.json value, else the contract's default (0.6). The class names are the exported model's
+(metadata.json's "class_names", in the model's output order); metadata without them is refused.
+The container reads US8K_THRESHOLD and metadata.json once, when it loads this file
+(`reload_container_config`): a malformed value stops the endpoint at start-up with a message naming
+it, instead of failing every request.
 
 Limits (bad input never reaches the model, and no request costs work that grows with a value it
 declares before that value is checked): body ≤ 6 MiB (SageMaker's real-time payload limit: 413);
@@ -145,14 +147,25 @@ class RequestOptions(NamedTuple):
 # ---------------------------------------------------------------- configuration
 
 
-def load_config(metadata_path: str | os.PathLike | None = None,
+def load_config(metadata_path: str | os.PathLike | None,
                 threshold: float | None = None) -> ServingConfig:
-    """Read the export's metadata.json (if any); `threshold` overrides the model's own value
-    (the rule: tfdata.answers.answer_config)."""
-    metadata: dict[str, Any] = {}
-    if metadata_path is not None and Path(metadata_path).is_file():
+    """Read the export's metadata.json: its class names (required: every export writes them) and its
+    threshold, which `threshold` overrides (the rule: tfdata.answers.answer_config). No such file, or
+    one without class names, is a ValueError in one line."""
+    if metadata_path is None or not Path(metadata_path).is_file():
+        where = "" if metadata_path is None else f" at {metadata_path}"
+        raise ValueError(f"no {METADATA_FILE}{where}: the model's class names are unknown (every export writes "
+                         f"EXPORT/{METADATA_FILE}; serve the export directory or its model.tar.gz)")
+    try:
         metadata = json.loads(Path(metadata_path).read_text())
-    return answer_config(metadata, threshold)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{metadata_path} is not readable JSON ({error})") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{metadata_path} does not hold a JSON object")
+    try:
+        return answer_config(metadata, threshold)
+    except ValueError as error:
+        raise ValueError(f"{metadata_path}: {error}") from None
 
 
 # ---------------------------------------------------------------- requests (pure functions)
@@ -271,13 +284,22 @@ def reload_container_config() -> ServingConfig:
     """Read the container's configuration (again) and keep it: metadata.json from US8K_METADATA, else
     the one beside code/ (the unpacked archive's root, /opt/ml/model/), and the endpoint's threshold
     from US8K_THRESHOLD. A US8K_THRESHOLD that is not a number in [0, 1], or a metadata.json this
-    code cannot serve, raises ValueError naming it. The container runs this once, when it loads this
-    file (below): a bad setting stops the endpoint at start-up with that message in its log, rather
-    than failing every request. Call it again after changing the environment (tests do)."""
+    code cannot serve (none, or one without class names), raises ValueError naming it. The container
+    runs this once, when it loads this file (below): a bad setting stops the endpoint at start-up with
+    that message in its log, rather than failing every request. Call it again after changing the
+    environment (tests do)."""
     global _container_config
+    _container_config = None  # a failed read leaves no earlier configuration behind
     metadata = os.environ.get(METADATA_ENV) or Path(__file__).resolve().parent.parent / METADATA_FILE
     _container_config = load_config(metadata, _threshold_from_environment())
     return _container_config
+
+
+def forget_container_config() -> None:
+    """Drop the configuration read last: the next `container_config()` reads the environment again (a
+    process that leaves the container's environment, as tests do, where no metadata.json may be found)."""
+    global _container_config
+    _container_config = None
 
 
 def container_config() -> ServingConfig:
@@ -323,9 +345,10 @@ def output_handler(response, context) -> tuple[str, str]:
             else str(response.content)
         raise RequestError(502, f"TensorFlow Serving answered {response.status_code}: {detail[:500]}")
     options = parse_options(getattr(context, "custom_attributes", None))
+    config = container_config()  # a model without class names fails here, not as TF Serving's answer
     try:
         outputs = json.loads(response.content)["outputs"]
-        predictions = predictions_from_windows(outputs, config=container_config(), options=options)
+        predictions = predictions_from_windows(outputs, config=config, options=options)
     except (ValueError, KeyError, TypeError) as exc:  # not the windows signature's answer
         raise RequestError(502, f"TensorFlow Serving's answer is not {WINDOWS_SIGNATURE}'s outputs "
                                 f"({type(exc).__name__}: {exc})") from None

@@ -13,6 +13,7 @@ from serving.inference import ANSWER_OUTPUTS, ServingConfig, load_config
 from serving.model_files import ModelFiles, locate_model
 from tfdata.layout import (
     LOG_MEL_SIGNATURE,
+    METADATA_FILE,
     OUTPUT_LOG_MEL,
     OUTPUT_WINDOW_COUNT,
     SERVING_SIGNATURE,
@@ -46,12 +47,19 @@ class ServedModel:
     config: ServingConfig
 
 
+def asset_metadata(saved_model_dir: str | Path) -> Path | None:
+    """The export's metadata.json as the SavedModel keeps it (assets/), for a SavedModel directory served
+    without its export's metadata.json beside it; None when it has none."""
+    path = Path(saved_model_dir) / "assets" / METADATA_FILE
+    return path if path.is_file() else None
+
+
 def load_served_model(path: str | Path, threshold: float | None = None) -> ServedModel:
     """Find the model (export, unpacked package or model.tar.gz), read its answer config and load it.
     FileNotFoundError, ValueError or tarfile.TarError when it is not a servable model."""
     files = locate_model(path)
     try:
-        config = load_config(files.metadata_path, threshold)
+        config = load_config(files.metadata_path or asset_metadata(files.saved_model_dir), threshold)
         runner = ModelRunner(files.saved_model_dir)
     except Exception:
         files.cleanup()

@@ -92,12 +92,14 @@ def tone_clip(label, rng, num_samples=None):
     return clip
 
 
-def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3, audio_seed=None):
+def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3, audio_seed=None,
+                       class_names=None):
     """Write `per_fold` ({fold: clips}) as `records_dir/fold{k}/tones-0000i-of-0000n.tfrecord`.
 
-    Labels cycle through the classes; every `short_every`-th clip is shorter than 4 s (zero
-    padded, num_samples < CLIP_SAMPLES). `audio_seed` ({fold: seed}) changes one fold's audio
-    only. Returns [(fold, label, slice_file_name)] in write order."""
+    Labels cycle through the classes of `class_names` (default UrbanSound8K's ten, as records without
+    a manifest are read; `write_tone_manifest` records another list); every `short_every`-th clip is
+    shorter than 4 s (zero padded, num_samples < CLIP_SAMPLES). `audio_seed` ({fold: seed}) changes
+    one fold's audio only. Returns [(fold, label, slice_file_name)] in write order."""
     import os
 
     import numpy as np
@@ -106,6 +108,7 @@ def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3
     from tfdata import contract as c
     from tfdata import records
 
+    class_names = c.URBANSOUND8K_CLASSES if class_names is None else tuple(class_names)
     written = []
     for fold, count in per_fold.items():
         rng = np.random.default_rng([seed, fold, (audio_seed or {}).get(fold, 0)])
@@ -114,17 +117,40 @@ def write_tone_records(records_dir, per_fold, *, seed=0, shards=1, short_every=3
         writers = [tf.io.TFRecordWriter(os.path.join(fold_dir, f"tones-{i:05d}-of-{shards:05d}{c.RECORD_SUFFIX}"))
                    for i in range(shards)]
         for i in range(count):
-            label = i % c.NUM_CLASSES
+            label = i % len(class_names)
             short = short_every and i % short_every == short_every - 1
             n = int(rng.integers(c.SAMPLE_RATE // 2, c.CLIP_SAMPLES)) if short else c.CLIP_SAMPLES
             name = f"{1000 * fold + i}-{label}-0-0.wav"
             writers[i % shards].write(records.serialize_clip(
-                tone_clip(label, rng, n), n, label=label, class_name=c.URBANSOUND8K_CLASSES[label], fold=fold,
+                tone_clip(label, rng, n), n, label=label, class_name=class_names[label], fold=fold,
                 fsid=1000 * fold + i, slice_file_name=name, salience=1))
             written.append((fold, label, name))
         for w in writers:
             w.close()
     return written
+
+
+def write_tone_manifest(records_dir, written, class_names, *, schema_version=2, layout="folders"):
+    """RECORDS/manifest.json as ingestion writes it (schema 2) for tone records `written` by
+    write_tone_records with `class_names`: the class list in label order, the folds and their counts."""
+    import collections
+    import json
+    import os
+
+    from tfdata import contract as c
+
+    per_fold = collections.defaultdict(collections.Counter)
+    for fold, label, _ in written:
+        per_fold[fold][class_names[label]] += 1
+    folds = {str(k): {"rows": sum(n.values()), "examples": sum(n.values()), "errors": 0,
+                      "shard_glob": c.fold_shard_glob(k), "classes": dict(n)} for k, n in sorted(per_fold.items())}
+    manifest = {"schema_version": schema_version, "layout": layout, "class_names": list(class_names),
+                "groups": "none: each file its own group", "fold_assignment": "dataset",
+                "examples": len(written), "errors": 0, "errors_file": c.ERRORS_FILE, "folds": folds,
+                "classes": dict(sum(per_fold.values(), collections.Counter()))}
+    with open(os.path.join(os.fspath(records_dir), c.MANIFEST_FILE), "w") as f:
+        json.dump(manifest, f, indent=2)
+    return manifest
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ import tensorflow as tf
 
 from models.architectures import FRONTEND_NAME, INPUT_NAME, MODEL_BUILDERS, build_model
 from models.frontend import compute_normalization_stats
-from tfdata.contract import CLIP_SAMPLES, FRONTEND, NUM_CLASSES, SAMPLE_RATE
+from tfdata.contract import CLIP_SAMPLES, FRONTEND, SAMPLE_RATE, URBANSOUND8K_CLASSES
 
 SEED_MODELS = ("baseline", "cnn", "lstm", "crnn")
 LEARNING_RATE = {"tiny": 1e-2, "baseline": 3e-3}  # others: 1e-3
 EPOCHS = 40  # at most (the fits stop at their target): one batch of 8 clips per epoch
+US8K = len(URBANSOUND8K_CLASSES)  # outputs of the seed's models (parameter counts, learning targets as before)
 
 
 def _toy_clips(seed=0):
@@ -42,10 +43,10 @@ def toy():
 @pytest.mark.parametrize("name", sorted(MODEL_BUILDERS))
 def test_builds_on_a_raw_waveform(name, toy):
     clips, _, mean, variance = toy
-    model = build_model(name, mean, variance)
+    model = build_model(name, mean, variance, num_classes=3)
     assert model.name == name
     assert model.input_shape == (None, CLIP_SAMPLES) and model.inputs[0].name == INPUT_NAME
-    assert model.output_shape == (None, NUM_CLASSES)
+    assert model.output_shape == (None, 3)  # one output per class of the records
     frontend = model.get_layer(FRONTEND_NAME)
     assert frontend.output.shape == (None, FRONTEND.frames_per_window, FRONTEND.n_mels)
     np.testing.assert_allclose(frontend.mean.numpy(), mean.astype(np.float32))
@@ -55,7 +56,7 @@ def test_builds_on_a_raw_waveform(name, toy):
 
 
 def test_parameter_counts():
-    counts = {name: build_model(name).count_params() for name in MODEL_BUILDERS}
+    counts = {name: build_model(name, num_classes=US8K).count_params() for name in MODEL_BUILDERS}
     assert 5_500_000 < counts["cnn"] < 5_700_000  # the seed CNN's size (~5.6 M): its layers, one for one
     assert counts["tiny"] < 10_000
     assert counts["baseline"] < counts["lstm"] < counts["crnn"] < counts["cnn"]
@@ -63,7 +64,7 @@ def test_parameter_counts():
 
 
 def test_deep_cnn_pools_globally_and_normalises_every_conv():
-    model = build_model("deep_cnn")
+    model = build_model("deep_cnn", num_classes=US8K)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(convs) == 5 and len(norms) == len(convs)
@@ -79,9 +80,9 @@ def test_deep_cnn_pools_globally_and_normalises_every_conv():
 def test_spec_augment_layer_is_added_on_request():
     from models.augment import SpecAugment
 
-    plain = build_model("tiny")
+    plain = build_model("tiny", num_classes=US8K)
     augmented = build_model("tiny", spec_augment={"time_masks": 1, "time_mask_frames": 5, "freq_masks": 1,
-                                                  "freq_mask_bins": 5, "seed": 0})
+                                                  "freq_mask_bins": 5, "seed": 0}, num_classes=US8K)
     assert not any(isinstance(layer, SpecAugment) for layer in plain.layers)
     assert any(isinstance(layer, SpecAugment) for layer in augmented.layers)
     assert plain.count_params() == augmented.count_params()
@@ -89,14 +90,27 @@ def test_spec_augment_layer_is_added_on_request():
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="baseline, cnn, lstm, crnn, tiny"):
-        build_model("resnet", None, None)
+        build_model("resnet", None, None, num_classes=US8K)
+
+
+def test_the_class_count_sizes_the_output_layer_only():
+    """Only the softmax depends on the class count: a dense of (inputs + 1) × classes weights."""
+    small, large = build_model("tiny", num_classes=2), build_model("tiny", num_classes=1000)
+    inputs = small.get_layer("probabilities").input.shape[-1]
+    assert large.count_params() - small.count_params() == (inputs + 1) * (1000 - 2)
+    assert large.output_shape == (None, 1000)
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="num_classes must be an integer ≥ 2"):
+            build_model("tiny", num_classes=bad)
+    with pytest.raises(TypeError):  # no default: the count is always the records'
+        build_model("tiny")
 
 
 @pytest.mark.timeout(120)
 def test_softmax_is_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = build_model("tiny", None, None)
+        model = build_model("tiny", None, None, num_classes=US8K)
         assert model.get_layer(FRONTEND_NAME).output.dtype == "float32"
         assert model.get_layer("probabilities").dtype_policy.compute_dtype == "float32"
         out = model(np.zeros((1, CLIP_SAMPLES), np.float32))
@@ -108,7 +122,7 @@ def test_softmax_is_float32_under_mixed_precision():
 @pytest.mark.timeout(120)
 def test_lstm_steps_through_time():
     """Half silence, then noise: the first LSTM's steps are frames, so its first half is all floor."""
-    model = build_model("lstm", None, None)
+    model = build_model("lstm", None, None, num_classes=US8K)
     lstm = next(layer for layer in model.layers if isinstance(layer, keras.layers.LSTM))
     sequence = keras.Model(model.input, lstm.input)
     clip = np.zeros((1, CLIP_SAMPLES), np.float32)
@@ -128,7 +142,7 @@ def test_lstm_steps_through_time():
 @pytest.mark.timeout(120)
 def test_crnn_sequence_is_time_major():
     """Step t of the CRNN's sequence is column t of its last feature map (all mels × channels)."""
-    model = build_model("crnn", None, None)
+    model = build_model("crnn", None, None, num_classes=US8K)
     sequence = model.get_layer("sequence")
     feature_map = model.get_layer("time_major").input  # [b, mels', frames', channels]
     probe = keras.Model(model.input, [feature_map, sequence.output])
@@ -171,7 +185,7 @@ def test_learns_a_tiny_batch(name, toy):
     layers), to 0.6 of it with at least half the clips right (chance: a quarter)."""
     clips, labels, mean, variance = toy
     keras.utils.set_random_seed(1)
-    model = build_model(name, mean, variance)
+    model = build_model(name, mean, variance, num_classes=US8K)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE.get(name, 1e-3)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if name == "baseline":

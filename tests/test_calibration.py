@@ -14,13 +14,15 @@ from models import calibration as cal
 from tfdata import contract as c
 from tfdata.layout import SERVING_SIGNATURE, find_saved_model, serving_inputs
 
+CLASSES = len(c.URBANSOUND8K_CLASSES)  # ten, as the shared run's (records without a manifest)
+
 
 def overconfident(n=400, seed=0, accuracy=0.7, sharpness=4.0):
     """Probabilities that are right `accuracy` of the time but sharper than that (T > 1 fixes it)."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, c.NUM_CLASSES, n)
-    predicted = np.where(rng.random(n) < accuracy, labels, (labels + rng.integers(1, c.NUM_CLASSES, n)) % c.NUM_CLASSES)
-    logits = rng.normal(0, 1, (n, c.NUM_CLASSES))
+    labels = rng.integers(0, CLASSES, n)
+    predicted = np.where(rng.random(n) < accuracy, labels, (labels + rng.integers(1, CLASSES, n)) % CLASSES)
+    logits = rng.normal(0, 1, (n, CLASSES))
     logits[np.arange(n), predicted] += 3.0
     p = np.exp(sharpness * logits)
     return p / p.sum(axis=1, keepdims=True), labels
@@ -50,7 +52,7 @@ def test_ece_and_reliability_on_known_values():
 def test_threshold_meets_the_precision_target_or_warns():
     top = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4])
     right = np.array([1, 1, 1, 0, 1, 0, 0, 1], bool)
-    p = np.zeros((8, c.NUM_CLASSES))
+    p = np.zeros((8, CLASSES))
     p[:, 0], p[:, 1] = top, 1 - top
     y = np.where(right, 0, 2)
     chosen = cal.choose_threshold(p, y, "precision", 0.75)

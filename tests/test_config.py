@@ -114,7 +114,8 @@ def test_a_bad_config_json_is_a_one_line_error(first_run, tmp_path, capsys):
         ({**record, "config": {**record["config"], "epochs": 0}}, "epochs must be ≥ 1, got 0"),
         ({**record, "config": {**record["config"], "strategy": "tpu"}}, "unknown strategy 'tpu'"),
         ({**record, "config": {**record["config"], "models": "tiny"}}, "models must be a list of strings"),
-        ({**record, "config": {**record["config"], "train_folds": [1, 12]}}, "train_folds: fold 12 is not within"),
+        ({**record, "config": {**record["config"], "train_folds": [0, 1]}}, "train_folds: fold 0 is not a fold number"),
+        ({**record, "config": {**record["config"], "train_folds": [1, 12]}}, "training fold(s) [12] have no shards"),
         ({**record, "config": {**record["config"], "models": ["resnet"]}}, "unknown model(s) resnet"),
         ({**record, "seed": 1}, "unknown key(s) seed"),
         (record["config"], "expected a run's config.json"),
@@ -202,6 +203,8 @@ def test_every_field_has_a_generated_flag_in_each_command(command):
 
 
 def test_train_config_checks_and_converts():
+    assert (TrainConfig().val_fold, TrainConfig().test_fold) == (None, None)  # the dataset's last two folds
+    assert TrainConfig(val_fold=12, test_fold=40).test_fold == 40  # any fold number: the records say which exist
     config = TrainConfig(models=["tiny"], train_folds=[1, 2], learning_rate=1)
     assert config.models == ("tiny",) and config.train_folds == (1, 2) and config.learning_rate == 1.0
     assert TrainConfig.from_dict(config.to_dict()) == config
@@ -210,7 +213,8 @@ def test_train_config_checks_and_converts():
         config.epochs = 2
     for bad, message in [({"epochs": True}, "epochs must be an integer"), ({"cpu_replicas": 0}, "cpu_replicas"),
                          ({"augment_min_gain_db": 7.0}, "augment_min_gain_db 7.0 > augment_max_gain_db 6.0"),
-                         ({"models": []}, "no model to train"), ({"val_fold": None}, "val_fold must not be null")]:
+                         ({"models": []}, "no model to train"), ({"epochs": None}, "epochs must not be null"),
+                         ({"val_fold": 0}, "val_fold: fold 0 is not a fold number")]:
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict(bad)
 

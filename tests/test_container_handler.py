@@ -42,7 +42,7 @@ from serving import inference
 from serving.package import write_package
 from tfdata.audio import LIBSNDFILE_FORMATS, decode_audio
 from tfdata.batching import pad_batch
-from tfdata.contract import CLASS_NAMES, CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
+from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, URBANSOUND8K_CLASSES, WINDOW_HOP_SAMPLES
 from tfdata.layout import (
     INPUT_CLIP_INDEX,
     INPUT_PCM16,
@@ -212,7 +212,7 @@ def in_process(tiny_export, monkeypatch):
     inference.reload_container_config()
     yield inference
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 def wav(samples, rate, subtype="PCM_16", fmt="WAV"):
@@ -244,7 +244,7 @@ def reference(loaded, waveforms):
 
 
 def probabilities(prediction):
-    return np.array([prediction["probabilities"][c] for c in CLASS_NAMES])
+    return np.array([prediction["probabilities"][c] for c in URBANSOUND8K_CLASSES])
 
 
 # ------------------------------------------------------------------ the packaged handler, isolated
@@ -382,7 +382,7 @@ def test_packaged_handler_answers_a_wav_and_a_json_request(handler, loaded, unpa
     expected = reference(loaded, rows)
     for row, prediction in enumerate(predictions):
         np.testing.assert_allclose(probabilities(prediction), expected[OUTPUT_PROBABILITIES][row], atol=SAME_ANSWER)
-        assert prediction["label"] == CLASS_NAMES[int(np.argmax(expected[OUTPUT_PROBABILITIES][row]))]
+        assert prediction["label"] == URBANSOUND8K_CLASSES[int(np.argmax(expected[OUTPUT_PROBABILITIES][row]))]
 
 
 @pytest.mark.parametrize("fmt, subtype, rate", [("FLAC", "PCM_24", 44100), ("OGG", "VORBIS", 22050),

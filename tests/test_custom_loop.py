@@ -27,6 +27,7 @@ from models.callbacks import InputStall
 from models.config import TrainConfig
 from models.input_stall import InputStallMeter
 from models.normalization import normalization_stats
+from tfdata.contract import URBANSOUND8K_CLASSES
 from tfdata.dataset import DatasetConfig, make_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -194,10 +195,13 @@ def train_tiny(records, run_dir, loop, epochs, capsys):
     mean, variance = normalization_stats(str(records), [1], str(run_dir))
     # in file order, unshuffled: Model.fit under a strategy opens one iterator before its first epoch
     # (its symbolic build), which would give it the next shuffle order of every epoch
-    datasets = [make_dataset(str(records), [fold], DatasetConfig(batch_size=8, one_hot=True, num_examples=count))
+    classes = URBANSOUND8K_CLASSES  # tone records without a manifest
+    datasets = [make_dataset(str(records), [fold], DatasetConfig(batch_size=8, one_hot=True, num_classes=len(classes),
+                                                                 num_examples=count))
                 for fold, count in ((1, 16), (2, 8))]
-    setup = train.RunSetup(run_dir=str(run_dir), strategy=strategy, train_ds=datasets[0], val_ds=datasets[1],
-                           mean=mean, variance=variance, force=False, verbose=2, steps_per_epoch=2,
+    setup = train.RunSetup(run_dir=str(run_dir), class_names=classes, strategy=strategy, train_ds=datasets[0],
+                           val_ds=datasets[1], mean=mean, variance=variance, val_fold=2, test_fold=3, force=False,
+                           verbose=2, steps_per_epoch=2,
                            strategy_name=distribute.MULTI_WORKER if loop else "mirrored")
     state = train.train_one("tiny", config, setup)
     return state, capsys.readouterr().out

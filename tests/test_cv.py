@@ -49,7 +49,7 @@ def test_validation_rule_is_the_fold_before():
     present = list(range(1, 11))
     assert {k: cv.validation_fold(k, present) for k in present} == {1: 10, **{k: k - 1 for k in range(2, 11)}}
     assert cv.validation_fold(4, [2, 4, 7]) == 2 and cv.validation_fold(2, [2, 4, 7]) == 7
-    with pytest.raises(cv.CVError, match="at least 3 folds"):
+    with pytest.raises(cv.CVError, match="^cross-validation needs at least 3 folds"):  # whatever K
         cv.validation_fold(1, [1, 2])
 
 

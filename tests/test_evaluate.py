@@ -17,6 +17,8 @@ from tfdata import records
 
 pytestmark = pytest.mark.timeout(300)
 
+US8K = c.URBANSOUND8K_CLASSES  # the shared run's classes (its records have no manifest)
+
 
 def evaluated_copy(trained, tmp_path):
     """A copy of the shared run without its evaluation: what `us8k evaluate` writes is then new."""
@@ -47,7 +49,7 @@ def test_cli_writes_report_files_and_prints_test_accuracy(trained_run, tmp_path,
     selected = json.loads((run_dir / "selection.json").read_text())["selected"]
     assert report["selected"] == selected and set(report["models"]) == set(MODELS)
     assert f"Test accuracy ({selected}" in out and f"{report['models'][selected]['accuracy']:.4f}" in out
-    assert report["threshold"] == c.DEFAULT_THRESHOLD and report["class_names"] == list(c.CLASS_NAMES)
+    assert report["threshold"] == c.DEFAULT_THRESHOLD and report["class_names"] == list(US8K)
     assert report["robustness"] is None  # opt-in (--robustness: tests/test_robustness.py)
     for name in MODELS:
         for key in ("confusion_png", "threshold_png", "reliability_png"):
@@ -73,11 +75,11 @@ def test_metrics_match_an_independent_pass_over_the_test_fold(trained_run, indep
         predicted = probabilities.argmax(axis=1)
         assert m["examples"] == len(labels) == TEST_CLIPS
         assert m["accuracy"] == pytest.approx(np.mean(predicted == labels))
-        expected_matrix = [[int(np.sum((labels == t) & (predicted == p))) for p in range(c.NUM_CLASSES)]
-                           for t in range(c.NUM_CLASSES)]
+        expected_matrix = [[int(np.sum((labels == t) & (predicted == p))) for p in range(len(US8K))]
+                           for t in range(len(US8K))]
         assert m["confusion_matrix"] == expected_matrix  # rows: true class
         f1s = []
-        for k, cls in enumerate(c.CLASS_NAMES):
+        for k, cls in enumerate(US8K):
             hits = np.sum((predicted == k) & (labels == k))
             support, answered = np.sum(labels == k), np.sum(predicted == k)
             precision = hits / answered if answered else 0.0
@@ -115,13 +117,13 @@ def test_threshold_option(trained_run, tmp_path):
 
 
 def test_classification_metrics_on_known_probabilities():
-    probabilities = np.full((4, c.NUM_CLASSES), 0.01)
+    probabilities = np.full((4, len(US8K)), 0.01)
     probabilities[0, 0] = 0.91  # right, confident
     probabilities[1, 1] = 0.50  # right, unsure
     probabilities[2, 1] = 0.95  # wrong (true 2), confident
     probabilities[3, 3] = 0.55  # right, unsure
     labels = np.array([0, 1, 2, 3])
-    m = evaluate.classification_metrics(probabilities, labels, threshold=0.6)
+    m = evaluate.classification_metrics(probabilities, labels, threshold=0.6, class_names=US8K)
     assert m["accuracy"] == 0.75
     assert m["undetermined_rule"] == {"threshold": 0.6, "coverage": 0.5, "answered_accuracy": 0.5,
                                       "undetermined": 2}
@@ -143,3 +145,14 @@ def test_missing_run_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "selection.json").write_text(json.dumps({"records": str(tmp_path), "test_fold": 3,
                                                          "selected": "tiny", "models": {}}))
     assert "threshold must be in" in refusal(str(tmp_path), "--threshold", "1.5")
+
+
+def test_the_confusion_figure_draws_three_or_a_thousand_classes():
+    """The figure takes the run's class list: three named classes, or a thousand (the most a class list
+    holds), which it draws with label numbers and no cell counts (a million cells' text would not read)."""
+    few = evaluate.confusion_png(np.eye(3, dtype=int) * 4, "three", ("bell", "hum", "chirp"))
+    many_names = tuple(f"class {k}" for k in range(1000))
+    many = evaluate.confusion_png(np.eye(1000, dtype=int), "a thousand", many_names)
+    for png in (few, many):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert evaluate.MAX_LABELLED_CLASSES >= 40

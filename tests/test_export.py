@@ -14,19 +14,20 @@ from trained_run import trained_run  # noqa: F401  (the fixture)
 
 import models.architectures  # noqa: F401  (registers the frontend layers for load_model)
 import us8k
+from models.errors import ExportVerificationError
 from models.export import export_model, frame_windows, verify_export, window_counts
 from tfdata import windowing
 from tfdata.batching import pad_batch
 from tfdata.contract import (
-    CLASS_NAMES,
     CLIP_SAMPLES,
     DEFAULT_THRESHOLD,
     FRONTEND,
-    NUM_CLASSES,
     SAMPLE_RATE,
+    URBANSOUND8K_CLASSES,
     WINDOW_HOP_SAMPLES,
 )
 from tfdata.layout import (
+    CLASSES_FILE,
     INPUT_WAVEFORM,
     LOG_MEL_SIGNATURE,
     METADATA_FILE,
@@ -51,6 +52,8 @@ from tfdata.layout import (
 from tfdata.pcm import PCM_SCALE, quantize, to_pcm16
 
 SAME_ANSWER = 1e-5  # a clip in a padded batch vs the same clip alone
+US8K = URBANSOUND8K_CLASSES  # the shared run's classes (its records have no manifest)
+CLASSES = len(US8K)
 pytestmark = pytest.mark.timeout(180)
 
 
@@ -75,7 +78,7 @@ def trained(trained_run):
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     output = tmp_path_factory.mktemp("export")
-    version_dir = export_model(trained, output, threshold=0.55, metadata={"note": "test"})
+    version_dir = export_model(trained, output, class_names=US8K, threshold=0.55, metadata={"note": "test"})
     return output, version_dir
 
 
@@ -132,16 +135,16 @@ def test_fresh_process_answers_any_length(exported, tmp_path):
     assert {SERVING_SIGNATURE, WINDOWS_SIGNATURE, LOG_MEL_SIGNATURE} <= set(result["signatures"])
     for i, alone in enumerate(result["alone"]):
         probabilities = np.array(alone[OUTPUT_PROBABILITIES][0])
-        assert probabilities.shape == (NUM_CLASSES,) and np.isfinite(probabilities).all()
+        assert probabilities.shape == (CLASSES,) and np.isfinite(probabilities).all()
         assert abs(probabilities.sum() - 1) < 1e-5
-        assert alone[OUTPUT_CLASS_NAME][0] == CLASS_NAMES[alone[OUTPUT_CLASS_ID][0]]
+        assert alone[OUTPUT_CLASS_NAME][0] == US8K[alone[OUTPUT_CLASS_ID][0]]
         assert alone[OUTPUT_WINDOW_COUNT] == [[1, 1, 5][i]]
         batched = np.array(result["batch"][OUTPUT_PROBABILITIES][i])
         np.testing.assert_allclose(batched, probabilities, rtol=0, atol=SAME_ANSWER)
         assert result["batch"][OUTPUT_CLASS_NAME][i] == alone[OUTPUT_CLASS_NAME][0]
     assert result["batch"][OUTPUT_WINDOW_COUNT] == [1, 1, 5]
     windows = np.array(result["batch"][OUTPUT_WINDOW_PROBABILITIES])
-    assert windows.shape == (3, 5, NUM_CLASSES)
+    assert windows.shape == (3, 5, CLASSES)
     assert np.all(windows[:2, 1:] == 0)  # past a row's own windows
     # The check is sensitive: padding the 0.5 s clip to 11 s without `lengths` changes its answer.
     gap = np.abs(np.array(result["padded_without_lengths"][0])
@@ -198,7 +201,7 @@ def test_bad_input_is_an_error_not_an_answer(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or Inf"):
         serve(**serving_inputs(tf.constant(waveform), tf.constant([5, 5], tf.int32)))
     empty = serve(**serving_inputs(tf.zeros([0, 0]), tf.zeros([0], tf.int32)))
-    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES)
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, CLASSES)
 
 
 @pytest.mark.parametrize("lengths", [[1], [CLIP_SAMPLES], [CLIP_SAMPLES + 1, 5], [0, 3 * WINDOW_HOP_SAMPLES + 7],
@@ -225,7 +228,7 @@ def test_windows_signature_equals_serving_default_on_int16_audio(exported):
     out = loaded.signatures[WINDOWS_SIGNATURE](**windows_inputs(tf.constant([w.tobytes() for w in windows]),
                                                                  tf.constant(clip_index), tf.constant(valid)))
     assert set(out) == set(WINDOWS_OUTPUTS)
-    assert out[OUTPUT_PROBABILITIES].shape == (1 + 1 + 5 + 29, NUM_CLASSES)
+    assert out[OUTPUT_PROBABILITIES].shape == (1 + 1 + 5 + 29, CLASSES)
     assert out[OUTPUT_CLIP_INDEX].numpy().tolist() == clip_index.tolist()
     assert windowing.clip_lengths(clip_index, out[OUTPUT_VALID_SAMPLES].numpy()).tolist() == [len(c) for c in clips]
     mean, per_window, counts = windowing.average_windows(out[OUTPUT_PROBABILITIES].numpy(), clip_index)
@@ -253,7 +256,7 @@ def test_windows_signature_refuses_malformed_windows(exported):
         with pytest.raises(tf.errors.InvalidArgumentError, match=problem):
             serve(**windows_inputs(tf.constant(pcm), tf.constant(index, tf.int32), tf.constant(valid, tf.int32)))
     empty = serve(**windows_inputs(tf.constant([], tf.string), tf.constant([], tf.int32), tf.constant([], tf.int32)))
-    assert empty[OUTPUT_PROBABILITIES].shape == (0, NUM_CLASSES) and empty[OUTPUT_CLIP_INDEX].shape == (0,)
+    assert empty[OUTPUT_PROBABILITIES].shape == (0, CLASSES) and empty[OUTPUT_CLIP_INDEX].shape == (0,)
 
 
 def test_windows_signature_zeroes_past_valid_samples(exported):
@@ -276,7 +279,7 @@ def test_metadata(exported):
     assert metadata == json.loads((version_dir / "assets" / METADATA_FILE).read_text())
     assert metadata["sample_rate"] == SAMPLE_RATE and metadata["clip_samples"] == CLIP_SAMPLES
     assert metadata["window_hop_samples"] == WINDOW_HOP_SAMPLES
-    assert metadata["class_names"] == list(CLASS_NAMES) and metadata["threshold"] == 0.55
+    assert metadata["class_names"] == list(US8K) and metadata["num_classes"] == 10 and metadata["threshold"] == 0.55
     assert metadata["model_name"] == "tiny" and metadata["note"] == "test"
     assert metadata["signatures"][WINDOWS_SIGNATURE]["outputs"] == list(WINDOWS_OUTPUTS)
     assert metadata["pcm_scale"] == PCM_SCALE
@@ -300,12 +303,19 @@ def test_serving_graph_has_core_ops_only(exported):
 def test_verify_export_and_refusals(trained, exported):
     output, version_dir = exported
     assert set(verify_export(output)) == {"silence", "noise", "tone"}
+    assert set(verify_export(output, US8K)) == {"silence", "noise", "tone"}
+    with pytest.raises(ExportVerificationError, match="3 classes expected"):
+        verify_export(output, ("bell", "hum", "chirp"))  # checked against another list: refused
     with pytest.raises(FileExistsError):
-        export_model(trained, output)
+        export_model(trained, output, class_names=US8K)
     with pytest.raises(ValueError, match="threshold"):
-        export_model(trained, output, threshold=1.5, overwrite=True)
+        export_model(trained, output, class_names=US8K, threshold=1.5, overwrite=True)
     with pytest.raises(ValueError, match="written by the export"):
-        export_model(trained, output, metadata={"threshold": 0.1}, overwrite=True)
+        export_model(trained, output, class_names=US8K, metadata={"threshold": 0.1}, overwrite=True)
+    with pytest.raises(ValueError, match=r"model 'tiny' has 10 outputs but the run's class list has 3 classes"):
+        export_model(trained, output, class_names=("bell", "hum", "chirp"), overwrite=True)
+    with pytest.raises(ValueError, match="listed twice"):
+        export_model(trained, output, class_names=US8K[:9] + (US8K[0],), overwrite=True)
     assert (version_dir / SAVED_MODEL_FILE).exists()  # refusals left the export alone
 
 
@@ -326,6 +336,8 @@ def test_cli_exports_the_selected_model(trained, tmp_path, capsys):
     assert us8k.main(["export", str(run), "--output", str(output)]) == 0
     metadata = json.loads((output / METADATA_FILE).read_text())
     assert metadata["threshold"] == DEFAULT_THRESHOLD and metadata["model_name"] == "tiny"
+    # a run written before runs kept their classes (no classes.json) is UrbanSound8K's, in the graph too
+    assert not (run / CLASSES_FILE).exists() and metadata["class_names"] == list(US8K)
     assert metadata["run"]["selected"] == "tiny" and metadata["run"]["selected_model"]["best_val_accuracy"] == 0.5
     clip = _scene(4, 6)
     out = tf.saved_model.load(str(output / MODEL_SUBDIR / VERSION)).signatures[SERVING_SIGNATURE](
@@ -359,4 +371,10 @@ def test_cli_errors_are_one_line(trained, tmp_path, capsys):
     (run / SELECTION_FILE).write_text(json.dumps({"selected": "tiny", "models": {"tiny": {
         "checkpoint": SELECTION_FILE}}}))
     assert "cannot load" in error(str(run))
+    run = _run_dir(tmp_path / "other", trained)
+    (run / CLASSES_FILE).write_text(json.dumps({"class_names": ["bell", "hum", "chirp"]}))
+    assert re.search(r"model 'tiny' has 10 outputs but the run's class list has 3 classes \(bell, hum, chirp\)$",
+                     error(str(run)))
+    (run / CLASSES_FILE).write_text(json.dumps({"class_names": ["bell"]}))
+    assert "1 class(es): a class list has 2 to 1000" in error(str(run))
     assert not (tmp_path / "out").exists()

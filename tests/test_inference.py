@@ -25,7 +25,7 @@ from serving.inference import (
 )
 from tfdata.audio import decode_audio, prepare_waveform
 from tfdata.batching import pad_batch
-from tfdata.contract import CLASS_NAMES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED
+from tfdata.contract import DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED, URBANSOUND8K_CLASSES
 from tfdata.layout import METADATA_FILE, MODEL_SUBDIR, OUTPUT_PROBABILITIES, SERVING_SIGNATURE, VERSION, serving_inputs
 
 pytestmark = pytest.mark.timeout(180)
@@ -168,7 +168,7 @@ def test_options_from_custom_attributes_and_query():
 
 
 def test_predictions_threshold_windows_and_rounding():
-    config = ServingConfig(CLASS_NAMES, 0.6, 2.0)
+    config = ServingConfig(URBANSOUND8K_CLASSES, 0.6, 2.0)
     probabilities = np.zeros((2, 10), np.float32)
     probabilities[0, 3], probabilities[0, 1] = 0.7, 0.3
     probabilities[1, 8], probabilities[1, 0] = 0.55, 0.45
@@ -178,7 +178,8 @@ def test_predictions_threshold_windows_and_rounding():
     count = np.array([1, 3], np.int32)
     first, second = predictions_from_outputs(probabilities, windows, count, config=config)
     assert first == {"label": "dog_bark", "confidence": 0.7, "undetermined": False,
-                     "probabilities": dict(zip(CLASS_NAMES, np.round(probabilities[0].astype(float), 6).tolist()))}
+                     "probabilities": dict(zip(URBANSOUND8K_CLASSES,
+                                               np.round(probabilities[0].astype(float), 6).tolist()))}
     assert second["label"] == UNDETERMINED and second["undetermined"] and second["confidence"] == 0.55
     assert "windows" not in first
     lowered = predictions_from_outputs(probabilities, windows, count, config=config,
@@ -192,15 +193,44 @@ def test_predictions_threshold_windows_and_rounding():
 
 
 def test_load_config_from_metadata(tmp_path):
-    assert load_config(None) == ServingConfig(CLASS_NAMES, DEFAULT_THRESHOLD, 2.0)
     meta = tmp_path / METADATA_FILE
     meta.write_text(json.dumps({"sample_rate": SAMPLE_RATE, "threshold": 0.42, "window_hop_samples": 22050,
-                                "class_names": list(CLASS_NAMES)}))
-    assert load_config(meta) == ServingConfig(CLASS_NAMES, 0.42, 1.0)
+                                "class_names": list(URBANSOUND8K_CLASSES)}))
+    assert load_config(meta) == ServingConfig(URBANSOUND8K_CLASSES, 0.42, 1.0)
     assert load_config(meta, threshold=0.8).threshold == 0.8
-    meta.write_text(json.dumps({"sample_rate": 16000}))
+    meta.write_text(json.dumps({"class_names": ["bell", "hum", "chirp"], "num_classes": 3}))  # any export's list
+    assert load_config(meta) == ServingConfig(("bell", "hum", "chirp"), DEFAULT_THRESHOLD, 2.0)
+    meta.write_text(json.dumps({"sample_rate": 16000, "class_names": ["bell", "hum"]}))
     with pytest.raises(ValueError, match="16000 Hz"):
         load_config(meta)
+
+
+def test_metadata_without_class_names_is_refused_in_one_line(tmp_path, monkeypatch):
+    """Every export has written class_names since the first one: metadata without them is no export of ours.
+    The container refuses it when it loads the handler, and keeps no earlier configuration."""
+    meta = tmp_path / METADATA_FILE
+    meta.write_text(json.dumps({"threshold": 0.5}))
+    monkeypatch.setenv(inference.METADATA_ENV, str(meta))
+    monkeypatch.delenv(inference.THRESHOLD_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"metadata.json: the model's metadata.json lacks class_names"):
+        inference.reload_container_config()
+    with pytest.raises(ValueError, match="lacks class_names"):  # not an earlier model's classes
+        inference.container_config()
+    monkeypatch.undo()
+    inference.forget_container_config()
+    with pytest.raises(ValueError, match=r"^no metadata.json: the model's class names are unknown"):
+        load_config(None)
+    with pytest.raises(ValueError, match=r"^no metadata.json at .*missing.json: the model's class names are unknown"):
+        load_config(tmp_path / "missing.json")
+    for content, problem in (({"threshold": 0.5}, "lacks class_names"),
+                             ({"class_names": ["bell"]}, "1 class(es): a class list has 2 to 1000"),
+                             ({"class_names": ["bell", "BELL"]}, "listed twice"),
+                             ({"class_names": ["bell", "hum"], "num_classes": 3}, "num_classes 3 but lists 2"),
+                             ([1, 2], "does not hold a JSON object")):
+        meta.write_text(json.dumps(content))
+        with pytest.raises(ValueError) as caught:
+            load_config(meta)
+        assert problem in str(caught.value) and "\n" not in str(caught.value), content
 
 
 # ------------------------------------------------------------------ the container's path
@@ -218,7 +248,7 @@ def container(tiny_export, monkeypatch):
     inference.reload_container_config()
     yield tiny_export
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 @pytest.fixture(scope="module")
@@ -255,13 +285,13 @@ def test_handlers_as_the_container_calls_them(container, signature):
         np.testing.assert_allclose(got, expected, atol=INT16_ROUNDING)  # the container sends int16 PCM
         top = int(np.argmax(expected))
         assert prediction["undetermined"] == (prediction["confidence"] < metadata["threshold"])
-        assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[top])
+        assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else metadata["class_names"][top])
     assert [len(p["windows"]) for p in predictions] == [1, 1, 3]  # 7 s → windows at 0, 2, 4 s
     # one clip alone gives the same answer as inside the padded batch
     alone_request = io.BytesIO(body({"instances": [clips[0].tolist()]}))
     alone = tf_serving_rest.predict(signature, inference.input_handler(alone_request, ctx))
     (single,) = json.loads(inference.output_handler(alone, ctx)[0])["predictions"]
-    for c in CLASS_NAMES:
+    for c in metadata["class_names"]:
         assert abs(single["probabilities"][c] - predictions[0]["probabilities"][c]) <= 1e-5
 
 
@@ -330,7 +360,7 @@ def test_declared_length_is_checked_before_resampling():
 
 
 def test_windows_answers_carry_timeline_and_segments():
-    config = ServingConfig(CLASS_NAMES, 0.6, 2.0)
+    config = ServingConfig(URBANSOUND8K_CLASSES, 0.6, 2.0)
     windows = np.zeros((1, 3, 10))
     windows[0, :2, 8], windows[0, :2, 0] = 0.9, 0.1
     windows[0, 2, 3], windows[0, 2, 0] = 0.7, 0.3

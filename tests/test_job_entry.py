@@ -90,8 +90,10 @@ def test_entry_point_exports_reports_and_checkpoints(job):
     metadata = json.loads((tree / "model" / "metadata.json").read_text())
     assert metadata["model_name"] == "tiny"
     data = tree / "output" / "data"
-    for name in ("report/report.json", "selection.json", "config.json", "calibration.json", "history/tiny.csv"):
+    for name in ("report/report.json", "selection.json", "config.json", "classes.json", "calibration.json",
+                 "history/tiny.csv"):
         assert (data / name).is_file(), name
+    assert metadata["class_names"] == json.loads((data / "classes.json").read_text())["class_names"]
     selection = json.loads((data / "selection.json").read_text())
     assert selection["per_replica_batch_size"] == 8 and selection["workers"] == 1
     assert selection["training_loop"] == "fit" and selection["xla"] is False  # one process: Keras's Model.fit

@@ -57,7 +57,7 @@ def read_jsonl(path):
 
 
 def probabilities(answer):
-    return np.array([answer["probabilities"][name] for name in c.CLASS_NAMES])
+    return np.array([answer["probabilities"][name] for name in c.URBANSOUND8K_CLASSES])
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_every_file_is_predicted_or_listed_in_errors(labelled, collection):
     assert summary["failed_by_step"] == {"list": 0, "read": 0, "decode": CORRUPT + 1, "inference": 0}
     assert sum(summary["classes"].values()) + summary["undetermined"] == summary["predicted"]
     assert summary["undetermined"] == sum(p["label"] == c.UNDETERMINED for p in predictions)
-    for name in c.CLASS_NAMES:
+    for name in c.URBANSOUND8K_CLASSES:
         assert summary["classes"][name] == sum(p["label"] == name for p in predictions)
     reasons = {os.path.basename(e["path"]): e["reason"] for e in errors}
     assert reasons["street-50s.wav"] == f"{TOO_LONG_SECONDS:.1f} s of audio; the limit is {MAX_SECONDS:g} s"
@@ -219,7 +219,10 @@ SMALL_FILE_MB = 0.5  # --max-file-mb of these runs: the 16 s file (0.67 MiB) is 
 def build_failing_export(target):
     """target/model/1/: a SavedModel with the export's serving signature (waveform [n, samples],
     lengths [n] → probabilities [n, classes]) that raises InvalidArgumentError on a batch holding a
-    window whose peak reaches FAIL_PEAK (silence, LoadedModel's warm-up, passes). No metadata.json."""
+    window whose peak reaches FAIL_PEAK (silence, LoadedModel's warm-up, passes), and a metadata.json
+    holding only its class names (UrbanSound8K's: a model's answers always need its class list)."""
+    import json
+
     import tensorflow as tf
 
     class FailsOnLoudWindows(tf.Module):
@@ -228,10 +231,12 @@ def build_failing_export(target):
             tf.debugging.assert_less(tf.reduce_max(tf.abs(waveform)), FAIL_PEAK,
                                      message="a window too loud for this model")
             level = tf.sqrt(tf.reduce_mean(tf.square(waveform), axis=1, keepdims=True))
-            return {"probabilities": tf.nn.softmax(level * tf.range(c.NUM_CLASSES, dtype=tf.float32)[None])}
+            classes = tf.range(len(c.URBANSOUND8K_CLASSES), dtype=tf.float32)
+            return {"probabilities": tf.nn.softmax(level * classes[None])}
 
     module = FailsOnLoudWindows()
     tf.saved_model.save(module, str(target / "model" / "1"), signatures={"serving_default": module.serve})
+    (target / "metadata.json").write_text(json.dumps({"class_names": list(c.URBANSOUND8K_CLASSES)}))
 
 
 @pytest.fixture(scope="module")

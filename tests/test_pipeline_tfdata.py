@@ -10,6 +10,7 @@ from tfdata import dataset, records
 pytestmark = pytest.mark.timeout(180)
 
 PER_FOLD = {1: 13, 2: 11}  # 24 clips, two folds, three shards each
+CLASSES = len(c.URBANSOUND8K_CLASSES)  # tone records without a manifest: UrbanSound8K's ten classes
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +142,11 @@ def test_cache_gives_the_same_records(records_dir, tmp_path):
 
 
 def test_class_counts_and_weights(records_dir):
-    counts = dataset.class_counts(records_dir, [1, 2])
-    expected = np.bincount([i % c.NUM_CLASSES for n in PER_FOLD.values() for i in range(n)],
-                           minlength=c.NUM_CLASSES)
+    counts = dataset.class_counts(records_dir, [1, 2], CLASSES)
+    expected = np.bincount([i % CLASSES for n in PER_FOLD.values() for i in range(n)], minlength=CLASSES)
     np.testing.assert_array_equal(counts, expected)
+    with pytest.raises(ValueError, match="has label [3-9], outside the 3 classes"):  # records of another list
+        dataset.class_counts(records_dir, [1, 2], 3)
     weights = dataset.class_weights([10, 30, 0] + [20] * 7)
     assert weights[1] == pytest.approx(weights[0] / 3) and weights[2] == 1.0
     # balanced: the weighted count of every present class is the same, and they add up to the total
@@ -160,14 +162,17 @@ def test_missing_fold_is_a_clear_error(records_dir):
 
 def test_one_hot_labels_and_class_weights_as_sample_weights(records_dir):
     plain = list(dataset.make_dataset(records_dir, [1], dataset.DatasetConfig(batch_size=4, training=False)))
-    weights = {k: 1.0 + k for k in range(c.NUM_CLASSES)}
+    weights = {k: 1.0 + k for k in range(CLASSES)}
     hot = list(dataset.make_dataset(records_dir, [1],
-        dataset.DatasetConfig(batch_size=4, training=False, one_hot=True, class_weights=weights)))
+        dataset.DatasetConfig(batch_size=4, training=False, one_hot=True, num_classes=CLASSES, class_weights=weights)))
     for (x, y), (x1, y1, w1) in zip(plain, hot):
         np.testing.assert_array_equal(x.numpy(), x1.numpy())
         np.testing.assert_array_equal(y1.numpy().argmax(axis=1), y.numpy())
         np.testing.assert_allclose(y1.numpy().sum(axis=1), 1.0)
+        assert y1.shape[1] == CLASSES  # the depth is the records' class count
         np.testing.assert_allclose(w1.numpy(), [weights[int(k)] for k in y.numpy()])
     with pytest.raises(ValueError, match="one_hot=True"):
         dataset.make_dataset(records_dir, [1],
             dataset.DatasetConfig(batch_size=4, training=False, class_weights=weights))
+    with pytest.raises(ValueError, match="one_hot labels need num_classes"):
+        dataset.DatasetConfig(batch_size=4, one_hot=True)

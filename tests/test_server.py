@@ -28,7 +28,7 @@ import us8k
 from serving import inference
 from serving.server import EndpointOptions, start_server
 from tfdata.audio import decode_audio, prepare_waveform
-from tfdata.contract import CLASS_NAMES, SAMPLE_RATE, UNDETERMINED
+from tfdata.contract import SAMPLE_RATE, UNDETERMINED, URBANSOUND8K_CLASSES
 from tfdata.layout import (
     METADATA_FILE,
     MODEL_SUBDIR,
@@ -77,7 +77,7 @@ def clip(seconds, rate=SAMPLE_RATE, freq=440.0, seed=0):
 
 
 def probs(prediction):
-    return np.array([prediction["probabilities"][c] for c in CLASS_NAMES])
+    return np.array([prediction["probabilities"][c] for c in URBANSOUND8K_CLASSES])
 
 
 def check_prediction(prediction, expected, threshold=0.6, atol=SAME_ANSWER):
@@ -85,7 +85,8 @@ def check_prediction(prediction, expected, threshold=0.6, atol=SAME_ANSWER):
     np.testing.assert_allclose(probs(prediction), expected, atol=atol)
     assert prediction["confidence"] == pytest.approx(float(expected.max()), abs=atol)
     assert prediction["undetermined"] == (prediction["confidence"] < threshold)
-    assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else CLASS_NAMES[int(expected.argmax())])
+    top = URBANSOUND8K_CLASSES[int(expected.argmax())]  # tiny_export's classes
+    assert prediction["label"] == (UNDETERMINED if prediction["undetermined"] else top)
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def container(monkeypatch):
 
     yield configure
     monkeypatch.undo()
-    inference.reload_container_config()
+    inference.forget_container_config()  # outside the container again: no model's metadata to read
 
 
 def test_ping(http):
@@ -172,7 +173,7 @@ def test_threshold_per_request_makes_undetermined(http, how):
     assert strict["label"] == UNDETERMINED and strict["undetermined"] is True
     assert strict["confidence"] == base["confidence"] and strict["probabilities"] == base["probabilities"]
     (lenient,) = ask(below).json()["predictions"]
-    assert lenient["undetermined"] is False and lenient["label"] == CLASS_NAMES[int(probs(base).argmax())]
+    assert lenient["undetermined"] is False and lenient["label"] == URBANSOUND8K_CLASSES[int(probs(base).argmax())]
 
 
 def test_endpoint_threshold_from_metadata_and_override(tiny_export, server):

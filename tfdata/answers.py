@@ -13,6 +13,8 @@ The threshold rule lives here too (`answer_config`): the threshold asked for (an
 `--threshold` or a request's, a labelling job's `--threshold`), else the exported model's calibrated
 one (metadata.json's "threshold"), else the contract's DEFAULT_THRESHOLD; and `answers_from_outputs`
 turns the serving signature's outputs into the answers the endpoint sends and `us8k label` writes.
+The class names are always the exported model's (metadata.json's "class_names", label order), never a
+default: every export has written them since the first, so metadata without them is refused.
 
 Pure Python and numpy: the serving handlers (`serving.inference`, shipped to the SageMaker container
 in `code/lib/tfdata/`) and the batch labelling job (`beam.label`) both import it.
@@ -24,7 +26,8 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from tfdata.contract import CLASS_NAMES, CLIP_SAMPLES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
+from tfdata.classes import check_class_names
+from tfdata.contract import CLIP_SAMPLES, DEFAULT_THRESHOLD, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
 
 DECIMALS = 6  # probabilities and confidences in answers
 TIME_DECIMALS = 3  # seconds in answers
@@ -33,10 +36,10 @@ HOP_SECONDS = WINDOW_HOP_SAMPLES / SAMPLE_RATE  # 2.0
 
 
 class AnswerConfig(NamedTuple):
-    """What answers need from the exported model: class order, threshold, window hop (seconds).
-    A NamedTuple: the SageMaker handler is imported without a sys.modules entry, where a dataclass
-    with string annotations cannot be built (serving.inference)."""
-    class_names: tuple[str, ...] = CLASS_NAMES
+    """What answers need from the exported model: its class names (label order), threshold, window hop
+    (seconds). A NamedTuple: the SageMaker handler is imported without a sys.modules entry, where a
+    dataclass with string annotations cannot be built (serving.inference)."""
+    class_names: tuple[str, ...]
     threshold: float = DEFAULT_THRESHOLD
     window_hop_seconds: float = HOP_SECONDS
 
@@ -48,15 +51,28 @@ def check_threshold(value: Any, error=ValueError) -> float:
     return float(value)
 
 
-def answer_config(metadata: Mapping[str, Any] | None = None, threshold: float | None = None) -> AnswerConfig:
-    """An export's metadata.json content (None: none) → AnswerConfig. The threshold is `threshold`
-    when given, else the model's own ("threshold"), else DEFAULT_THRESHOLD; ValueError when the model
-    expects another sample rate than the contract's or a threshold is outside [0, 1]."""
-    metadata = metadata or {}
+def answer_config(metadata: Mapping[str, Any] | None, threshold: float | None = None) -> AnswerConfig:
+    """An export's metadata.json content (None: there is none) → AnswerConfig. The class names are the
+    model's ("class_names"); the threshold is `threshold` when given, else the model's own
+    ("threshold"), else DEFAULT_THRESHOLD. ValueError in one line when the metadata is missing, lacks
+    class_names or holds an invalid list, when the model expects another sample rate than the
+    contract's, or when a threshold is outside [0, 1]."""
+    if not isinstance(metadata, Mapping):
+        raise ValueError("the model has no metadata.json, so its class names are unknown (every export writes "
+                         "EXPORT/metadata.json beside model/; serve the export directory or its model.tar.gz)")
     rate = int(metadata.get("sample_rate", SAMPLE_RATE))
     if rate != SAMPLE_RATE:
         raise ValueError(f"model expects {rate} Hz audio, this code prepares {SAMPLE_RATE} Hz")
-    class_names = tuple(metadata.get("class_names", CLASS_NAMES))
+    if "class_names" not in metadata:
+        raise ValueError("the model's metadata.json lacks class_names (the model's class list, which every "
+                         "export of this project writes)")
+    try:
+        class_names = check_class_names(metadata["class_names"])
+    except ValueError as error:
+        raise ValueError(f"the model's metadata.json class_names: {error}") from None
+    if metadata.get("num_classes", len(class_names)) != len(class_names):
+        raise ValueError(f"the model's metadata.json says num_classes {metadata['num_classes']} but lists "
+                         f"{len(class_names)} class_names")
     hop_samples = int(metadata.get("window_hop_samples", WINDOW_HOP_SAMPLES))
     model_threshold = metadata.get("threshold")
     chosen = threshold if threshold is not None else (
@@ -65,7 +81,7 @@ def answer_config(metadata: Mapping[str, Any] | None = None, threshold: float | 
 
 
 def answers_from_outputs(probabilities, window_probabilities, window_count, *,
-                         config: AnswerConfig = AnswerConfig(), threshold: float | None = None,
+                         config: AnswerConfig, threshold: float | None = None,
                          windows: bool = False, durations: Sequence[float] | None = None) -> list[dict]:
     """The serving signature's outputs ([n, C] mean, [n, W, C] windows, [n] window counts) → one
     answer per row (`prediction`, probabilities rounded to DECIMALS); `threshold` overrides the
@@ -95,7 +111,7 @@ class Segment(NamedTuple):
         return {"start_s": self.start_s, "end_s": self.end_s, "label": self.label, "confidence": self.confidence}
 
 
-def prediction(probabilities: Sequence[float], class_names: Sequence[str] = CLASS_NAMES,
+def prediction(probabilities: Sequence[float], class_names: Sequence[str],
                threshold: float = DEFAULT_THRESHOLD) -> dict:
     """One probability row → {"label", "confidence", "probabilities": {class: p}, "undetermined"}:
     the label is UNDETERMINED when the top probability is below `threshold`."""
@@ -111,7 +127,7 @@ def prediction(probabilities: Sequence[float], class_names: Sequence[str] = CLAS
             "undetermined": undetermined}
 
 
-def window_labels(window_probabilities, class_names: Sequence[str] = CLASS_NAMES,
+def window_labels(window_probabilities, class_names: Sequence[str],
                   threshold: float = DEFAULT_THRESHOLD) -> list[tuple[str, float]]:
     """[K, C] rows → each window's (label or UNDETERMINED, top probability)."""
     rows = _rows(window_probabilities, class_names)
@@ -122,7 +138,7 @@ def window_labels(window_probabilities, class_names: Sequence[str] = CLASS_NAMES
     return [(UNDETERMINED if c < threshold else class_names[t], float(c)) for t, c in zip(top.tolist(), confidence)]
 
 
-def timeline(window_probabilities, class_names: Sequence[str] = CLASS_NAMES, threshold: float = DEFAULT_THRESHOLD,
+def timeline(window_probabilities, class_names: Sequence[str], threshold: float = DEFAULT_THRESHOLD,
              hop_seconds: float = HOP_SECONDS, *, with_probabilities: bool = True) -> list[dict]:
     """[K, C] rows → [{"start_s", "label", "confidence", "undetermined"[, "probabilities"]}] per window."""
     rows = np.round(_rows(window_probabilities, class_names), DECIMALS)
@@ -135,7 +151,7 @@ def timeline(window_probabilities, class_names: Sequence[str] = CLASS_NAMES, thr
     return out
 
 
-def segments(window_probabilities, class_names: Sequence[str] = CLASS_NAMES, threshold: float = DEFAULT_THRESHOLD,
+def segments(window_probabilities, class_names: Sequence[str], threshold: float = DEFAULT_THRESHOLD,
              hop_seconds: float = HOP_SECONDS, window_seconds: float = WINDOW_SECONDS,
              duration_s: float | None = None) -> list[Segment]:
     """[K, C] window rows of one clip → its event segments (see the module's docstring), in time order."""

@@ -209,7 +209,9 @@ class DatasetConfig:
     num_examples: the records' count when known (e.g. from `class_counts`): the dataset then has a
     known length (Keras shows steps per epoch); a wrong count fails when the data runs out.
     num_workers: the input pipelines of a multi-worker job (chooses the auto-shard policy).
-    one_hot: labels float32 [B, classes] instead of int32 [B] (required when `augment` mixes labels).
+    num_classes: the records' classes (`tfdata.classes.read_dataset_info(...).num_classes`): the depth
+    of one-hot labels and the size of the class-weight table; required with `one_hot`.
+    one_hot: labels float32 [B, num_classes] instead of int32 [B] (required when `augment` mixes labels).
     class_weights ({class: weight}, with one_hot): a third element, the sample weights [B], each
     the label-weighted mean of the class weights (a mixed label gets the mix of its classes')."""
 
@@ -223,12 +225,17 @@ class DatasetConfig:
     deterministic: bool | None = None
     num_workers: int = 1
     num_examples: int | None = None
+    num_classes: int | None = None
     one_hot: bool = False
     class_weights: dict | None = None
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes must be ≥ 1, got {self.num_classes}")
+        if self.one_hot and self.num_classes is None:
+            raise ValueError("one_hot labels need num_classes (the records' classes)")
 
     @property
     def augmentation(self) -> AugmentParams | None:
@@ -267,7 +274,7 @@ def make_dataset(records_dir: str | os.PathLike, folds, config: DatasetConfig) -
         raise ValueError("class_weights (sample weights) need one_hot=True")
 
     def label_of(f):
-        return tf.one_hot(f[c.KEY_LABEL], c.NUM_CLASSES) if one_hot else f[c.KEY_LABEL]
+        return tf.one_hot(f[c.KEY_LABEL], config.num_classes) if one_hot else f[c.KEY_LABEL]
 
     if augment:
         params = augment
@@ -286,7 +293,8 @@ def make_dataset(records_dir: str | os.PathLike, folds, config: DatasetConfig) -
     else:
         ds = ds.map(lambda f: (f["waveform"], label_of(f)))
     if config.class_weights is not None:
-        table = tf.constant([float(config.class_weights.get(k, 1.0)) for k in range(c.NUM_CLASSES)], tf.float32)
+        table = tf.constant([float(config.class_weights.get(k, 1.0)) for k in range(config.num_classes)],
+                            tf.float32)
         ds = ds.map(lambda x, y: (x, y, tf.linalg.matvec(y, table)))
     ds = ds.prefetch(tf.data.AUTOTUNE)
 
@@ -297,15 +305,20 @@ def make_dataset(records_dir: str | os.PathLike, folds, config: DatasetConfig) -
     return ds.with_options(options)
 
 
-def class_counts(records_dir: str | os.PathLike, folds) -> np.ndarray:
-    """Examples per class (int64 [NUM_CLASSES]) in the given folds; parses only the labels."""
+def class_counts(records_dir: str | os.PathLike, folds, num_classes: int) -> np.ndarray:
+    """Examples per class (int64 [num_classes]) in the given folds; parses only the labels. A label
+    outside 0..num_classes-1 (records of another class list) is a ValueError naming it."""
     spec = {c.KEY_LABEL: records.FEATURE_SPEC[c.KEY_LABEL]}
     ds = tf.data.TFRecordDataset(records.fold_files(records_dir, folds),
                                  num_parallel_reads=tf.data.AUTOTUNE)
     ds = ds.batch(LABEL_COUNT_BATCH).map(lambda s: tf.io.parse_example(s, spec)[c.KEY_LABEL])
-    counts = np.zeros(c.NUM_CLASSES, np.int64)
+    counts = np.zeros(num_classes, np.int64)
     for labels in ds.as_numpy_iterator():
-        counts += np.bincount(labels, minlength=c.NUM_CLASSES)[: c.NUM_CLASSES]
+        outside = labels[(labels < 0) | (labels >= num_classes)]
+        if outside.size:
+            raise ValueError(f"a record of fold(s) {list(folds)} has label {int(outside[0])}, outside the "
+                             f"{num_classes} classes of the records' class list")
+        counts += np.bincount(labels, minlength=num_classes)
     return counts
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 # A training run directory (`us8k train --output RUN`).
 CONFIG_FILE = "config.json"  # the run's TrainConfig (+ versions, records manifest hash)
+CLASSES_FILE = "classes.json"  # the run's class names (label order) and folds, as read from the records
 SELECTION_FILE = "selection.json"  # every model's results and the selected one
 NORMALIZATION_FILE = "normalization.json"  # log-mel mean and variance over the training folds
 CHECKPOINTS_DIR = "checkpoints"  # RUN/checkpoints/<model>/: one directory per model
