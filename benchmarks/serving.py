@@ -51,7 +51,7 @@ from serving.batcher import BATCH_TIMEOUT_MS, MAX_BATCH  # batching on: the serv
 from serving.inference import MAX_INSTANCES, MAX_SECONDS
 from serving.model_files import locate_model
 from tfdata.audio import decode_audio
-from tfdata.contract import FRONTEND, SAMPLE_RATE
+from tfdata.contract import FRONTEND, SAMPLE_RATE, URBANSOUND8K_CLASSES
 from tfdata.layout import OUTPUT_PROBABILITIES, SERVING_SIGNATURE, serving_inputs
 
 CONCURRENCY = (1, 8, 32)
@@ -102,8 +102,9 @@ def _export_random(model_name: str, directory: Path) -> Path:
     from models.export import export_model
 
     keras.utils.set_random_seed(SEED)
-    model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, directory)
+    model = build_model(model_name, np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32),
+                        num_classes=len(URBANSOUND8K_CLASSES))
+    export_model(model, directory, class_names=URBANSOUND8K_CLASSES)
     return directory
 
 

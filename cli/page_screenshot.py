@@ -25,11 +25,12 @@ def example_export(target: str | Path) -> Path:
 
     from models.architectures import build_model
     from models.export import export_model
-    from tfdata.contract import FRONTEND
+    from tfdata.contract import FRONTEND, URBANSOUND8K_CLASSES
 
     keras.utils.set_random_seed(0)
-    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32))
-    export_model(model, Path(target))
+    model = build_model("tiny", np.zeros(FRONTEND.n_mels, np.float32), np.ones(FRONTEND.n_mels, np.float32),
+                        num_classes=len(URBANSOUND8K_CLASSES))
+    export_model(model, Path(target), class_names=URBANSOUND8K_CLASSES)
     return Path(target)
 
 

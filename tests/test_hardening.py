@@ -26,7 +26,7 @@ from serving.http_helpers import DISCARD_LIMIT, PARSE_WORKERS
 from serving.inference import MAX_BODY_BYTES, MAX_JSON_DEPTH, MAX_SECONDS, ServingConfig
 from serving.server import bind_socket, create_app, uvicorn_server
 from tfdata.audio import BLOCK_SAMPLES
-from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, WINDOW_HOP_SAMPLES
+from tfdata.contract import CLIP_SAMPLES, SAMPLE_RATE, UNDETERMINED, URBANSOUND8K_CLASSES, WINDOW_HOP_SAMPLES
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -206,7 +206,7 @@ def test_a_model_failure_is_a_500_and_the_server_goes_on():
         calls.append(batch.shape)
         raise RuntimeError("the model is broken")
 
-    app = create_app(broken_model, ServingConfig())
+    app = create_app(broken_model, ServingConfig(URBANSOUND8K_CLASSES))
     sock = bind_socket("127.0.0.1", 0)
     server = uvicorn_server(app)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

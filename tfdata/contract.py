@@ -84,12 +84,6 @@ URBANSOUND8K_CLASSES = (
     "street_music",
 )
 URBANSOUND8K_FOLDS = 10
-# TRANSITIONAL (issue 22, removed once every stage reads the data's classes): the old names.
-CLASS_NAMES = URBANSOUND8K_CLASSES
-NUM_CLASSES = len(CLASS_NAMES)
-NUM_FOLDS = URBANSOUND8K_FOLDS
-DEFAULT_VAL_FOLD = 9
-DEFAULT_TEST_FOLD = 10
 
 # Below this top probability a prediction is "undetermined" (the seed's rule).
 DEFAULT_THRESHOLD = 0.6
