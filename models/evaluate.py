@@ -15,6 +15,8 @@ neither PyAV nor soxr. Writes `report.json`, the PNGs and a short `summary.md`; 
 model's test accuracy. The classes are the run's (RUN/classes.json, `models.run_classes`; a run written
 before runs kept them is UrbanSound8K's): per-class figures and the confusion matrix over them, and
 report.json's "class_names"; a model whose output size differs from that list is refused.
+Figures are per clip: a clip that ingestion stored as its 4 s windows counts once, with the mean of its
+windows' probabilities (`predict_clips`), as the endpoint answers the same audio.
 """
 from __future__ import annotations
 
@@ -35,7 +37,6 @@ from models.figures import figure_png
 from models.run_classes import RunClasses, output_mismatch, read_run_classes
 from tfdata import contract as c
 from tfdata.classes import ClassListError
-from tfdata.dataset import DatasetConfig, make_dataset
 from tfdata.layout import (
     CALIBRATION_FILE,
     REPORT_DIR,
@@ -45,6 +46,8 @@ from tfdata.layout import (
     read_selection,
     report_figure,
 )
+from tfdata.records import read_clip_windows
+from tfdata.windowing import average_windows
 
 BATCH_SIZE = 32
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
@@ -79,6 +82,25 @@ def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     if not labels:
         raise EvaluationError("the evaluation dataset is empty")
     return np.concatenate(probabilities), np.concatenate(labels).astype(np.int64)
+
+
+def predict_clips(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Run `model` over batches of (waveform, label, clip key) (tfdata.records.read_clip_windows) → one
+    row per clip: (probabilities [clips, classes], labels [clips]). A clip stored as its windows answers
+    with the mean of its windows' probabilities, as the endpoint answers for the same audio."""
+    predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
+    probabilities, labels, keys = [], [], []
+    for waveform, label, key in dataset:
+        probabilities.append(predict(waveform).numpy().astype(np.float64))
+        labels.append(label.numpy())
+        keys += key.numpy().tolist()
+    if not labels:
+        raise EvaluationError("the evaluation dataset is empty")
+    clips: dict[bytes, int] = {}
+    clip_of = np.array([clips.setdefault(k, len(clips)) for k in keys])
+    mean, _, _ = average_windows(np.concatenate(probabilities), clip_of, len(clips))
+    first = np.unique(clip_of, return_index=True)[1]  # each clip's first record (its windows share its label)
+    return mean, np.concatenate(labels).astype(np.int64)[first]
 
 
 # ---------------------------------------------------------------------------- metrics
@@ -184,7 +206,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     records_dir = os.fspath(records_dir or selection["records"])
     test_fold = int(selection["test_fold"])
     try:
-        test_ds = make_dataset(records_dir, [test_fold], DatasetConfig(batch_size=batch_size))
+        test_ds = read_clip_windows(records_dir, [test_fold], batch_size)
     except FileNotFoundError as e:
         raise EvaluationError(str(e)) from None
     config = selection.get("config") or {}
@@ -192,8 +214,7 @@ def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THR
     target_value = float(config.get("calibration_target_value", 0.9))
     val_fold = selection.get("val_fold")
     try:
-        val_ds = None if val_fold is None else make_dataset(records_dir, [int(val_fold)],
-                                                            DatasetConfig(batch_size=batch_size))
+        val_ds = None if val_fold is None else read_clip_windows(records_dir, [int(val_fold)], batch_size)
     except FileNotFoundError:
         val_ds = None  # no validation records here: no calibration
     report_dir = os.path.join(run_dir, REPORT_DIR)
@@ -262,7 +283,7 @@ def _test_predictions(model, name: str, test_ds, test_fold: int, classes: RunCla
     mismatch = output_mismatch(model.output_shape[-1], classes.class_names, f"model {name!r}")
     if mismatch:
         raise EvaluationError(f"{mismatch} ({classes.source})")
-    probabilities, labels = predict_dataset(model, test_ds)
+    probabilities, labels = predict_clips(model, test_ds)
     outside = labels[(labels < 0) | (labels >= classes.num_classes)]
     if outside.size:
         raise EvaluationError(f"test fold {test_fold} holds label {int(outside[0])}, outside the run's "
@@ -272,7 +293,7 @@ def _test_predictions(model, name: str, test_ds, test_fold: int, classes: RunCla
 
 def _calibration(model, val_ds, probabilities, labels, target: str, target_value: float) -> dict:
     """Temperature and threshold fitted on the validation fold, checked on the test fold's predictions."""
-    val_probabilities, val_labels = predict_dataset(model, val_ds)
+    val_probabilities, val_labels = predict_clips(model, val_ds)
     calibration = cal.calibrate(val_probabilities, val_labels, target, target_value)
     calibration["test"] = cal.check_on(probabilities, labels, calibration["temperature"], calibration["threshold"])
     return calibration

@@ -73,3 +73,24 @@ def test_long_clips_are_stored_as_their_windows(tmp_path):
                   if records.parse_examples(s)[c.KEY_FILE].numpy() == b"hum/four.wav")
     assert c.KEY_WINDOW.encode() not in single.numpy()
     assert os.path.getsize(files[0]) > 0
+
+    # evaluation answers per clip: the mean of a clip's windows' probabilities (computed here from the model's
+    # answer to each record), one row per clip, its label once
+    import keras
+
+    from models.architectures import build_model
+    from models.evaluate import predict_clips
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny", np.zeros(c.FRONTEND.n_mels, np.float32), np.ones(c.FRONTEND.n_mels, np.float32),
+                        num_classes=2)
+    probabilities, labels = predict_clips(model, records.read_clip_windows(out, sorted(map(int, manifest["folds"])), 5))
+    assert probabilities.shape == (4, 2) and sorted(labels.tolist()) == [0, 0, 1, 1]
+    expected_rows = []
+    for name in stored:
+        answers = model(np.stack([e["waveform"] for e in stored[name]]), training=False).numpy()
+        expected_rows.append((int(stored[name][0][c.KEY_LABEL]), answers.mean(axis=0)))
+    for row, label, (want, mean) in zip(probabilities, labels, expected_rows):  # both in the records' order
+        assert label == want
+        np.testing.assert_allclose(row, mean, atol=1e-5)
+    assert not np.allclose(probabilities[0], probabilities[1])  # the rows differ: the check can tell clips apart

@@ -2,8 +2,9 @@
 
 The waveform is stored as little-endian int16 PCM bytes (CLIP_SAMPLES of them, `tfdata.pcm`'s
 conversion and scale, shared with the SageMaker handler and the graph) with the number of
-valid samples before zero padding. Serialising is `tfdata.example` (no TensorFlow: ingestion's
-workers never import it); parsing runs inside tf.data.
+valid samples before zero padding; a clip longer than 4 s is several records, its windows
+(KEY_WINDOW of KEY_WINDOWS), which `read_clip_windows` keys by clip. Serialising is `tfdata.example`
+(no TensorFlow: ingestion's workers never import it); parsing runs inside tf.data.
 """
 from __future__ import annotations
 
@@ -65,6 +66,18 @@ def read_folds(records_dir: str | os.PathLike, folds) -> tf.data.Dataset:
     files = fold_files(records_dir, folds)
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     return ds.map(lambda s: _waveform_label(parse_examples(s)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def read_clip_windows(records_dir: str | os.PathLike, folds, batch_size: int) -> tf.data.Dataset:
+    """Batches of (waveform float32 [b, CLIP_SAMPLES], label int32 [b], clip key string [b]) in file order:
+    the key, "<fold>/<slice_file_name>", is shared by the records that are windows of one long clip."""
+    ds = tf.data.TFRecordDataset(fold_files(records_dir, folds)).batch(batch_size)
+    return ds.map(lambda s: _waveform_label_clip(parse_examples(s)), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _waveform_label_clip(features):
+    clip = tf.strings.join([tf.strings.as_string(features[c.KEY_FOLD]), features[c.KEY_FILE]], "/")
+    return features["waveform"], features[c.KEY_LABEL], clip
 
 
 def _waveform_label(features):
