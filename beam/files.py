@@ -60,6 +60,15 @@ def read_text(path: str) -> str:
         return handle.read().decode()
 
 
+def holds_empty_files(path: str) -> bool:
+    """Whether a file of no bytes can be written at `path` through Beam's FileSystems: locally and on
+    gs:// yes; on s3:// no. Beam 2.77's S3 writer (io/aws/s3io.py, S3Uploader) makes every file a
+    multipart upload and sends a part only when it has bytes, so closing an empty file completes an
+    upload of no parts, which S3 refuses (MalformedXML). The jobs skip an empty text or shard file
+    there (skip_if_empty), and the drivers write no empty file there."""
+    return FileSystems.get_scheme(path) != "s3"
+
+
 def write_text(path: str, text: str) -> None:
     with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         handle.write(text.encode())
@@ -77,9 +86,12 @@ def jsonl_line(entry: dict) -> str:
 
 def sort_jsonl(path: str, key) -> list[dict]:
     """Read a JSON-lines file (none: empty), rewrite it sorted by `key` (deterministic output),
-    one `jsonl_line` per entry; return its entries in that order."""
+    one `jsonl_line` per entry; return its entries in that order. No entries: an empty file, except
+    where the filesystem cannot hold one (s3://, `holds_empty_files`): there the file stays absent."""
     entries = sorted((json.loads(line) for line in read_text(path).splitlines() if line.strip()), key=key)
-    write_text(path, "".join(jsonl_line(e) + "\n" for e in entries))
+    text = "".join(jsonl_line(e) + "\n" for e in entries)
+    if text or holds_empty_files(path):
+        write_text(path, text)
     return entries
 
 

@@ -16,7 +16,11 @@ manifest. PartitionByFold has one output per fold of the plan. The command line 
 OUTPUT and the dataset may be local paths, gs:// or s3:// (every read and write, the driver's
 too, goes through Beam's FileSystems; S3 endpoint and credentials come from Beam's S3 options,
 --s3_endpoint_url, --s3_access_key_id, --s3_secret_access_key, --s3_region_name…, else from
-boto3's usual sources: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, ~/.aws…).
+boto3's usual sources: AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_S3, ~/.aws…). On s3:// no empty file is
+written (Beam 2.77 cannot: beam.files.holds_empty_files): without failures there is no errors.jsonl
+(the manifest's "errors" is 0), and a fold whose every clip failed has no shard ("shards" 0);
+locally and on gs:// both exist, empty. Planned shards cannot avoid an empty shard (one that gets
+no record) and fail the job on s3:// when one occurs.
 
 Every CSV row (or audio file found, for the folders layout) ends up either as a record or as a line
 of errors.jsonl; the run checks that written + failed == rows and fails loudly otherwise.
@@ -66,7 +70,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam import driver
-from beam.files import absolute, jsonl_line, sort_jsonl, write_json
+from beam.files import absolute, holds_empty_files, jsonl_line, sort_jsonl, write_json
 from beam.ingest_rows import BadRow, ClipRow, LayoutError
 from beam.ingest_transforms import (
     CUT_COUNTER,
@@ -171,6 +175,7 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         pipeline
         | "ReadMetadata" >> beam.Create(plan.rows)  # the parsed rows, redistributed over the workers
         | "DecodeClips" >> DecodeClips(plan.data_dir))
+    skip_if_empty = not holds_empty_files(plan.output_dir)  # s3://: no empty file (beam.files)
     positions = {fold: index for index, fold in enumerate(plan.folds)}
     by_fold = (decoded[RECORDS_TAG] | "PartitionByFold" >> beam.Partition(fold_index, max(1, len(positions)),
                                                                             positions))
@@ -179,14 +184,16 @@ def build_pipeline(pipeline: beam.Pipeline, plan: IngestPlan) -> None:
         if plan.sharding == "planned":
             write = beam.io.WriteToTFRecord(prefix, file_name_suffix=c.RECORD_SUFFIX, num_shards=shards)
         else:  # written where decoded, a new file per bundle and whenever one reaches the cap
-            write = WriteCappedTFRecords(prefix, c.RECORD_SUFFIX, plan.shard_target_bytes, RECORD_BYTES)
+            write = WriteCappedTFRecords(prefix, c.RECORD_SUFFIX, plan.shard_target_bytes, RECORD_BYTES,
+                                         skip_if_empty=skip_if_empty)
         _ = (by_fold[positions[fold]]
              | f"ExamplesFold{fold}" >> beam.Map(example_bytes).with_output_types(bytes)
              | f"WriteFold{fold}" >> write)
     _ = (decoded[ERRORS_TAG]
          | "ErrorsToJson" >> beam.Map(jsonl_line).with_output_types(str)
          | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(plan.output_dir, c.ERRORS_FILE),
-                                                shard_name_template="", num_shards=1))
+                                                shard_name_template="", num_shards=1,
+                                                skip_if_empty=skip_if_empty))
 
 
 def run_ingest(data_dir: str, output_dir: str, pipeline_args: list[str] | None = None,
@@ -263,6 +270,9 @@ def _plan_lines(plan: IngestPlan) -> list[str]:
         lines.append(f"  fold {fold:>2}: {rows:>5} rows → {shards} shard(s)")
     cap = f"at most {plan.shard_target_bytes / 10**6:g} MB each" if plan.shard_target_bytes else "no size cap"
     lines.append(f"  shards: {'planned from the rows' if plan.sharding == 'planned' else 'runner-chosen'}, {cap}")
+    if plan.sharding == "planned" and not holds_empty_files(plan.output_dir):
+        lines.append("  note: a planned shard that gets no clip (too many failures in its fold) cannot be written "
+                     "to s3:// and fails the job")
     if collection.invalid_rows:
         lines.append(f"  {collection.invalid_rows} row(s) failing before decoding (they will be listed in "
                      f"{c.ERRORS_FILE})")

@@ -37,7 +37,9 @@ goes to errors.jsonl with the step and the reason.
 Outputs (each written as one file; predictions in the order the job wrote them, errors sorted by
 path): predictions.jsonl (one JSON object per labelled file), errors.jsonl (one per failed file),
 summary.json (counts per class, undetermined, failed by step, the model's metadata, the settings,
-the runner, model calls), written last: an OUT without it is incomplete. The driver checks that
+the runner, model calls), written last: an OUT without it is incomplete. On s3:// an empty
+predictions.jsonl or errors.jsonl is not written (Beam 2.77 cannot: beam.files.holds_empty_files):
+it is absent, and the summary's count is 0. The driver checks that
 predicted + failed == files matched (Beam counters and the lines of both files) and fails loudly
 otherwise. Re-running into the same OUT replaces those three files; the earlier ones (and Beam's
 temporary files an interrupted run left) are removed only once the runner has the job, as for
@@ -70,7 +72,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 
 from beam import driver
-from beam.files import absolute, count_lines, is_remote, jsonl_line, sort_jsonl, write_json
+from beam.files import absolute, count_lines, holds_empty_files, is_remote, jsonl_line, sort_jsonl, write_json
 from beam.label_model import (
     MAX_BATCH_WINDOWS,
     METRICS_NAMESPACE,
@@ -185,17 +187,20 @@ def build_pipeline(pipeline: beam.Pipeline, plan: LabelPlan) -> None:
     decoded = read[MAIN_TAG] | "Decode" >> beam.ParDo(DecodeFn(plan.max_seconds)).with_outputs(
         ERRORS_TAG, main=MAIN_TAG)
     handler = SavedModelHandler(plan.model, plan.max_batch_windows)
+    skip_if_empty = not holds_empty_files(plan.output_dir)  # s3://: no empty file (beam.files)
     results, dead = decoded[MAIN_TAG] | "RunInference" >> RunInference(handler).with_exception_handling()
     _ = (results
          | "Format" >> beam.ParDo(FormatFn(plan.model, plan.threshold, plan.windows)).with_output_types(str)
          | "WritePredictions" >> beam.io.WriteToText(FileSystems.join(plan.output_dir, PREDICTIONS_FILE),
-                                                     shard_name_template="", num_shards=1))
+                                                     shard_name_template="", num_shards=1,
+                                                     skip_if_empty=skip_if_empty))
     failed_inference = dead.failed_inferences | "InferenceErrors" >> beam.FlatMap(failed_batch)
     _ = ((read[ERRORS_TAG], decoded[ERRORS_TAG], failed_inference)
          | "AllErrors" >> beam.Flatten()
          | "ErrorsToJson" >> beam.Map(jsonl_line).with_output_types(str)
          | "WriteErrors" >> beam.io.WriteToText(FileSystems.join(plan.output_dir, ERRORS_FILE),
-                                                shard_name_template="", num_shards=1))
+                                                shard_name_template="", num_shards=1,
+                                                skip_if_empty=skip_if_empty))
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -282,8 +287,10 @@ def _print_result(summary: dict, plan: LabelPlan, progress: driver.Progress) -> 
     calls = summary["model_calls"]
     progress(f"  model: {calls['calls']} calls of ≤ {plan.max_batch_windows} windows ({calls['windows']} windows, "
              f"largest {calls['largest']})")
-    progress(f"  predictions: {FileSystems.join(plan.output_dir, PREDICTIONS_FILE)}; "
-             f"summary: {FileSystems.join(plan.output_dir, SUMMARY_FILE)}")
+    predictions = FileSystems.join(plan.output_dir, PREDICTIONS_FILE)
+    if not predicted and not holds_empty_files(predictions):
+        predictions = "none (s3:// holds no empty file)"
+    progress(f"  predictions: {predictions}; summary: {FileSystems.join(plan.output_dir, SUMMARY_FILE)}")
 
 
 # ------------------------------------------------------------------------------------ outputs

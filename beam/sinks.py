@@ -10,6 +10,12 @@ Retried bundles write new temporary files; only the successful attempts' files a
 
 The sink checks the cap after each record, so a file can pass it by one record: the cap given
 to the sink is the target minus one record's bytes, so no shard exceeds the target.
+
+Empty files. A writer is opened at a bundle's first record (and after a roll-over, at the next
+record), so the only empty file Beam writes is the one its finalize step adds for a fold that got
+no record at all (every row failed): `iobase.WriteImpl` treats num_shards=0 as "at least one".
+Locally and on gs:// that is an empty, readable shard; with `skip_if_empty` (s3://, where Beam 2.77
+cannot write an empty object: beam.files.holds_empty_files) the fold gets no file.
 """
 from __future__ import annotations
 
@@ -21,12 +27,15 @@ from apache_beam.io.tfrecordio import _TFRecordSink
 
 class CappedTFRecordSink(_TFRecordSink):
     """Beam's TFRecord sink (uncompressed, runner-chosen shard count), at most `max_bytes_per_shard`
-    bytes written to a file before the next one starts (0 or None: no cap)."""
+    bytes written to a file before the next one starts (0 or None: no cap); `skip_if_empty`: no
+    file at all for no records (else one empty file)."""
 
-    def __init__(self, file_path_prefix: str, file_name_suffix: str, max_bytes_per_shard: int | None):
+    def __init__(self, file_path_prefix: str, file_name_suffix: str, max_bytes_per_shard: int | None,
+                 skip_if_empty: bool = False):
         super().__init__(file_path_prefix, BytesCoder(), file_name_suffix, num_shards=0,
                          shard_name_template=None, compression_type=CompressionTypes.UNCOMPRESSED)
         self.max_bytes_per_shard = int(max_bytes_per_shard) if max_bytes_per_shard else None
+        self.skip_if_empty = skip_if_empty  # FileBasedSink's; _TFRecordSink does not pass it on
 
 
 def sink_cap(target_bytes: int, record_bytes: int) -> int | None:
@@ -39,11 +48,14 @@ def sink_cap(target_bytes: int, record_bytes: int) -> int | None:
 
 class WriteCappedTFRecords(beam.PTransform):
     """PCollection[bytes] → TFRecord files PREFIX-SSSSS-of-NNNNN.SUFFIX, one or more per bundle,
-    each at most `max_shard_bytes` (given a record of at most `record_bytes`); 0: one per bundle."""
+    each at most `max_shard_bytes` (given a record of at most `record_bytes`); 0: one per bundle. No
+    records: one empty file, or none with `skip_if_empty`."""
 
-    def __init__(self, file_path_prefix: str, file_name_suffix: str, max_shard_bytes: int, record_bytes: int):
+    def __init__(self, file_path_prefix: str, file_name_suffix: str, max_shard_bytes: int, record_bytes: int,
+                 skip_if_empty: bool = False):
         super().__init__()
-        self._sink = CappedTFRecordSink(file_path_prefix, file_name_suffix, sink_cap(max_shard_bytes, record_bytes))
+        self._sink = CappedTFRecordSink(file_path_prefix, file_name_suffix, sink_cap(max_shard_bytes, record_bytes),
+                                        skip_if_empty)
 
     def expand(self, pcoll):
         return pcoll | beam.io.Write(self._sink)

@@ -8,17 +8,25 @@ the CLI's main with only the standard AWS variables — and the records are down
 with tfdata.records: the objects a SageMaker training job would get as an S3 channel. Both runs
 are in this process, where the boto3 sessions Beam makes share botocore's parsed service
 descriptions (tests/moto_s3.py).
+
+Beam 2.77 cannot write an empty object to S3, so no empty file is written there: a few-clip csv
+layout ingested without a failure leaves no errors.jsonl (manifest errors 0), a fold whose every
+clip fails gets no shard, and the drivers' rewrite of an empty listing writes nothing on s3://.
 """
 import json
 import os
 
+import numpy as np
 import pytest
 import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
 from moto_s3 import REGION, s3_server, upload_tree
 from synth_data import synth_dataset
+from wav_files import encode
 
 import us8k
-from beam import ingest
+from beam import files, ingest
 from tfdata import contract as c
 from tfdata import records
 
@@ -159,9 +167,6 @@ def test_cli_missing_s3_dataset_fails_with_one_line(s3, monkeypatch, capsys):
 def test_folders_layout_from_s3_is_listed_and_ingested(s3, tmp_path):
     """A folders tree in the bucket: detected by listing (FileSystems.match), folds assigned, the records'
     class names those of the folders."""
-    import numpy as np
-    from wav_files import encode
-
     url, client, _ = s3
     t = np.arange(4000) / 8000
     for k, name in enumerate(("frog", "owl")):
@@ -169,8 +174,7 @@ def test_folders_layout_from_s3_is_listed_and_ingested(s3, tmp_path):
             client.put_object(Bucket=BUCKET, Key=f"sounds/{name}/{i}.wav",
                               Body=encode((0.3 * np.sin(2 * np.pi * (300 + 200 * k) * t)).astype(np.float32), 8000))
     client.put_object(Bucket=BUCKET, Key="sounds/owl/notes.txt", Body=b"not audio")
-    # A failure, so that errors.jsonl is not empty: Beam 2.77's S3 writer cannot close an empty file (it
-    # completes a multipart upload of no parts, which S3 refuses as MalformedXML).
+    # A failure among them (runs without one: the empty-output tests below).
     client.put_object(Bucket=BUCKET, Key="sounds/frog/broken.wav", Body=b"")
     lines = []
     manifest = ingest.run_ingest(
@@ -186,3 +190,86 @@ def test_folders_layout_from_s3_is_listed_and_ingested(s3, tmp_path):
     local = download_records(client, "sounds-records", str(tmp_path / "records"))
     parsed = [records.parse_examples(s) for s in tf.data.TFRecordDataset(records.fold_files(local, [1, 2, 3]))]
     assert sorted(e[c.KEY_CLASS].numpy().decode() for e in parsed) == ["frog"] * 3 + ["owl"] * 3
+
+
+# ------------------------------------------------------------------------------------ empty outputs
+def put_csv_collection(client, prefix, clips):
+    """A csv layout at s3://BUCKET/prefix: metadata.csv (file_name, label, fold) and the files;
+    `clips`: name → (label, fold, bytes)."""
+    lines = ["file_name,label,fold"] + [f"{name},{label},{fold}" for name, (label, fold, _) in clips.items()]
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/metadata.csv", Body=("\n".join(lines) + "\n").encode())
+    for name, (_, _, data) in clips.items():
+        client.put_object(Bucket=BUCKET, Key=f"{prefix}/{name}", Body=data)
+
+
+def tone(hz: float) -> bytes:
+    """Half a second of a sine at 8 kHz, as WAV bytes."""
+    t = np.arange(4000) / 8000
+    return encode((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 8000)
+
+
+def ingest_csv(url, source, output, lines, *extra, **kwargs):
+    return ingest.run_ingest(
+        f"s3://{BUCKET}/{source}", f"s3://{BUCKET}/{output}",
+        [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+         f"--s3_region_name={REGION}", "--direct_num_workers=1", *extra], progress=lines.append, layout="csv",
+        **kwargs)
+
+
+def test_ingest_to_s3_without_failures_writes_no_errors_object(s3, tmp_path):
+    """No failure: the job and the driver write no empty errors.jsonl on s3:// (Beam 2.77's S3 writer
+    cannot close an empty object); the manifest says 0 errors, and an earlier run's errors.jsonl is
+    removed rather than left to contradict it."""
+    url, client, _ = s3
+    put_csv_collection(client, "clean", {"a.wav": ("frog", 1, tone(300)), "b.wav": ("owl", 1, tone(500)),
+                                         "c.wav": ("frog", 2, tone(350))})
+    client.put_object(Bucket=BUCKET, Key=f"clean-records/{c.ERRORS_FILE}", Body=b'{"file": "earlier"}\n')
+    lines = []
+    manifest = ingest_csv(url, "clean", "clean-records", lines)
+    assert (manifest["examples"], manifest["errors"], manifest["errors_file"]) == (3, 0, c.ERRORS_FILE)
+    assert {f: (e["examples"], e["errors"], e["shards"]) for f, e in manifest["folds"].items()} == \
+        {"1": (2, 0, 1), "2": (1, 0, 1)}
+    assert json.loads(read_object(client, f"clean-records/{c.MANIFEST_FILE}")) == manifest
+    found = keys(client, "clean-records/")
+    assert c.ERRORS_FILE not in {os.path.basename(k) for k in found}  # absent: no failure on s3://
+    assert [k for k in found if not k.endswith(c.RECORD_SUFFIX)] == [f"clean-records/{c.MANIFEST_FILE}"]
+    assert not any("failure(s) listed" in line for line in lines)
+    local = download_records(client, "clean-records", str(tmp_path / "records"))
+    parsed = [records.parse_examples(s) for s in tf.data.TFRecordDataset(records.fold_files(local, [1, 2]))]
+    assert sorted(e[c.KEY_FILE].numpy().decode() for e in parsed) == ["a.wav", "b.wav", "c.wav"]
+    lines = []  # planned shards cannot avoid an empty shard: the plan says what that does on s3://
+    ingest_csv(url, "clean", "clean-planned", lines, "--dry_run=true", planned_shards=True)
+    assert any(line.startswith("  note: a planned shard that gets no clip") for line in lines)
+
+
+def test_a_fold_whose_every_clip_fails_gets_no_shard_on_s3(s3):
+    """Runner sharding writes no empty shard on s3:// (locally such a fold gets one empty file): the
+    manifest says 0 shards for it, and errors.jsonl lists the failure."""
+    url, client, _ = s3
+    put_csv_collection(client, "half", {"a.wav": ("frog", 1, tone(300)), "b.wav": ("owl", 1, tone(500)),
+                                        "broken.wav": ("owl", 2, b"")})
+    manifest = ingest_csv(url, "half", "half-records", [])
+    assert (manifest["examples"], manifest["errors"]) == (2, 1)
+    assert {f: (e["examples"], e["errors"], e["shards"]) for f, e in manifest["folds"].items()} == \
+        {"1": (2, 0, 1), "2": (0, 1, 0)}
+    errors = [json.loads(line) for line in read_object(client, f"half-records/{c.ERRORS_FILE}").decode().splitlines()]
+    assert [(e["file"], e["fold"]) for e in errors] == [("broken.wav", 2)]
+    assert not [k for k in keys(client, "half-records/") if "/fold2/" in k]
+
+
+def test_an_empty_listing_is_an_empty_file_locally_and_no_object_on_s3(s3, tmp_path, monkeypatch):
+    """beam.files.sort_jsonl, as both drivers rewrite errors.jsonl: no entries → an empty file where the
+    filesystem holds one, nothing on s3://; entries → written sorted either way."""
+    url, client, _ = s3
+    monkeypatch.setattr(FileSystems, "_pipeline_options", PipelineOptions(
+        [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+         f"--s3_region_name={REGION}"]))  # as a job's run sets them
+    assert files.holds_empty_files(str(tmp_path)) and files.holds_empty_files("gs://b/x")
+    assert not files.holds_empty_files(f"s3://{BUCKET}/x")
+    local = str(tmp_path / c.ERRORS_FILE)
+    assert files.sort_jsonl(local, key=str) == [] and open(local).read() == ""
+    remote = f"s3://{BUCKET}/listing/{c.ERRORS_FILE}"
+    assert files.sort_jsonl(remote, key=str) == [] and keys(client, "listing/") == []
+    client.put_object(Bucket=BUCKET, Key=f"listing/{c.ERRORS_FILE}", Body=b'{"n": 2}\n{"n": 1}\n')
+    assert files.sort_jsonl(remote, key=lambda e: e["n"]) == [{"n": 1}, {"n": 2}]
+    assert read_object(client, f"listing/{c.ERRORS_FILE}") == b'{"n": 1}\n{"n": 2}\n'

@@ -9,8 +9,9 @@ file a directory INPUT skips. Each prediction is compared with what `serving.ser
 `us8k serve` app, started on a free loopback port) answers for the same file's bytes with
 `windows=true`; the other tests cover a CSV INPUT and re-running into the same OUT, a glob INPUT and
 --threshold through the CLI (stdout, one-line errors), s3:// for INPUT, EXPORT and OUT on a moto
-server over HTTP, the handler's batching by padded samples, and the Dataflow job built offline
-(tests/dataflow_setup.py, shared with tests/test_dataflow.py).
+server over HTTP (and an OUT there where no file fails or none is predicted: no empty file written),
+the handler's batching by padded samples, and the Dataflow job built offline (tests/dataflow_setup.py,
+shared with tests/test_dataflow.py).
 
 Limits and guards: --max-file-mb (a matched file refused by its size before it is read, a listed
 one once more than the limit has been read), a model that fails on some batches (a real SavedModel
@@ -495,6 +496,42 @@ def test_s3_input_model_and_output(s3, collection, tiny_export, labelled):
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="us8k-label", Prefix="labels/")["Contents"]]
     assert sorted(keys) == sorted(f"labels/{name}" for name in (label.PREDICTIONS_FILE, label.ERRORS_FILE,
                                                                  label.SUMMARY_FILE))
+
+
+def test_s3_output_of_a_run_with_no_failure_or_no_prediction(s3, tiny_export):
+    """On s3:// an empty predictions.jsonl or errors.jsonl is not written (Beam 2.77's S3 writer cannot
+    close an empty object): a run where every file fails leaves errors.jsonl and summary.json, a re-run
+    into the same OUT where none fails leaves predictions.jsonl and summary.json (the earlier
+    errors.jsonl removed); the summary counts 0 where the file is absent."""
+    url, client = s3
+    t = np.arange(8000) / 8000
+    for i, hz in enumerate((300, 900)):
+        client.put_object(Bucket=BUCKET, Key=f"good/{i}.wav",
+                          Body=encode((0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 8000))
+    client.put_object(Bucket=BUCKET, Key="bad/broken.wav", Body=b"not audio")
+    upload_tree(client, BUCKET, tiny_export, "export")
+    options = [f"--s3_endpoint_url={url}", "--s3_access_key_id=testing", "--s3_secret_access_key=testing",
+               "--s3_region_name=us-east-1", "--direct_num_workers=1"]
+
+    def listing():
+        return sorted(o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix="out/").get("Contents", []))
+
+    lines = []
+    summary = label.run_label(f"s3://{BUCKET}/bad", f"s3://{BUCKET}/export", f"s3://{BUCKET}/out", options,
+                              progress=lines.append)
+    assert (summary["files_matched"], summary["predicted"], summary["failed"]) == (1, 0, 1)
+    assert any(line.startswith("  predictions: none (s3:// holds no empty file)") for line in lines)
+    assert listing() == [f"out/{label.ERRORS_FILE}", f"out/{label.SUMMARY_FILE}"]  # no predictions.jsonl
+    summary = label.run_label(f"s3://{BUCKET}/good", f"s3://{BUCKET}/export", f"s3://{BUCKET}/out", options,
+                              progress=lambda line: None)
+    assert (summary["files_matched"], summary["predicted"], summary["failed"]) == (2, 2, 0)
+    assert summary["output"]["errors"] == label.ERRORS_FILE and set(summary["failed_by_step"].values()) == {0}
+    assert listing() == [f"out/{label.PREDICTIONS_FILE}", f"out/{label.SUMMARY_FILE}"]  # no errors.jsonl
+    body = client.get_object(Bucket=BUCKET, Key=f"out/{label.PREDICTIONS_FILE}")["Body"].read().decode()
+    assert sorted(json.loads(line)["path"] for line in body.splitlines()) == \
+        [f"s3://{BUCKET}/good/0.wav", f"s3://{BUCKET}/good/1.wav"]
+    stored = json.loads(client.get_object(Bucket=BUCKET, Key=f"out/{label.SUMMARY_FILE}")["Body"].read())
+    assert stored == summary
 
 
 # ------------------------------------------------------------------------------------ batching
