@@ -23,9 +23,10 @@ import wheel_cache  # noqa: E402
 # Files that start several TensorFlow processes, or a server whose memory they measure: one at a time.
 PROCESS_HUNGRY = ("test_multiworker.py", "test_end_to_end.py", "test_memory_bound.py", "test_job_entry.py")
 # The longest files first (from `make test`'s --durations), then the rest in collection order.
-HEAVIEST_FIRST = ("test_cv.py", "test_bench_report.py", "test_train.py", "test_page.py", "test_label.py",
-                  "test_synth.py", "test_pipeline.py", "test_ingest_s3.py", "test_dataflow.py", "test_architectures.py",
-                  "test_custom_loop.py", "test_calibration.py", "test_deploy.py", "test_package.py", "test_server.py")
+HEAVIEST_FIRST = ("test_bench_report.py", "test_collections.py", "test_cv.py", "test_train.py", "test_page.py",
+                  "test_label.py", "test_synth.py", "test_pipeline.py", "test_ingest_s3.py", "test_dataflow.py",
+                  "test_architectures.py", "test_custom_loop.py", "test_calibration.py", "test_deploy.py",
+                  "test_package.py", "test_server.py")
 
 
 def _file(nodeid: str) -> str:

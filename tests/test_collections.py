@@ -1,0 +1,124 @@
+"""Any labelled collection through the whole product: for each new layout (esc50, csv, folders) a synthetic
+collection with classes other than UrbanSound8K's ten goes `us8k synth` → `us8k ingest` → `us8k train`
+(tiny) → `us8k export` → `us8k package` → `us8k serve` (its own process, serving the model.tar.gz) →
+`us8k predict`, and `us8k label` labels the collection with the export. Every answer carries the
+collection's class names: the manifest's, the run's, the export's metadata, the endpoint's answers, its
+/metadata (what the listening page lists: page.js draws its class list from /metadata's class_names; the
+browser itself is driven in tests/test_page.py) and the labelling job's predictions and summary.
+
+ESC-50 itself cannot be downloaded here: its tree is synthetic, built from its documented columns."""
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import wheel_cache
+from synth_data import synth_layout
+
+import us8k
+from tfdata import contract as c
+
+pytestmark = pytest.mark.timeout(420)
+
+# layout: (us8k synth options, us8k ingest options, the class names synth gives it)
+COLLECTIONS = {
+    "esc50": ({"classes": ("dog", "rain", "door knock"), "clips_per_class_per_fold": 2}, [],
+              ["dog", "rain", "door knock"]),
+    "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"]),
+    "folders": ({"num_classes": 3, "clips_per_class": 6, "corrupt": 1}, ["--num-folds", "3"],
+                ["bell", "chirp", "hum"]),
+}
+
+
+def run(capsys, *argv) -> str:
+    """`us8k ARGV` in this process; its stdout (it must succeed)."""
+    capsys.readouterr()
+    status = us8k.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert status == 0, (argv[0], out[-2000:], err[-2000:])
+    return out
+
+
+class Served:
+    """`us8k serve ARCHIVE --port 0` in its own process, stopped on exit."""
+
+    def __init__(self, archive: Path):
+        self.process = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(archive), "--port", "0"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        for line in self.process.stdout:
+            self.lines.append(line)
+            match = re.search(r" at (http://\S+) ", line)
+            if match:
+                self.url = match.group(1)
+                return
+        raise AssertionError("us8k serve did not start:\n" + "".join(self.lines))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.communicate(timeout=60)
+
+
+def audio_files(root: Path, records: Path) -> list[Path]:
+    """Four audio files of the collection that ingestion wrote (none of its listed failures)."""
+    failed = {json.loads(line)["file"] for line in (records / c.ERRORS_FILE).read_text().splitlines()}
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".wav", ".flac", ".ogg")
+                   and p.relative_to(root).as_posix() not in failed)
+    return files[:: max(1, len(files) // 4)][:4]
+
+
+@pytest.mark.parametrize("layout", sorted(COLLECTIONS))
+def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout, tmp_path, tmp_path_factory,
+                                                                          capsys):
+    synth_options, ingest_options, names = COLLECTIONS[layout]
+    root = synth_layout(tmp_path_factory, layout, seed=1, **synth_options)
+    assert names != list(c.URBANSOUND8K_CLASSES) and len(names) != len(c.URBANSOUND8K_CLASSES)
+    records, run_dir, export, archive = (tmp_path / n for n in ("records", "run", "export", "model.tar.gz"))
+
+    out = run(capsys, "ingest", "--data-dir", root, "--output", records, *ingest_options)
+    assert f"us8k ingest: layout {layout} (detected)" in out
+    manifest = json.loads((records / c.MANIFEST_FILE).read_text())
+    assert manifest["layout"] == layout and manifest["schema_version"] == 2
+    assert sorted(manifest["class_names"]) == sorted(names)  # label order: sorted, or the CSV's targets
+    class_names = manifest["class_names"]
+    assert manifest["examples"] + manifest["errors"] == manifest["source"]["rows"]
+    folds = sorted(int(k) for k, f in manifest["folds"].items() if f["examples"])
+
+    out = run(capsys, "train", "--records", records, "--output", run_dir, "--models", "tiny", "--epochs", "2",
+              "--batch-size", "16", "--verbose", "0")
+    assert f"Classes: {len(names)}" in out
+    assert f"validation {folds[-2]}, test {folds[-1]}" in out  # the dataset's last two folds, by default
+    assert json.loads((run_dir / "report" / "report.json").read_text())["class_names"] == class_names
+
+    run(capsys, "export", run_dir, "--output", export)
+    metadata = json.loads((export / "metadata.json").read_text())
+    assert metadata["class_names"] == class_names and metadata["num_classes"] == len(names)
+    run(capsys, "package", export, "--output", archive, "--wheel-dir", wheel_cache.container_wheels(tmp_path_factory))
+
+    files = audio_files(root, records)
+    with Served(archive) as server:
+        assert any(f"{len(names)} classes" in line for line in server.lines), server.lines
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            page_meta = client.get("/metadata").json()  # what the listening page lists
+        assert page_meta["class_names"] == class_names
+        out = run(capsys, "predict", *files, "--url", server.url, "--json")
+    answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [a["file"] for a in answers] == [str(f) for f in files]
+    for (answer,) in (a["predictions"] for a in answers):
+        assert list(answer["probabilities"]) == class_names
+        assert answer["label"] in class_names or answer["label"] == c.UNDETERMINED
+
+    labels = tmp_path / "labels"
+    run(capsys, "label", root, "--model", export, "--output", labels, "--direct_num_workers=1")
+    summary = json.loads((labels / "summary.json").read_text())
+    assert list(summary["classes"]) == class_names
+    predictions = [json.loads(line) for line in (labels / "predictions.jsonl").read_text().splitlines()]
+    assert predictions and all(list(p["probabilities"]) == class_names for p in predictions)
+    assert {p["label"] for p in predictions} <= set(class_names) | {c.UNDETERMINED}
