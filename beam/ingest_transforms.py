@@ -27,8 +27,7 @@ from beam.files import read_audio_bytes
 from beam.ingest_rows import BadRow, ClipRow
 from tfdata import contract as c
 from tfdata.audio import AudioDecodeError, decode_head
-from tfdata.example import serialize_clip
-from tfdata.windowing import frame, valid_samples
+from tfdata.example import serialize_clip_windows
 
 METRICS_NAMESPACE = "us8k.ingest"
 WRITTEN_COUNTER = "clips_written"
@@ -51,12 +50,9 @@ def records_counter_name(fold: int) -> str:
 
 
 def clip_examples(waveform, row: ClipRow) -> list[bytes]:
-    """A decoded clip (at most MAX_CLIP_SAMPLES) → its serialised Examples: one zero-padded record up to
-    4 s, else one per window (tfdata.windowing's frames and valid samples)."""
-    windows, valid = frame(waveform), valid_samples(waveform.shape[0])
-    return [serialize_clip(window, int(n), label=row.label, class_name=row.class_name, fold=row.fold,
-                           fsid=row.group, slice_file_name=row.slice_file_name, salience=row.salience,
-                           window=i, windows=len(windows)) for i, (window, n) in enumerate(zip(windows, valid))]
+    """A decoded clip (at most MAX_CLIP_SAMPLES) → its serialised Examples (one per 4 s window)."""
+    return serialize_clip_windows(waveform, label=row.label, class_name=row.class_name, fold=row.fold,
+                                  fsid=row.group, slice_file_name=row.slice_file_name, salience=row.salience)
 
 
 class _DecodeClipFn(beam.DoFn):

@@ -7,6 +7,8 @@
    XLA-compiled (`us8k train --xla`) and, with --mixed-precision, under the mixed_float16 policy
    (off by default: on a CPU that step is very slow, see --help).
 3. The ratio pipeline / step (target ≥ 10×: the input side is then not what limits training).
+   And `fit` fed by records of long clips (LONG_CLIP_SECONDS, stored as their 4 s windows as ingestion
+   stores them) against `fit` fed by 4 s records (target ≥ 0.9×).
 4. Peak memory (the child's own VmHWM) of a short `us8k train` run on demo-sized data, in a subprocess.
 Figures only; the machine is shared, so re-run before relying on one.
 """
@@ -26,8 +28,9 @@ import tensorflow as tf
 
 from models.architectures import build_model
 from tfdata import contract as c
-from tfdata import records, synth
+from tfdata import synth
 from tfdata.dataset import DatasetConfig, make_dataset
+from tfdata.example import serialize_clip_windows
 
 RECORDS = 384  # written to SHARDS shards over two folds
 SHARDS = 8
@@ -43,21 +46,22 @@ MEMORY_EVAL_CLIPS = 40
 MEMORY_EPOCHS = 1
 TARGET_PIPELINE_OVER_STEP = 10.0
 UNIQUE_CLIPS = 40  # synthesised once, then reused (content does not change the pipeline's cost)
+LONG_CLIP_SECONDS = 10.0  # an ESC-50-or-longer clip: 4 windows
+TARGET_LONG_OVER_SHORT = 0.9
 
 
-def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: int, seed: int = 0) -> int:
-    """Synthetic clips (tfdata.synth) as fold shards; every 4th clip shorter than 4 s. Returns the count."""
+def write_records(records_dir: str, per_fold: dict[int, int], shards_per_fold: int, seed: int = 0,
+                  long_seconds: float | None = None) -> int:
+    """Synthetic clips (tfdata.synth) as fold shards; every 4th clip shorter than 4 s, or every clip
+    `long_seconds` long, stored as its windows. Returns the count of records."""
     rng = np.random.default_rng(seed)
     clips = []
     for i in range(UNIQUE_CLIPS):
         label = i % len(c.URBANSOUND8K_CLASSES)  # tfdata.synth's generators: one per UrbanSound8K class
-        seconds = float(rng.uniform(1.0, 4.0)) if i % 4 == 3 else float(c.CLIP_SECONDS)
+        seconds = long_seconds or (float(rng.uniform(1.0, 4.0)) if i % 4 == 3 else float(c.CLIP_SECONDS))
         x = 0.5 * synth.synthesize_clip(label, rng, c.SAMPLE_RATE, seconds)
-        clip = np.zeros(c.CLIP_SAMPLES, np.float32)
-        clip[: len(x)] = x[: c.CLIP_SAMPLES]
-        clips.append((records.serialize_clip(clip, min(len(x), c.CLIP_SAMPLES), label=label,
-                                             class_name=c.URBANSOUND8K_CLASSES[label], fold=1, fsid=i,
-                                             slice_file_name=f"{i}-{label}-0-0.wav", salience=1)))
+        clips += serialize_clip_windows(x, label=label, class_name=c.URBANSOUND8K_CLASSES[label], fold=1, fsid=i,
+                                        slice_file_name=f"{i}-{label}-0-0.wav", salience=1)
     total = 0
     for fold, count in per_fold.items():
         os.makedirs(os.path.join(records_dir, c.fold_dir_name(fold)), exist_ok=True)
@@ -189,6 +193,15 @@ def run(args: argparse.Namespace) -> int:
               f"(train_on_batch, fixed batch {args.batch_size})", flush=True)
         fit = fit_rate(model, records_dir, [1, 2], args.batch_size)
         print(f"Model {args.model}: fit fed by the pipeline {fit:8,.1f} examples/s", flush=True)
+        long_dir = os.path.join(work, "long-records")
+        write_records(long_dir, {1: args.records // 2, 2: args.records - args.records // 2}, half,
+                      long_seconds=LONG_CLIP_SECONDS)
+        fit_long = fit_rate(model, long_dir, [1, 2], args.batch_size)
+        fit_again = fit_rate(model, records_dir, [1, 2], args.batch_size)  # the 4 s side again: drift
+        fit_short = (fit + fit_again) / 2
+        print(f"Model {args.model}: fit fed by {LONG_CLIP_SECONDS:g} s clips' windows {fit_long:8,.1f} examples/s: "
+              f"{fit_long / fit_short:.2f}x the 4 s records' (mean of {fit:,.1f} and {fit_again:,.1f}; "
+              f"target >= {TARGET_LONG_OVER_SHORT:g}x)", flush=True)
         ratio = rates["training (shuffle + augment)"] / stock
         print(f"Ratio pipeline / training step: {ratio:,.1f}x (target >= {TARGET_PIPELINE_OVER_STEP:g}x)", flush=True)
         variants = {}
@@ -202,7 +215,9 @@ def run(args: argparse.Namespace) -> int:
 
         result = {  # for `us8k bench all` (benchmarks.report): every figure against its baseline of this run
             "baselines": {"train_step": {"value": stock, "unit": "examples/s",
-                                         "what": f"{args.model} train_on_batch, batch {args.batch_size}"}},
+                                         "what": f"{args.model} train_on_batch, batch {args.batch_size}"},
+                          "fit_4s_records": {"value": fit_short, "unit": "examples/s",
+                                             "what": f"{args.model} fit fed by 4 s records (before and after)"}},
             "figures": {**{key: {"value": rates[name], "unit": "examples/s", "baseline": "train_step",
                                  "what": f"pipeline, {name}",
                                  **({"target": {"op": ">=", "ratio": TARGET_PIPELINE_OVER_STEP}}
@@ -212,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
                                              ("pipeline_evaluation", "evaluation (ordered)"))},
                         "fit": {"value": fit, "unit": "examples/s", "baseline": "train_step",
                                 "what": f"{args.model} fit fed by the pipeline"},
+                        "fit_long_clips": {"value": fit_long, "unit": "examples/s", "baseline": "fit_4s_records",
+                                           "what": f"{args.model} fit fed by {LONG_CLIP_SECONDS:g} s clips' windows",
+                                           "target": {"op": ">=", "ratio": TARGET_LONG_OVER_SHORT}},
                         **{key: {"value": rate, "unit": "examples/s", "baseline": "train_step",
                                  "what": f"{args.model} train_on_batch, {flag}"}
                            for key, (flag, rate) in variants.items()}},

@@ -23,6 +23,7 @@ import numpy as np
 from tfdata import contract as c
 from tfdata.classes import MAX_CLASSES, check_class_name
 from tfdata.pcm import waveform_to_pcm16
+from tfdata.windowing import frame, valid_samples
 
 _LENGTH_DELIMITED = 2
 
@@ -80,3 +81,12 @@ def serialize_clip(clip: np.ndarray, num_samples: int, *, label: int, class_name
         c.KEY_SALIENCE: int64_feature(salience),
         **({c.KEY_WINDOW: int64_feature(window), c.KEY_WINDOWS: int64_feature(windows)} if windows > 1 else {}),
     })
+
+
+def serialize_clip_windows(waveform: np.ndarray, **metadata) -> list[bytes]:
+    """A whole clip (1-D, any length) → its serialised Examples: one zero-padded record up to 4 s, else one
+    per window (tfdata.windowing: 4 s every 2 s, the last zero padded), each with its index and count.
+    `metadata`: serialize_clip's keywords (label, class_name, fold, fsid, slice_file_name, salience)."""
+    windows, valid = frame(waveform), valid_samples(waveform.shape[0])
+    return [serialize_clip(window, int(n), window=i, windows=len(windows), **metadata)
+            for i, (window, n) in enumerate(zip(windows, valid))]
