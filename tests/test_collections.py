@@ -1,10 +1,12 @@
-"""Any labelled collection through the whole product: for each new layout (esc50, csv, folders) a synthetic
+"""Any labelled collection through the whole product: for each new layout (esc50, csv) a synthetic
 collection with classes other than UrbanSound8K's ten goes `us8k synth` → `us8k ingest` → `us8k train`
 (tiny) → `us8k export` → `us8k package` → `us8k serve` (its own process, serving the model.tar.gz) →
-`us8k predict`, and `us8k label` labels the collection with the export. Every answer carries the
-collection's class names: the manifest's, the run's, the export's metadata, the endpoint's answers, its
-/metadata (what the listening page lists: page.js draws its class list from /metadata's class_names; the
-browser itself is driven in tests/test_page.py) and the labelling job's predictions and summary.
+`us8k predict`, and `us8k label` labels the collection with the export; the folders layout takes the
+same path as `us8k demo --layout folders` (every stage its own process), then `us8k label`. Every answer
+carries the collection's class names: the manifest's, the run's, the export's metadata, the endpoint's
+answers, its /metadata (what the listening page lists: page.js draws its class list from /metadata's
+class_names; the browser itself is driven in tests/test_page.py) and the labelling job's predictions
+and summary.
 
 ESC-50 itself cannot be downloaded here: its tree is synthetic, built from its documented columns."""
 import json
@@ -29,9 +31,8 @@ COLLECTIONS = {
     "esc50": ({"classes": ("dog", "rain", "door knock"), "clips_per_class_per_fold": 2}, [],
               ["dog", "rain", "door knock"]),
     "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"]),
-    "folders": ({"num_classes": 3, "clips_per_class": 6, "corrupt": 1}, ["--num-folds", "3"],
-                ["bell", "chirp", "hum"]),
 }
+FOLDERS_NAMES = ["bell", "chirp", "click", "hum", "rain"]  # us8k synth --layout folders' default five
 
 
 def run(capsys, *argv) -> str:
@@ -72,6 +73,15 @@ def audio_files(root: Path, records: Path) -> list[Path]:
     files = sorted(p for p in root.rglob("*") if p.suffix in (".wav", ".flac", ".ogg")
                    and p.relative_to(root).as_posix() not in failed)
     return files[:: max(1, len(files) // 4)][:4]
+
+
+def check_labelling(capsys, root: Path, export: Path, labels: Path, class_names: list[str]) -> None:
+    run(capsys, "label", root, "--model", export, "--output", labels, "--direct_num_workers=1")
+    summary = json.loads((labels / "summary.json").read_text())
+    assert list(summary["classes"]) == class_names
+    predictions = [json.loads(line) for line in (labels / "predictions.jsonl").read_text().splitlines()]
+    assert predictions and all(list(p["probabilities"]) == class_names for p in predictions)
+    assert {p["label"] for p in predictions} <= set(class_names) | {c.UNDETERMINED}
 
 
 @pytest.mark.parametrize("layout", sorted(COLLECTIONS))
@@ -115,10 +125,27 @@ def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout
         assert list(answer["probabilities"]) == class_names
         assert answer["label"] in class_names or answer["label"] == c.UNDETERMINED
 
-    labels = tmp_path / "labels"
-    run(capsys, "label", root, "--model", export, "--output", labels, "--direct_num_workers=1")
-    summary = json.loads((labels / "summary.json").read_text())
-    assert list(summary["classes"]) == class_names
-    predictions = [json.loads(line) for line in (labels / "predictions.jsonl").read_text().splitlines()]
-    assert predictions and all(list(p["probabilities"]) == class_names for p in predictions)
-    assert {p["label"] for p in predictions} <= set(class_names) | {c.UNDETERMINED}
+    check_labelling(capsys, root, export, tmp_path / "labels", class_names)
+
+
+def test_the_demo_of_a_folder_collection_runs_every_stage(tmp_path, capsys):
+    """`us8k demo --layout folders`: synth (five generic classes, three corrupt files) → ingest (ten folds
+    assigned) → train → export → package → serve → predict, each its own process; then `us8k label`."""
+    work = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "us8k", "demo", "--layout", "folders", "--workdir", str(work),
+                           "--clips-per-class-per-fold", "2", "--models", "tiny", "--epochs", "1",
+                           "--batch-size", "8"], capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = json.loads((work / "records" / c.MANIFEST_FILE).read_text())
+    assert manifest["layout"] == "folders" and manifest["class_names"] == FOLDERS_NAMES
+    assert (manifest["examples"], manifest["errors"]) == (2 * 10 * len(FOLDERS_NAMES), 3)
+    assert manifest["fold_assignment"]["num_folds"] == 10
+    assert "Folds: train [1, 2, 3, 4, 5, 6, 7, 8], validation 9, test 10" in done.stdout
+    assert json.loads((work / "export" / "metadata.json").read_text())["class_names"] == FOLDERS_NAMES
+    assert f"us8k serve: {len(FOLDERS_NAMES)} classes" in done.stdout
+    lines = [line.split("\t") for line in done.stdout.splitlines() if line.count("\t") == 2]
+    assert len(lines) == 5 + 2  # five files, then two JSON waveforms
+    assert {fields[1] for fields in lines} <= set(FOLDERS_NAMES) | {c.UNDETERMINED}
+    truth = re.search(r"\(true classes, from the folder names: (.*)\)", done.stdout).group(1)
+    assert [pair.split(": ")[1] for pair in truth.split(", ")] == FOLDERS_NAMES  # one file of each class
+    check_labelling(capsys, work / "sounds", work / "export", tmp_path / "labels", FOLDERS_NAMES)
