@@ -80,7 +80,7 @@ def read_run_classes(run_dir: str, *, missing_ok: bool = True) -> RunClasses:
         names = check_class_names(content["class_names"])
     except ClassListError as exc:
         raise ClassListError(f"{path}: {exc}") from None
-    return RunClasses(names, f"{CLASSES_FILE} (from {content.get('source', 'the records')})")
+    return RunClasses(names, f"{CLASSES_FILE}, from {content.get('source', 'the records')}")
 
 
 def output_mismatch(output_size, class_names, what: str) -> str | None:
