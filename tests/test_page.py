@@ -2,7 +2,8 @@
 (Debian's /usr/bin/chromium, driven by Playwright) against a real server on loopback: upload → label
 and ten bars, the timeline of a long file, the log-mel features of the model's own `log_mel`
 signature, the threshold slider, the endpoint's errors as messages, a two-second recording through
-Chromium's fake microphone, a 360 px viewport, axe-core (run in the page) and the keyboard alone.
+Chromium's fake microphone, a 360 px viewport, axe-core (run in the page) and the keyboard alone; an
+export of other classes than UrbanSound8K's, whose names the page lists.
 Also the routes themselves over HTTP, and `us8k page-screenshot` (cli.page_screenshot), which makes
 docs/listening-page.md's docs/listening_page.png: here it writes into the test's temporary directory only."""
 import base64
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 from endpoint_servers import http  # noqa: F401  (the module's client fixture)
 from playwright.sync_api import expect
+from trained_run import NEW_CLASSES, new_classes_run  # noqa: F401  (the run of other classes, its export)
 from wav_files import duration, encode
 
 from cli.page_screenshot import screenshot_model
@@ -199,6 +201,19 @@ def test_upload_shows_label_bars_timeline_and_slider_relabels(page, http, files)
     page.click("#threshold-reset")
     assert page.inner_text("#label") == expected["label"]
     assert page.input_value("#threshold") == f"{SERVED_THRESHOLD:g}"
+
+
+def test_the_page_lists_the_served_models_own_classes(browser, files, new_classes_run):  # noqa: F811
+    """An export of three classes that are not UrbanSound8K's: the page says so and draws their bars."""
+    with endpoint_servers.endpoint(new_classes_run.export, threshold=SERVED_THRESHOLD) as (handle, _):
+        context = browser.new_context(viewport={"width": 1000, "height": 1400})
+        context.route(lambda url: not url.startswith("http://127.0.0.1:"), lambda route: route.abort())
+        page = context.new_page()
+        page.goto(handle.url + "/")
+        wait_text(page, "#model-info", f"{len(NEW_CLASSES)} classes")
+        classify_file(page, files["short.wav"])
+        assert page.locator("#bars li .name").all_inner_texts() == list(NEW_CLASSES)
+        context.close()
 
 
 def test_page_screenshot_command_writes_a_png(tiny_export, browser, files, tmp_path):
