@@ -119,6 +119,21 @@ def fit_rate(model, records_dir: str, folds, batch_size: int) -> float:
     return batch_size * FIT_STEPS / (time.perf_counter() - start)
 
 
+def long_clip_rates(model, work: str, records_dir: str, fit: float, args) -> tuple[float, float]:
+    """fit fed by LONG_CLIP_SECONDS clips stored as their windows, and the 4 s records' rate: the mean of
+    `fit` (measured before) and the same measure again after (the machine drifts); prints the ratio."""
+    long_dir = os.path.join(work, "long-records")
+    write_records(long_dir, {1: args.records // 2, 2: args.records - args.records // 2}, max(args.shards // 2, 1),
+                  long_seconds=LONG_CLIP_SECONDS)
+    fit_long = fit_rate(model, long_dir, [1, 2], args.batch_size)
+    fit_again = fit_rate(model, records_dir, [1, 2], args.batch_size)
+    fit_short = (fit + fit_again) / 2
+    print(f"Model {args.model}: fit fed by {LONG_CLIP_SECONDS:g} s clips' windows {fit_long:8,.1f} examples/s: "
+          f"{fit_long / fit_short:.2f}x the 4 s records' (mean of {fit:,.1f} and {fit_again:,.1f}; "
+          f"target >= {TARGET_LONG_OVER_SHORT:g}x)", flush=True)
+    return fit_long, fit_short
+
+
 # Runs `us8k ARGS` in this child and prints the child's own VmHWM last. Neither RUSAGE_CHILDREN nor
 # wait4's rusage would do: Linux carries the spawning process's high-water RSS into the child's
 # ru_maxrss at exec (the parent here holds TensorFlow and a model: 2.7 GB read against 1.6 GB alone).
@@ -193,15 +208,7 @@ def run(args: argparse.Namespace) -> int:
               f"(train_on_batch, fixed batch {args.batch_size})", flush=True)
         fit = fit_rate(model, records_dir, [1, 2], args.batch_size)
         print(f"Model {args.model}: fit fed by the pipeline {fit:8,.1f} examples/s", flush=True)
-        long_dir = os.path.join(work, "long-records")
-        write_records(long_dir, {1: args.records // 2, 2: args.records - args.records // 2}, half,
-                      long_seconds=LONG_CLIP_SECONDS)
-        fit_long = fit_rate(model, long_dir, [1, 2], args.batch_size)
-        fit_again = fit_rate(model, records_dir, [1, 2], args.batch_size)  # the 4 s side again: drift
-        fit_short = (fit + fit_again) / 2
-        print(f"Model {args.model}: fit fed by {LONG_CLIP_SECONDS:g} s clips' windows {fit_long:8,.1f} examples/s: "
-              f"{fit_long / fit_short:.2f}x the 4 s records' (mean of {fit:,.1f} and {fit_again:,.1f}; "
-              f"target >= {TARGET_LONG_OVER_SHORT:g}x)", flush=True)
+        fit_long, fit_short = long_clip_rates(model, work, records_dir, fit, args)
         ratio = rates["training (shuffle + augment)"] / stock
         print(f"Ratio pipeline / training step: {ratio:,.1f}x (target >= {TARGET_PIPELINE_OVER_STEP:g}x)", flush=True)
         variants = {}
