@@ -45,9 +45,12 @@ IMAGE = "europe-west1-docker.pkg.dev/us8k-offline-test/us8k/worker:0.1.0"  # doc
 EXPECTED_STEPS = (["ReadMetadata", "DecodeClips", "PartitionByFold"]
                   + [name for fold in FOLDS for name in (f"ExamplesFold{fold}", f"WriteFold{fold}")]
                   + ["ErrorsToJson", "WriteErrors"])
+# what the workers import: they unpickle beam.ingest_rows' rows and cut windows with tfdata.windowing
 OUR_MODULES = ("setup.py", "us8k.py", "cli/__init__.py", "cli/ingest.py", "beam/ingest.py",
                "beam/ingest_transforms.py", "beam/sinks.py", "beam/files.py", "beam/driver.py", "beam/notices.py",
-               "tfdata/contract.py", "tfdata/audio.py", "tfdata/example.py", "tfdata/records.py")
+               "beam/ingest_rows.py", "beam/layouts.py", "beam/layout_csvs.py", "beam/layout_folders.py",
+               "beam/fold_assignment.py", "beam/audio_files.py", "tfdata/contract.py", "tfdata/audio.py",
+               "tfdata/example.py", "tfdata/records.py", "tfdata/classes.py", "tfdata/windowing.py")
 
 
 @pytest.fixture(scope="module")
