@@ -69,11 +69,14 @@ class _Inference:
         return self.model(waveform, training=False)
 
 
-def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Run `model` over batches of (waveform, label) → (probabilities [N, classes], labels [N]).
+def _predictor(model):
+    """model(waveform, training=False) traced once for every batch size (a partial last batch does not retrace)."""
+    return tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
 
-    One traced function for every batch size (a partial last batch does not retrace)."""
-    predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
+
+def predict_dataset(model, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Run `model` over batches of (waveform, label) → (probabilities [N, classes], labels [N])."""
+    predict = _predictor(model)
     probabilities, labels = [], []
     for element in dataset:  # (waveform, label[, sample weight]); a one-hot label counts as its argmax
         waveform, label = element[0], element[1].numpy()
@@ -88,7 +91,7 @@ def predict_clips(model, dataset) -> tuple[np.ndarray, np.ndarray]:
     """Run `model` over batches of (waveform, label, clip key) (tfdata.records.read_clip_windows) → one
     row per clip: (probabilities [clips, classes], labels [clips]). A clip stored as its windows answers
     with the mean of its windows' probabilities, as the endpoint answers for the same audio."""
-    predict = tf.function(_Inference(model), input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
+    predict = _predictor(model)
     probabilities, labels, keys = [], [], []
     for waveform, label, key in dataset:
         probabilities.append(predict(waveform).numpy().astype(np.float64))
