@@ -319,19 +319,20 @@ def _bare_rows(data_dir: str) -> list[dict]:
 
 
 def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tuple[int, int]:
-    """decode + resample + pad + serialise + write, one TFRecord file per fold; (written, failed)."""
+    """decode + resample + cut into the job's 4 s windows + serialise + write, one TFRecord file per fold;
+    (clips written, failed)."""
     import tensorflow as tf
 
     from tfdata import contract as c
-    from tfdata.audio import AudioDecodeError, decode_audio, fit_to_length
-    from tfdata.records import serialize_clip
+    from tfdata.audio import AudioDecodeError, decode_audio
+    from tfdata.example import serialize_clip_windows
 
     writers, written, failed = {}, 0, 0
     for row in rows:
         fold = int(row["fold"])
         path = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(fold), row["slice_file_name"])
         try:
-            clip, valid = fit_to_length(decode_audio(path))
+            waveform = decode_audio(path)[:c.MAX_CLIP_SECONDS * c.SAMPLE_RATE]  # what the job keeps
         except AudioDecodeError:
             failed += 1
             continue
@@ -339,9 +340,10 @@ def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tup
             os.makedirs(os.path.join(out_dir, c.fold_dir_name(fold)), exist_ok=True)
             writers[fold] = tf.io.TFRecordWriter(
                 os.path.join(out_dir, c.fold_dir_name(fold), f"part-{part:05d}{c.RECORD_SUFFIX}"))
-        writers[fold].write(serialize_clip(clip, valid, label=int(row["classID"]), class_name=row["class"], fold=fold,
-                                           fsid=int(row["fsID"]), slice_file_name=row["slice_file_name"],
-                                           salience=int(row["salience"])))
+        for example in serialize_clip_windows(waveform, label=int(row["classID"]), class_name=row["class"], fold=fold,
+                                              fsid=int(row["fsID"]), slice_file_name=row["slice_file_name"],
+                                              salience=int(row["salience"])):
+            writers[fold].write(example)
         written += 1
     for writer in writers.values():
         writer.close()
