@@ -1,10 +1,11 @@
 """`us8k bench serving`: the local endpoint's requests/s and latency, batching on and off.
 
 The server is the real one (`us8k serve` in a process of its own, on a free loopback port, one
-fresh process per run); the load comes from client threads here (httpx, one keep-alive
-connection each) sending one 4 s 16-bit 22050 Hz mono WAV per request. For each concurrency
-(1, 8, 32), with dynamic batching on (--max-batch 32) and off (--max-batch 1): requests/s,
-p50 / p99 latency, and clips per model call (from the server's exit line).
+process per batching mode, loaded at each concurrency in turn); the load comes from client threads
+here (httpx, one keep-alive connection each) sending one 4 s 16-bit 22050 Hz mono WAV per request.
+For each concurrency (1, 8, 32), with dynamic batching on (--max-batch 32) and off (--max-batch 1),
+after a warm-up at that concurrency: requests/s, p50 / p99 latency, and clips per model call over
+the timed load (the difference of the server's /metrics `us8k_model_call_rows` sum and count).
 
 Reference figures, measured here on the same export before any server runs:
   limit  = the bare SavedModel's clips/s at batch 32 (the signature called directly on decoded
@@ -180,6 +181,14 @@ class _Server:
         """The server's resident memory (VmRSS) or its peak since the last reset (VmHWM), MB."""
         text = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+
+    def model_calls(self) -> tuple[float, float]:
+        """(clips, model calls) so far: the sum and count of /metrics' us8k_model_call_rows histogram."""
+        import httpx  # the test extra
+
+        text = httpx.get(self.url + "/metrics", timeout=30).text
+        return tuple(float(re.search(rf"^us8k_model_call_rows_{field} (\S+)$", text, re.M).group(1))
+                     for field in ("sum", "count"))
 
     def reset_peak(self) -> None:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
@@ -411,23 +420,27 @@ def _report(results: dict, *, limit: float, limit_before: float, limit_after: fl
 
 
 def _load_runs(export_dir: Path, wav: bytes, args, levels: list[int], work: Path) -> dict:
-    """One fresh server per (batching on / off, concurrency), loaded for args.seconds after a warm-up:
-    {(max batch, concurrency): (req/s, p50 s, p99 s, errors, clips per model call)}, a line printed for each."""
+    """One server per batching mode (on / off), loaded at each concurrency in turn for args.seconds after a
+    warm-up at that concurrency: {(max batch, concurrency): (req/s, p50 s, p99 s, errors, clips per model call
+    over the timed load)}, a line printed for each."""
     results = {}
     for label, max_batch, timeout_ms in ((f"on (max {args.max_batch}, {args.batch_timeout_ms:g} ms)",
                                           args.max_batch, args.batch_timeout_ms), ("off (max 1)", 1, 0.0)):
-        for concurrency in levels:
-            server = _Server(export_dir, max_batch, timeout_ms, work / f"server-{max_batch}-{concurrency}.log")
-            try:
+        server = _Server(export_dir, max_batch, timeout_ms, work / f"server-{max_batch}.log")
+        try:
+            for concurrency in levels:
                 _load(server.url, wav, concurrency, WARMUP_SECONDS)
+                clips_before, calls_before = server.model_calls()
                 latencies, errors, elapsed = _load(server.url, wav, concurrency, args.seconds)
-            finally:
-                clips, calls = server.stop()
-            rate = len(latencies) / elapsed
-            results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5), _percentile(latencies, 0.99),
-                                                 errors, clips / max(calls, 1))
-            print(f"  {label:<16}{concurrency:>8}{rate:>9.1f}{_percentile(latencies, 0.5) * 1e3:>9.1f}"
-                  f"{_percentile(latencies, 0.99) * 1e3:>9.1f}{clips / max(calls, 1):>12.1f}{errors:>8}", flush=True)
+                clips, calls = (after - before for after, before in zip(server.model_calls(),
+                                                                        (clips_before, calls_before)))
+                rate, per_call = len(latencies) / elapsed, clips / max(calls, 1)
+                results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5),
+                                                     _percentile(latencies, 0.99), errors, per_call)
+                print(f"  {label:<16}{concurrency:>8}{rate:>9.1f}{_percentile(latencies, 0.5) * 1e3:>9.1f}"
+                      f"{_percentile(latencies, 0.99) * 1e3:>9.1f}{per_call:>12.1f}{errors:>8}", flush=True)
+        finally:
+            server.stop()
     return results
 
 
