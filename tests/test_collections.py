@@ -1,8 +1,9 @@
 """Any labelled collection through the whole product: for each new layout (esc50, csv) a synthetic
 collection with classes other than UrbanSound8K's ten goes `us8k synth` → `us8k ingest` → `us8k train`
-(tiny) → `us8k export` → `us8k package` → `us8k serve` (its own process, serving the model.tar.gz) →
-`us8k predict`, and `us8k label` labels the collection with the export; the folders layout takes the
-same path as `us8k demo --layout folders` (every stage its own process), then `us8k label`. Every answer
+(tiny) → `us8k export`, and `us8k label` labels the collection with the export; the esc50 one also goes
+on to `us8k package` → `us8k serve` (its own process, serving the model.tar.gz) → `us8k predict` (past
+the export, nothing depends on the layout: the csv one stops there); the folders layout takes the same
+path as `us8k demo --layout folders` (every stage its own process), then `us8k label`. Every answer
 carries the collection's class names: the manifest's, the run's, the export's metadata, the endpoint's
 answers, its /metadata (what the listening page lists: page.js draws its class list from /metadata's
 class_names; the browser itself is driven in tests/test_page.py) and the labelling job's predictions
@@ -10,6 +11,7 @@ and summary.
 
 ESC-50 itself cannot be downloaded here: its tree is synthetic, built from its documented columns."""
 import json
+import os
 import re
 import signal
 import subprocess
@@ -26,11 +28,11 @@ from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(420)
 
-# layout: (us8k synth options, us8k ingest options, the class names synth gives it)
+# layout: (us8k synth options, us8k ingest options, the class names synth gives it, served)
 COLLECTIONS = {
     "esc50": ({"classes": ("dog", "rain", "door knock"), "clips_per_class_per_fold": 2}, [],
-              ["dog", "rain", "door knock"]),
-    "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"]),
+              ["dog", "rain", "door knock"], True),
+    "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"], False),
 }
 FOLDERS_NAMES = ["bell", "chirp", "click", "hum", "rain"]  # us8k synth --layout folders' default five
 
@@ -87,7 +89,7 @@ def check_labelling(capsys, root: Path, export: Path, labels: Path, class_names:
 @pytest.mark.parametrize("layout", sorted(COLLECTIONS))
 def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout, tmp_path, tmp_path_factory,
                                                                           capsys):
-    synth_options, ingest_options, names = COLLECTIONS[layout]
+    synth_options, ingest_options, names, served = COLLECTIONS[layout]
     root = synth_layout(tmp_path_factory, layout, seed=1, **synth_options)
     assert names != list(c.URBANSOUND8K_CLASSES) and len(names) != len(c.URBANSOUND8K_CLASSES)
     records, run_dir, export, archive = (tmp_path / n for n in ("records", "run", "export", "model.tar.gz"))
@@ -110,11 +112,19 @@ def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout
     run(capsys, "export", run_dir, "--output", export)
     metadata = json.loads((export / "metadata.json").read_text())
     assert metadata["class_names"] == class_names and metadata["num_classes"] == len(names)
+    check_labelling(capsys, root, export, tmp_path / "labels", class_names)
+    if served:
+        check_serving(capsys, tmp_path_factory, root, records, export, archive, class_names)
+
+
+def check_serving(capsys, tmp_path_factory, root: Path, records: Path, export: Path, archive: Path,
+                  class_names: list[str]) -> None:
+    """`us8k package` the export, `us8k serve` the archive in its own process, `us8k predict` four files."""
     run(capsys, "package", export, "--output", archive, "--wheel-dir", wheel_cache.container_wheels(tmp_path_factory))
 
     files = audio_files(root, records)
     with Served(archive) as server:
-        assert any(f"{len(names)} classes" in line for line in server.lines), server.lines
+        assert any(f"{len(class_names)} classes" in line for line in server.lines), server.lines
         with httpx.Client(base_url=server.url, timeout=60) as client:
             page_meta = client.get("/metadata").json()  # what the listening page lists
         assert page_meta["class_names"] == class_names
@@ -125,16 +135,16 @@ def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout
         assert list(answer["probabilities"]) == class_names
         assert answer["label"] in class_names or answer["label"] == c.UNDETERMINED
 
-    check_labelling(capsys, root, export, tmp_path / "labels", class_names)
 
-
-def test_the_demo_of_a_folder_collection_runs_every_stage(tmp_path, capsys):
+def test_the_demo_of_a_folder_collection_runs_every_stage(tmp_path, tmp_path_factory, capsys):
     """`us8k demo --layout folders`: synth (five generic classes, three corrupt files) → ingest (ten folds
     assigned) → train → export → package → serve → predict, each its own process; then `us8k label`."""
     work = tmp_path / "demo"
+    cache = wheel_cache.cache_home(tmp_path_factory, tmp_path / "cache")  # its `us8k package`: the run's wheels
     done = subprocess.run([sys.executable, "-m", "us8k", "demo", "--layout", "folders", "--workdir", str(work),
                            "--clips-per-class-per-fold", "2", "--models", "tiny", "--epochs", "1",
-                           "--batch-size", "8"], capture_output=True, text=True, timeout=400)
+                           "--batch-size", "8"], capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "XDG_CACHE_HOME": str(cache)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     manifest = json.loads((work / "records" / c.MANIFEST_FILE).read_text())
     assert manifest["layout"] == "folders" and manifest["class_names"] == FOLDERS_NAMES

@@ -166,7 +166,8 @@ def test_mirrored_strategy_two_replicas(records, tmp_path):
 @pytest.mark.timeout(300)
 def test_normalization_stats_come_from_training_folds_only(records, tmp_path):
     per_fold = SMALL
-    variants = {"base": {}, "other_test_audio": {3: 1}, "other_val_audio": {2: 1}, "other_train_audio": {1: 1}}
+    # other audio in the validation and the test fold at once: either one reaching the statistics changes them
+    variants = {"base": {}, "other_val_and_test_audio": {2: 1, 3: 1}, "other_train_audio": {1: 1}}
     stats, frontends = {}, {}
     for name, audio_seed in variants.items():
         records_dir = records(per_fold, **({"audio_seed": audio_seed} if audio_seed else {}))
@@ -177,10 +178,9 @@ def test_normalization_stats_come_from_training_folds_only(records, tmp_path):
         stats[name] = (saved["mean"], saved["variance"])
         model = keras.models.load_model(run_dir / "checkpoints" / "tiny" / "best.keras", compile=False)
         frontends[name] = keras.ops.convert_to_numpy(model.get_layer("frontend").mean)
-    assert stats["other_test_audio"] == stats["base"]
-    assert stats["other_val_audio"] == stats["base"]
+    assert stats["other_val_and_test_audio"] == stats["base"]
     assert not np.allclose(stats["other_train_audio"][0], stats["base"][0])
-    np.testing.assert_array_equal(frontends["other_test_audio"], frontends["base"])
+    np.testing.assert_array_equal(frontends["other_val_and_test_audio"], frontends["base"])
     assert not np.allclose(frontends["other_train_audio"], frontends["base"])
 
 

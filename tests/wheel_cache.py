@@ -39,3 +39,12 @@ def container_wheels(tmp_path_factory, python: str | None = None) -> Path:
 
     python = python or CONTAINER_PYTHON
     return shared_dir.built_once(tmp_path_factory, f"container-wheels-{python}", _fetcher(python)) / "wheels"
+
+
+def cache_home(tmp_path_factory, target: Path) -> Path:
+    """An XDG_CACHE_HOME (at `target`) whose us8k/wheels is the run's container wheel cache: a `us8k
+    package` without --wheel-dir (as `us8k demo` runs it) finds its wheels there offline, and neither
+    it nor pip writes under the user's ~/.cache."""
+    (target / "us8k").mkdir(parents=True, exist_ok=True)
+    (target / "us8k" / "wheels").symlink_to(container_wheels(tmp_path_factory), target_is_directory=True)
+    return target
