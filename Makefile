@@ -42,10 +42,12 @@ lint: install
 shape:
 	$(PY) tests/code_shape.py
 
-# Lint first, then two workers (the CI machine's cores), each test file one scheduling scope
-# (tests/conftest.py); the 20 slowest last.
+# Lint first, then four workers, two per core of the CI machine (docs/testing.md: measured), each test
+# file one scheduling scope and each process one TensorFlow intra-op thread (tests/conftest.py); the
+# 20 slowest last. Another count: make test WORKERS=N.
+WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest -q -n 2 --durations=20 tests
+	$(BIN)/python -m pytest -q -n $(WORKERS) --durations=20 tests
 
 # Every benchmark; the Markdown report is the docs' benchmarks page.
 bench: install

@@ -9,7 +9,8 @@ On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its ow
       assigned by the job, default settings), then the default again: the folders job's ratio to the
       two default runs pooled (target ≥ 0.9×; the first job of a run measured slower here), without the
       cap (`--shard-mb 0`) and with shard counts planned from the CSV (`--planned-shards`: records
-      grouped by shard, then written); `--modes` adds other FnApiRunner running modes;
+      grouped by shard, then written; `--targets-only` leaves these two out); `--modes` adds other
+      FnApiRunner running modes;
   (b) a bare loop doing the same decode + resample + pad + serialise + TFRecord write, in one
       process and in W processes (multiprocessing, spawn), one BLAS thread per process as in
       the Beam job (OpenBLAS's threads in the downmix made one process slower on 1.5 cores);
@@ -61,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="use this UrbanSound8K-layout dataset instead of generating one")
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed's librosa path")
+    parser.add_argument("--targets-only", action="store_true",
+                        help="time only the sides the targets compare (not the jobs without a shard cap or with "
+                             "planned shards)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
         folders = _folders_side(results, scratch, data_dir, workers)
         again = (side("default_again", "    (a)'s job again, after the folders side", "beam", LOCAL_RUNNING_MODE,
                       workers, SHARD_TARGET_MB, "runner") if folders else None)
-        beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE, workers,
-                          0, "runner"))
-        beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers,
-                          SHARD_TARGET_MB, "planned"))
+        if not args.targets_only:
+            beams.append(side("no_cap", "    the same, no shard cap (--shard-mb 0)", "beam", LOCAL_RUNNING_MODE,
+                              workers, 0, "runner"))
+            beams.append(side("planned", "    the same, --planned-shards", "beam", LOCAL_RUNNING_MODE, workers,
+                              SHARD_TARGET_MB, "planned"))
         for mode in modes:
             side(mode, f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB,
                  "runner")

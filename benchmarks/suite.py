@@ -30,7 +30,7 @@ BENCHMARKS = {
 
 # `bench all --quick`: each benchmark's flags for a small run (a benchmark not listed runs its defaults).
 QUICK = {
-    "ingest": ["--clips", "40", "--skip-seed"],
+    "ingest": ["--clips", "40", "--skip-seed", "--targets-only"],
     "label": ["--files", "40", "--long", "1", "--model", "tiny"],
     "frontend": ["--batch", "8", "--iterations", "2", "--librosa-clips", "8", "--repeats", "1"],
     "pipeline": ["--records", "64", "--shards", "4", "--batches", "4", "--steps", "2", "--model", "tiny",

@@ -2,7 +2,7 @@
 so MirroredStrategy runs two replicas on this GPU-less machine. TensorFlow accepts a logical
 device configuration only before it initialises, hence here, before any test imports it.
 
-Under pytest-xdist (`make test`: two workers) every test file is one scope of the scheduler, so a
+Under pytest-xdist (`make test`: four workers) every test file is one scope of the scheduler, so a
 file's module fixtures are built once, in one worker; the files that start many processes or much
 memory of their own (PROCESS_HUNGRY) share one scope, so they run one after another, never side by
 side. Scopes are handed out heaviest first (HEAVIEST_FIRST, from `--durations`), so that no long
@@ -10,6 +10,11 @@ file starts last. Artefacts the whole run shares are built once in tests/shared_
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One TensorFlow intra-op thread per process (each worker and every process it starts), unless set: with
+# more workers than cores, TensorFlow's default of one intra-op thread per core in every process
+# oversubscribed the cores (measured on the whole suite: docs/testing.md). What a test checks does not
+# depend on it; the memory-bound test serves at TensorFlow's default.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 # Keras and matplotlib write their caches and config under $HOME otherwise: tests write only in temp dirs.
 _SCRATCH = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"us8k-tests-{os.getuid()}")

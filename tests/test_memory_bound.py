@@ -79,9 +79,11 @@ class Server:
     """`us8k serve --quiet` in a process of its own."""
 
     def __init__(self, export):
+        # at TensorFlow's own thread count, as it serves outside the tests (conftest sets one intra-op thread)
+        env = {k: v for k, v in os.environ.items() if k != "TF_NUM_INTRAOP_THREADS"}
         self.process = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(export), "--port", "0", "--quiet"],
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                                        env={**env, "TF_CPP_MIN_LOG_LEVEL": "3"})
         self.url = None
         for line in self.process.stdout:
             match = re.search(r" at (http://\S+) ", line)
