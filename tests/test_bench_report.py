@@ -136,3 +136,31 @@ def test_unknown_skip_is_a_one_line_error(capsys):
     assert us8k.main(["bench", "all", "--skip", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("us8k bench: error: unknown benchmark(s) nope; known: ingest, label") and err.count("\n") == 1
+
+
+def test_ingest_report_sets_each_beam_side_against_the_bare_loop():
+    """`bench all --quick` times only the sides its targets compare (--targets-only); the report of a full
+    run's sides (their figures as each side's process prints them) is checked here."""
+    from benchmarks import ingest
+
+    def side(key, rows, seconds, **extra):
+        return {"key": key, "label": key, "rows": rows, "seconds": seconds, "load": 1.0, "failed": 0, **extra}
+
+    results = [side("default", 100, 10.0, shards=3, largest_shard_mb=1.5, peak_rss_mib=300.0),
+               side("folders", 100, 9.0), side("default_again", 100, 11.0), side("no_cap", 100, 8.0),
+               side("planned", 100, 12.5), side("bare_1", 100, 20.0),
+               side("bare_w", 100, 12.0, steady_seconds=10.0), side("seed", 100, 50.0)]
+    built = ingest._report(results, workers=2, rows=100)
+    figures = built["figures"]
+    assert set(figures) == {"default_vs_bare_w", "default_vs_bare_w_steady", "default_vs_bare_1", "default_vs_seed",
+                            "no_cap_vs_bare_w", "planned_vs_bare_w", "folders_vs_urbansound8k"}
+    for key, seconds in (("no_cap", 8.0), ("planned", 12.5)):  # against the bare loop, without a target
+        figure = figures[f"{key}_vs_bare_w"]
+        assert figure["baseline"] == "bare_w" and "target" not in figure
+        assert figure["value"] == pytest.approx(100 / seconds)
+    assert figures["default_vs_bare_w"]["target"] == {"op": ">=", "ratio": ingest.TARGET_BEAM_OVER_BARE}
+    assert figures["default_vs_seed"]["target"] == {"op": ">=", "ratio": ingest.TARGET_BEAM_OVER_SEED}
+    assert built["baselines"]["urbansound8k"]["value"] == pytest.approx(200 / 21.0)  # the two default runs pooled
+    assert built["baselines"]["bare_w_steady"]["value"] == pytest.approx(100 / 10.0)
+    assert built["params"] == {"clips": 100, "workers": 2, "failed": 0, "shards": 3, "largest_shard_mb": 1.5,
+                               "job_peak_rss_mib": 300}
