@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from models.config import EVAL_BATCH_SIZE
 from models.errors import EvaluationError
 from tfdata import contract as c
 from tfdata.layout import SELECTION_FILE, SelectionError
@@ -14,13 +15,11 @@ ERRORS = (EvaluationError, SelectionError)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from models.evaluate import BATCH_SIZE
-
     parser.add_argument("run", help=f"training run directory (holds {SELECTION_FILE})")
     parser.add_argument("--threshold", type=float, default=c.DEFAULT_THRESHOLD,
                         help=f"undetermined below this top probability (default {c.DEFAULT_THRESHOLD})")
     parser.add_argument("--records", default=None, help="records directory (default: the one trained on)")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE)
     parser.add_argument("--robustness", action="store_true",
                         help="also measure the selected model on the test fold re-encoded (MP3/OGG), at other "
                              "levels, resampled and embedded in longer recordings (slower)")

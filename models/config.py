@@ -42,6 +42,7 @@ LR_SCHEDULES = ("constant", "cosine", "one_cycle")
 MIX_MODES = ("none", "mixup", "between_class")
 CALIBRATION_TARGETS = ("precision", "coverage")
 SPLIT_FIELDS = ("val_fold", "test_fold", "train_folds")  # the fold split: `us8k cv` chooses it per fold
+EVAL_BATCH_SIZE = 32  # clips per prediction batch in evaluation and the robustness check (any size: the same numbers)
 
 
 class ConfigError(ValueError):

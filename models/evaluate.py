@@ -32,6 +32,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from models import architectures  # noqa: F401  (registers the custom layers for load_model)
 from models import calibration as cal
+from models.config import EVAL_BATCH_SIZE
 from models.errors import EvaluationError
 from models.figures import figure_png
 from models.run_classes import RunClasses, output_mismatch, read_run_classes
@@ -49,7 +50,6 @@ from tfdata.layout import (
 from tfdata.records import read_clip_windows
 from tfdata.windowing import average_windows
 
-BATCH_SIZE = 32
 SWEEP_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # 0.00, 0.05, …, 1.00
 MAX_LABELLED_CLASSES = 40  # the confusion figure names its classes (and counts its cells) up to this many
 # A check of the selected model on other inputs: (model, records_dir, test_fold, *, temperature,
@@ -193,7 +193,7 @@ def sweep_png(sweep: list[dict], threshold: float, title: str) -> bytes:
 
 # ---------------------------------------------------------------------------- the run
 def evaluate_run(run_dir: str | os.PathLike, *, threshold: float = c.DEFAULT_THRESHOLD,
-                 batch_size: int = BATCH_SIZE, records_dir: str | os.PathLike | None = None,
+                 batch_size: int = EVAL_BATCH_SIZE, records_dir: str | os.PathLike | None = None,
                  verbose: bool = True, robustness: SelectedModelCheck | None = None) -> dict:
     """Evaluate every model in RUN/selection.json on its test fold; write RUN/report/; return the report.
 

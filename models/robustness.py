@@ -27,6 +27,7 @@ import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from models.calibration import apply_temperature, check_on, ece
+from models.config import EVAL_BATCH_SIZE
 from tfdata import contract as c
 from tfdata import records, windowing
 from tfdata.audio import decode_audio, resample
@@ -37,7 +38,6 @@ GAINS_DB = (-20.0, -10.0, 6.0)
 RESAMPLE_RATES = (8_000, 16_000, 44_100, 48_000)
 EMBED_SECONDS = 10.0
 EMBED_NOISE_RMS = 10 ** (-50 / 20)
-BATCH_SIZE = 32
 SEED = 0
 
 
@@ -119,7 +119,7 @@ def inference(model):
                        input_signature=[tf.TensorSpec([None, c.CLIP_SAMPLES], tf.float32)])
 
 
-def predict_clips(predict, clips, temperature: float = 1.0, batch_size: int = BATCH_SIZE):
+def predict_clips(predict, clips, temperature: float = 1.0, batch_size: int = EVAL_BATCH_SIZE):
     """As the endpoint: windows of each clip through `predict` (`inference(model)`), temperature per
     window, averaged. Returns (raw averaged, calibrated averaged probabilities), float64 [N, classes]."""
     windows = [windowing.frame(clip) for clip in clips]  # each [k, 88200]
