@@ -329,7 +329,7 @@ def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tup
     import tensorflow as tf
 
     from tfdata import contract as c
-    from tfdata.audio import AudioDecodeError, decode_audio
+    from tfdata.audio import AudioDecodeError, decode_head
     from tfdata.example import serialize_clip_windows
 
     writers, written, failed = {}, 0, 0
@@ -337,7 +337,7 @@ def _bare_chunk(data_dir: str, out_dir: str, part: int, rows: list[dict]) -> tup
         fold = int(row["fold"])
         path = os.path.join(data_dir, c.AUDIO_DIR, c.fold_dir_name(fold), row["slice_file_name"])
         try:
-            waveform = decode_audio(path)[:c.MAX_CLIP_SECONDS * c.SAMPLE_RATE]  # what the job keeps
+            waveform = decode_head(path, seconds=c.MAX_CLIP_SECONDS)  # what the job keeps, decoding only that
         except AudioDecodeError:
             failed += 1
             continue
