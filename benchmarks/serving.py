@@ -430,10 +430,9 @@ def _load_runs(export_dir: Path, wav: bytes, args, levels: list[int], work: Path
         try:
             for concurrency in levels:
                 _load(server.url, wav, concurrency, WARMUP_SECONDS)
-                clips_before, calls_before = server.model_calls()
+                before = server.model_calls()
                 latencies, errors, elapsed = _load(server.url, wav, concurrency, args.seconds)
-                clips, calls = (after - before for after, before in zip(server.model_calls(),
-                                                                        (clips_before, calls_before)))
+                clips, calls = (after - then for after, then in zip(server.model_calls(), before))
                 rate, per_call = len(latencies) / elapsed, clips / max(calls, 1)
                 results[(max_batch, concurrency)] = (rate, _percentile(latencies, 0.5),
                                                      _percentile(latencies, 0.99), errors, per_call)
