@@ -37,6 +37,7 @@ A restored run's records come back as new files (the channel is downloaded again
 normalisation statistics name the same shards (relative paths and sizes; same manifest) with other
 modification times or under another directory, their fingerprint is brought up to date so the run resumes instead of
 refusing "other records". Progress goes to stdout; failures end with `us8k job: error: <reason>` on stderr.
+The channel and the config are checked before TensorFlow is imported, so a refused job fails at once.
 
 Everything this module imports, directly or through the modules it imports, is in that image: no
 soundfile, soxr, PyAV or Beam (the import-linter contract "training-image" in .importlinter checks it).
@@ -50,17 +51,8 @@ import os
 import shutil
 import sys
 
-import keras
-import numpy as np
-
-from models import (
-    architectures,  # noqa: F401  (registers the custom layers for load_model)
-    distribute,
-)
 from models.config import ConfigError, TrainConfig, manifest_sha256
 from models.errors import EvaluationError, ExportError, JobError, TrainingError
-from models.export import export_run
-from models.folds import records_fingerprint
 from models.job_contract import (
     CHANNEL,
     CHECKPOINT_DIR,
@@ -70,7 +62,6 @@ from models.job_contract import (
     VERBOSE_HYPERPARAMETER,
 )
 from models.run_files import read_json, write_json
-from models.train import train_models
 from tfdata.layout import (
     CALIBRATION_FILE,
     CHECKPOINTS_DIR,
@@ -145,6 +136,8 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
     recorded = (read_json(os.path.join(run_dir, CONFIG_FILE)) or {}).get("records_manifest_sha256")
     if recorded and recorded != manifest_sha256(records_dir):
         return False  # other records: train_models refuses them, as it should
+    from models.folds import records_fingerprint
+
     try:
         current = records_fingerprint(records_dir, saved["train_folds"])
     except (FileNotFoundError, KeyError):
@@ -160,6 +153,11 @@ def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
 
 def weights_digest(checkpoint: str) -> tuple[str, float]:
     """(sha256 of every weight's float32 bytes in order, sum of |weights|) of a .keras checkpoint."""
+    import keras
+    import numpy as np
+
+    from models import architectures  # noqa: F401  (registers the custom layers for load_model)
+
     model = keras.models.load_model(checkpoint, compile=False)
     digest, total = hashlib.sha256(), 0.0
     for weight in model.weights:
@@ -187,6 +185,8 @@ def copy_outputs(run_dir: str, output_dir: str) -> list[str]:
 def export_selected(run_dir: str, model_dir: str) -> None:
     """`us8k export RUN --output SM_MODEL_DIR --overwrite` (calibrated threshold and temperature), with
     the export's own progress lines."""
+    from models.export import export_run
+
     try:
         export_run(run_dir, model_dir, overwrite=True, log=lambda message: print(f"us8k export: {message}", flush=True))
     except (ExportError, SelectionError) as error:
@@ -230,6 +230,10 @@ def run_job(args) -> int:
     if not args.records:
         raise JobError("no records: set SM_CHANNEL_RECORDS (the job's \"records\" channel) or pass --records")
     config, verbose, source = settings(args)
+    # TensorFlow only now (seconds to import): a job refused for its channel or its config fails at once
+    from models import distribute
+    from models.train import train_models
+
     try:
         chief, (kind, index), workers = distribute.is_chief(), distribute.task(), distribute.num_workers()
     except distribute.ClusterError as error:
