@@ -1,24 +1,21 @@
 """Any labelled collection through the whole product: for each new layout (esc50, csv) a synthetic
 collection with classes other than UrbanSound8K's ten goes `us8k synth` → `us8k ingest` → `us8k train`
-(tiny) → `us8k export`, and `us8k label` labels the collection with the export; the esc50 one also goes
-on to `us8k package` → `us8k serve` (its own process, serving the model.tar.gz) → `us8k predict` (past
-the export, nothing depends on the layout: the csv one stops there); the folders layout takes the same
-path as `us8k demo --layout folders` (every stage its own process), then `us8k label`. Every answer
-carries the collection's class names: the manifest's, the run's, the export's metadata, the endpoint's
-answers, its /metadata (what the listening page lists: page.js draws its class list from /metadata's
-class_names; the browser itself is driven in tests/test_page.py) and the labelling job's predictions
-and summary.
+(tiny) → `us8k export`, and `us8k label` labels the collection with the export; the folders layout
+takes the whole path as `us8k demo --layout folders` does (every stage its own process, on to
+`us8k package` → `us8k serve` of the model.tar.gz → `us8k predict`), then `us8k label`. Past the
+export nothing depends on the layout, so one layout goes on to the endpoint here; the endpoint's
+/metadata and the listening page with a model of other classes are tests/test_page.py's. Every answer
+carries the collection's class names: the manifest's, the run's, the export's metadata, the
+endpoint's answers and the labelling job's predictions and summary.
 
 ESC-50 itself cannot be downloaded here: its tree is synthetic, built from its documented columns."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import wheel_cache
 from synth_data import synth_layout
@@ -28,11 +25,11 @@ from tfdata import contract as c
 
 pytestmark = pytest.mark.timeout(420)
 
-# layout: (us8k synth options, us8k ingest options, the class names synth gives it, served)
+# layout: (us8k synth options, us8k ingest options, the class names synth gives it)
 COLLECTIONS = {
     "esc50": ({"classes": ("dog", "rain", "door knock"), "clips_per_class_per_fold": 2}, [],
-              ["dog", "rain", "door knock"], True),
-    "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"], False),
+              ["dog", "rain", "door knock"]),
+    "csv": ({"num_classes": 4, "clips_per_class_per_fold": 2}, [], ["bell", "chirp", "click", "hum"]),
 }
 FOLDERS_NAMES = ["bell", "chirp", "click", "hum", "rain"]  # us8k synth --layout folders' default five
 
@@ -44,37 +41,6 @@ def run(capsys, *argv) -> str:
     out, err = capsys.readouterr()
     assert status == 0, (argv[0], out[-2000:], err[-2000:])
     return out
-
-
-class Served:
-    """`us8k serve ARCHIVE --port 0` in its own process, stopped on exit."""
-
-    def __init__(self, archive: Path):
-        self.process = subprocess.Popen([sys.executable, "-m", "us8k", "serve", str(archive), "--port", "0"],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines = []
-        for line in self.process.stdout:
-            self.lines.append(line)
-            match = re.search(r" at (http://\S+) ", line)
-            if match:
-                self.url = match.group(1)
-                return
-        raise AssertionError("us8k serve did not start:\n" + "".join(self.lines))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=60)
-
-
-def audio_files(root: Path, records: Path) -> list[Path]:
-    """Four audio files of the collection that ingestion wrote (none of its listed failures)."""
-    failed = {json.loads(line)["file"] for line in (records / c.ERRORS_FILE).read_text().splitlines()}
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".wav", ".flac", ".ogg")
-                   and p.relative_to(root).as_posix() not in failed)
-    return files[:: max(1, len(files) // 4)][:4]
 
 
 def check_labelling(capsys, root: Path, export: Path, labels: Path, class_names: list[str]) -> None:
@@ -89,10 +55,10 @@ def check_labelling(capsys, root: Path, export: Path, labels: Path, class_names:
 @pytest.mark.parametrize("layout", sorted(COLLECTIONS))
 def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout, tmp_path, tmp_path_factory,
                                                                           capsys):
-    synth_options, ingest_options, names, served = COLLECTIONS[layout]
+    synth_options, ingest_options, names = COLLECTIONS[layout]
     root = synth_layout(tmp_path_factory, layout, seed=1, **synth_options)
     assert names != list(c.URBANSOUND8K_CLASSES) and len(names) != len(c.URBANSOUND8K_CLASSES)
-    records, run_dir, export, archive = (tmp_path / n for n in ("records", "run", "export", "model.tar.gz"))
+    records, run_dir, export = (tmp_path / n for n in ("records", "run", "export"))
 
     out = run(capsys, "ingest", "--data-dir", root, "--output", records, *ingest_options)
     assert f"us8k ingest: layout {layout} (detected)" in out
@@ -113,27 +79,6 @@ def test_a_collection_goes_from_its_files_to_answers_with_its_own_classes(layout
     metadata = json.loads((export / "metadata.json").read_text())
     assert metadata["class_names"] == class_names and metadata["num_classes"] == len(names)
     check_labelling(capsys, root, export, tmp_path / "labels", class_names)
-    if served:
-        check_serving(capsys, tmp_path_factory, root, records, export, archive, class_names)
-
-
-def check_serving(capsys, tmp_path_factory, root: Path, records: Path, export: Path, archive: Path,
-                  class_names: list[str]) -> None:
-    """`us8k package` the export, `us8k serve` the archive in its own process, `us8k predict` four files."""
-    run(capsys, "package", export, "--output", archive, "--wheel-dir", wheel_cache.container_wheels(tmp_path_factory))
-
-    files = audio_files(root, records)
-    with Served(archive) as server:
-        assert any(f"{len(class_names)} classes" in line for line in server.lines), server.lines
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            page_meta = client.get("/metadata").json()  # what the listening page lists
-        assert page_meta["class_names"] == class_names
-        out = run(capsys, "predict", *files, "--url", server.url, "--json")
-    answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert [a["file"] for a in answers] == [str(f) for f in files]
-    for (answer,) in (a["predictions"] for a in answers):
-        assert list(answer["probabilities"]) == class_names
-        assert answer["label"] in class_names or answer["label"] == c.UNDETERMINED
 
 
 def test_the_demo_of_a_folder_collection_runs_every_stage(tmp_path, tmp_path_factory, capsys):

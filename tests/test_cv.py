@@ -1,4 +1,4 @@
-"""models.cv (`us8k cv`): every fold of the records in turn (five here: the protocol is the same for
+"""models.cv (`us8k cv`): every fold of the records in turn (four here: the protocol is the same for
 UrbanSound8K's ten, whose wrap-around rule test_validation_rule_is_the_fold_before checks), no test clip in
 any fold's training data or normalisation statistics (on record ids), the summary, and a resumed run."""
 import os
@@ -16,7 +16,7 @@ from models.frontend import compute_normalization_stats
 from tfdata import contract as c
 from tfdata import dataset, records
 
-FOLDS = range(1, 6)  # the records' folds: cv runs over the folds present
+FOLDS = range(1, 5)  # four folds (each trains on two): cv runs over the folds present
 
 
 def refusal(capsys, argv) -> str:

@@ -129,23 +129,6 @@ def test_metric_definitions_match_the_job_log(job):
     assert found["input_stall"] == pytest.approx(selection["models"]["tiny"]["input_stall"], rel=1e-3, abs=1e-4)
 
 
-def test_restarted_job_resumes_from_its_checkpoints(job):
-    """As a spot job restarts: the checkpoints are back, the channel is downloaded again (new files).
-    Deviation: a restarted job keeps its hyperparameters; here a second job with 2 epochs stands in
-    for a 2-epoch job interrupted after its first epoch."""
-    described = launch("us8k-job-2", "--epochs", "2")  # the module's emulator still runs
-    tree = job["tree"]
-    for name in ("input", "model", "output"):
-        shutil.rmtree(tree / name)
-    sagemaker_container.container_tree(tree, described, job["s3"])
-    log = start(tree, described)
-    assert "downloaded again" in log and "[tiny] resuming after epoch 1 of 2" in log
-    state = json.loads((tree / "checkpoints" / "checkpoints" / "tiny" / "state.json").read_text())
-    assert state["epochs_run"] == 2
-    history = (tree / "output" / "data" / "history" / "tiny.csv").read_text().strip().splitlines()
-    assert len(history) == 3  # header + two epochs, the first from before the restart
-
-
 def test_refusals_are_one_line(job, tmp_path):
     """What the toolkit cannot fix for us: no channel, a config that is not one."""
     described = dict(job["described"])
