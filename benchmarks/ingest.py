@@ -14,6 +14,7 @@ On one synthetic UrbanSound8K-layout dataset (tfdata.synth), each side in its ow
   (b) a bare loop doing the same decode + resample + pad + serialise + TFRecord write, in one
       process and in W processes (multiprocessing, spawn), one BLAS thread per process as in
       the Beam job (OpenBLAS's threads in the downmix made one process slower on 1.5 cores);
+      `--targets-only` times only the W processes (the target's baseline);
   (c) the seed's path as it ran: one process, librosa.load(sr=22050) + pad/crop 4 s +
       melspectrogram(n_mels=128) + power_to_db + np.save per clip (one BLAS thread and one
       warm-up clip before the clock: both make it faster).
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-seed", action="store_true", help="do not time the seed's librosa path")
     parser.add_argument("--targets-only", action="store_true",
                         help="time only the sides the targets compare (not the jobs without a shard cap or with "
-                             "planned shards)")
+                             "planned shards, nor the one-process bare loop)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
         for mode in modes:
             side(mode, f"    Beam, FnApiRunner {mode} ×{workers}, default", "beam", mode, workers, SHARD_TARGET_MB,
                  "runner")
-        bare_1 = side("bare_1", "(b) bare loop, 1 process", "bare", 1)
-        bare_w = side("bare_w", f"    bare loop, {workers} processes (incl. their start-up)", "bare", workers) \
-            if workers > 1 else bare_1
+        bare_1 = None if args.targets_only and workers > 1 else side("bare_1", "(b) bare loop, 1 process", "bare", 1)
+        bare_w = side("bare_w", f"{'    ' if bare_1 else '(b) '}bare loop, {workers} processes (incl. their start-up)",
+                      "bare", workers) if workers > 1 else bare_1
         if workers > 1:
             print(f"    {'  the same, after start-up (' + format(bare_w['startup_seconds'], '.1f') + ' s)':<50} "
                   f"{bare_w['rows'] / bare_w['steady_seconds']:7.1f} clips/s", flush=True)
@@ -184,7 +185,7 @@ def _side(results: list[dict], scratch: str, data_dir: str, key: str, label: str
     return figures
 
 
-def _print_ratios(beams: list[dict], bare_1: dict, bare_w: dict, seed: dict | None, workers: int) -> None:
+def _print_ratios(beams: list[dict], bare_1: dict | None, bare_w: dict, seed: dict | None, workers: int) -> None:
     """Each Beam job (default, no shard cap, planned shards) against the bare loops and the seed's path."""
     def rate(figures):
         return figures["rows"] / figures["seconds"]
@@ -195,7 +196,8 @@ def _print_ratios(beams: list[dict], bare_1: dict, bare_w: dict, seed: dict | No
                 f"(target ≥ {TARGET_BEAM_OVER_BARE}×)")
         if steady:
             line += f", {rate(beam) / rate(steady):.2f}× after its start-up"
-        line += f"; / bare loop ×1: {rate(beam) / rate(bare_1):.2f}×"
+        if bare_1:
+            line += f"; / bare loop ×1: {rate(beam) / rate(bare_1):.2f}×"
         if seed:
             line += f"; / seed: {rate(beam) / rate(seed):.2f}× (target ≥ {TARGET_BEAM_OVER_SEED:g}×)"
         print(line, flush=True)
@@ -210,13 +212,14 @@ def _report(results: list[dict], *, workers: int, rows: int) -> dict:
                 "peak_rss_mib": side.get("peak_rss_mib")}
 
     by_key = {r["key"]: r for r in results}
-    bare_w = by_key.get("bare_w", by_key["bare_1"])
+    bare_w = by_key.get("bare_w") or by_key["bare_1"]
     baselines = {"bare_w": entry(bare_w, f"bare loop, {workers} process{'es' if workers > 1 else ''}"
                                  + (" (incl. their start-up)" if workers > 1 else ""))}
     if workers > 1:
         baselines["bare_w_steady"] = entry(bare_w, f"bare loop, {workers} processes, after their start-up",
                                            "steady_seconds")
-        baselines["bare_1"] = entry(by_key["bare_1"], "bare loop, 1 process")
+        if "bare_1" in by_key:  # (not with --targets-only)
+            baselines["bare_1"] = entry(by_key["bare_1"], "bare loop, 1 process")
     if "seed" in by_key:
         baselines["seed"] = entry(by_key["seed"], "seed path (librosa load + mel + np.save, 1 process)")
     figures = {}

@@ -4,8 +4,9 @@ The server is the real one (`us8k serve` in a process of its own, on a free loop
 process per batching mode, loaded at each concurrency in turn); the load comes from client threads
 here (httpx, one keep-alive connection each) sending one 4 s 16-bit 22050 Hz mono WAV per request.
 For each concurrency (1, 8, 32), with dynamic batching on (--max-batch 32) and off (--max-batch 1),
-after a warm-up at that concurrency: requests/s, p50 / p99 latency, and clips per model call over
-the timed load (the difference of the server's /metrics `us8k_model_call_rows` sum and count).
+after a warm-up at that concurrency (longer at a server's first: TensorFlow's first calls happen
+there; at the next ones only the new connections open): requests/s, p50 / p99 latency, and clips per
+model call over the timed load (the difference of the server's /metrics `us8k_model_call_rows` sum and count).
 
 Reference figures, measured here on the same export before any server runs:
   limit  = the bare SavedModel's clips/s at batch 32 (the signature called directly on decoded
@@ -58,6 +59,7 @@ from tfdata.layout import OUTPUT_PROBABILITIES, SERVING_SIGNATURE, serving_input
 CONCURRENCY = (1, 8, 32)
 SECONDS = 8.0  # timed load per run
 WARMUP_SECONDS = 1.5  # untimed load first (connections, TF's first calls)
+LEVEL_WARMUP_SECONDS = 0.5  # untimed load before each later concurrency on the same, warm server (its new connections)
 CLIP_SECONDS = 4.0
 LIMIT_ITERATIONS = 8  # timed batch-32 calls for the limit
 WARMUP_CALLS = 6  # untimed calls of each shape before any timing
@@ -421,15 +423,16 @@ def _report(results: dict, *, limit: float, limit_before: float, limit_after: fl
 
 def _load_runs(export_dir: Path, wav: bytes, args, levels: list[int], work: Path) -> dict:
     """One server per batching mode (on / off), loaded at each concurrency in turn for args.seconds after a
-    warm-up at that concurrency: {(max batch, concurrency): (req/s, p50 s, p99 s, errors, clips per model call
-    over the timed load)}, a line printed for each."""
+    warm-up at that concurrency (WARMUP_SECONDS at the first, LEVEL_WARMUP_SECONDS at the next):
+    {(max batch, concurrency): (req/s, p50 s, p99 s, errors, clips per model call over the timed load)},
+    a line printed for each."""
     results = {}
     for label, max_batch, timeout_ms in ((f"on (max {args.max_batch}, {args.batch_timeout_ms:g} ms)",
                                           args.max_batch, args.batch_timeout_ms), ("off (max 1)", 1, 0.0)):
         server = _Server(export_dir, max_batch, timeout_ms, work / f"server-{max_batch}.log")
         try:
-            for concurrency in levels:
-                _load(server.url, wav, concurrency, WARMUP_SECONDS)
+            for index, concurrency in enumerate(levels):
+                _load(server.url, wav, concurrency, LEVEL_WARMUP_SECONDS if index else WARMUP_SECONDS)
                 before = server.model_calls()
                 latencies, errors, elapsed = _load(server.url, wav, concurrency, args.seconds)
                 clips, calls = (after - then for after, then in zip(server.model_calls(), before))

@@ -53,7 +53,7 @@ def test_bench_all_writes_json_and_markdown(tmp_path, capsys):
     # the same clips as a folders collection, against the urbansound8k layout's job
     assert ingest["figures"]["folders_vs_urbansound8k"]["target"] == {"op": ">=", "ratio": 0.9}
     assert ingest["figures"]["folders_vs_urbansound8k"]["baseline"] == "urbansound8k"
-    assert "seed" not in ingest["baselines"]
+    assert "seed" not in ingest["baselines"] and "bare_1" not in ingest["baselines"]  # --targets-only
     # serving: every run answered without errors; the top concurrency with batching carries the target
     assert all(f["errors"] == 0 for f in serving["figures"].values())
     assert serving["figures"]["rps_batching_on_c4"]["target"]["op"] == ">="
