@@ -35,7 +35,7 @@ QUICK = {
     "frontend": ["--batch", "8", "--iterations", "2", "--librosa-clips", "8", "--repeats", "1"],
     "pipeline": ["--records", "64", "--shards", "4", "--batches", "4", "--steps", "2", "--model", "tiny",
                  "--skip-memory"],
-    "serving": ["--model", "tiny", "--seconds", "1", "--concurrency", "1,4"],
+    "serving": ["--model", "tiny", "--seconds", "0.5", "--concurrency", "1,4"],
     "payload": ["--seconds", "8", "--repeats", "2"],
     "quality": ["--protocol", "split", "--arms", "seed,strong", "--seeds", "0", "--epochs", "1",
                 "--clips-per-class-per-fold", "1"],  # + --work OUTPUT/bench_quality
