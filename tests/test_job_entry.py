@@ -11,6 +11,9 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import boto3
 import moto_sagemaker
@@ -173,3 +176,17 @@ def test_settings_come_from_sm_hps_before_the_command_line():
         job_entry.settings(local, {"SM_HPS": "{"})
     with pytest.raises(job_entry.JobError, match="hyperparameter config: "):
         job_entry.settings(mangled, {})
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_job_stops_before_importing_tensorflow(tmp_path):
+    """The channel and the config are checked first: a refused job does not pay TensorFlow's import."""
+    probe = ("import sys\nfrom models.job_entry import main\ncode = main(sys.argv[1:])\n"
+             "print('tensorflow imported:', 'tensorflow' in sys.modules, 'exit', code)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "TF_CONFIG"))}
+    for argv, message in ((["--checkpoint-dir", str(tmp_path)], "no records"),
+                          (["--records", str(tmp_path), "--config", '{"epochs": "many"}'], "hyperparameter config")):
+        done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).resolve().parents[1], timeout=50)
+        assert f"us8k job: error: {message}" in done.stderr, done.stderr[-2000:]
+        assert done.stdout.strip() == "tensorflow imported: False exit 1", done.stdout
