@@ -37,7 +37,8 @@ A restored run's records come back as new files (the channel is downloaded again
 normalisation statistics name the same shards (relative paths and sizes; same manifest) with other
 modification times or under another directory, their fingerprint is brought up to date so the run resumes instead of
 refusing "other records". Progress goes to stdout; failures end with `us8k job: error: <reason>` on stderr.
-The channel and the config are checked before TensorFlow is imported, so a refused job fails at once.
+This module checks the channel and the config, then hands over to models.job_run (the training, the
+export and the outputs), which imports TensorFlow: a refused job fails at once.
 
 Everything this module imports, directly or through the modules it imports, is in that image: no
 soundfile, soxr, PyAV or Beam (the import-linter contract "training-image" in .importlinter checks it).
@@ -45,14 +46,12 @@ soundfile, soxr, PyAV or Beam (the import-linter contract "training-image" in .i
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import sys
 
-from models.config import ConfigError, TrainConfig, manifest_sha256
-from models.errors import EvaluationError, ExportError, JobError, TrainingError
+from models.config import ConfigError, TrainConfig
+from models.errors import JobError
 from models.job_contract import (
     CHANNEL,
     CHECKPOINT_DIR,
@@ -61,23 +60,6 @@ from models.job_contract import (
     TENSORBOARD_DIR,
     VERBOSE_HYPERPARAMETER,
 )
-from models.run_files import read_json, write_json
-from tfdata.layout import (
-    CALIBRATION_FILE,
-    CHECKPOINTS_DIR,
-    CLASSES_FILE,
-    CONFIG_FILE,
-    HISTORY_DIR,
-    LAST_CHECKPOINT,
-    NORMALIZATION_FILE,
-    REPORT_DIR,
-    SELECTION_FILE,
-    SelectionError,
-    checkpoint_file,
-)
-
-OUTPUT_FILES = (CONFIG_FILE, CLASSES_FILE, SELECTION_FILE, CALIBRATION_FILE, NORMALIZATION_FILE)  # → SM_OUTPUT_DATA_DIR
-OUTPUT_DIRS = (REPORT_DIR, HISTORY_DIR)
 
 
 def hyperparameters(environ=None) -> dict:
@@ -125,74 +107,6 @@ def settings(args, environ=None) -> tuple:
     return config_from(config), verbose, source
 
 
-def refresh_fingerprint(run_dir: str, records_dir: str) -> bool:
-    """When RUN/normalization.json names the same shards (relative names and sizes, same manifest) with
-    other modification times or at another path (the channel was downloaded again for a restarted
-    job, on this instance: every instance has its own copy), rewrite its fingerprint; True if it did."""
-    path = os.path.join(run_dir, NORMALIZATION_FILE)
-    saved = read_json(path)
-    if not saved:
-        return False
-    recorded = (read_json(os.path.join(run_dir, CONFIG_FILE)) or {}).get("records_manifest_sha256")
-    if recorded and recorded != manifest_sha256(records_dir):
-        return False  # other records: train_models refuses them, as it should
-    from models.folds import records_fingerprint
-
-    try:
-        current = records_fingerprint(records_dir, saved["train_folds"])
-    except (FileNotFoundError, KeyError):
-        return False
-    records_dir = os.path.abspath(records_dir)
-    if [s[:2] for s in saved.get("shards", [])] != [s[:2] for s in current] or (
-            saved["shards"] == current and saved.get("records") == records_dir):
-        return False
-    write_json(path, {**saved, "records": records_dir, "shards": current})
-    print(f"{LOG_PREFIX}: the records were downloaded again (same shards, new files): resuming the run", flush=True)
-    return True
-
-
-def weights_digest(checkpoint: str) -> tuple[str, float]:
-    """(sha256 of every weight's float32 bytes in order, sum of |weights|) of a .keras checkpoint."""
-    import keras
-    import numpy as np
-
-    from models import architectures  # noqa: F401  (registers the custom layers for load_model)
-
-    model = keras.models.load_model(checkpoint, compile=False)
-    digest, total = hashlib.sha256(), 0.0
-    for weight in model.weights:
-        value = np.asarray(keras.ops.convert_to_numpy(weight), np.float32)
-        digest.update(value.tobytes())
-        total += float(np.abs(value).sum(dtype=np.float64))
-    return digest.hexdigest(), total
-
-
-def copy_outputs(run_dir: str, output_dir: str) -> list[str]:
-    """The run's small files (report, selection, config, classes, calibration, history) into `output_dir`."""
-    os.makedirs(output_dir, exist_ok=True)
-    copied = []
-    for name in OUTPUT_FILES:
-        if os.path.isfile(os.path.join(run_dir, name)):
-            shutil.copy2(os.path.join(run_dir, name), os.path.join(output_dir, name))
-            copied.append(name)
-    for name in OUTPUT_DIRS:
-        if os.path.isdir(os.path.join(run_dir, name)):
-            shutil.copytree(os.path.join(run_dir, name), os.path.join(output_dir, name), dirs_exist_ok=True)
-            copied.append(f"{name}/")
-    return copied
-
-
-def export_selected(run_dir: str, model_dir: str) -> None:
-    """`us8k export RUN --output SM_MODEL_DIR --overwrite` (calibrated threshold and temperature), with
-    the export's own progress lines."""
-    from models.export import export_run
-
-    try:
-        export_run(run_dir, model_dir, overwrite=True, log=lambda message: print(f"us8k export: {message}", flush=True))
-    except (ExportError, SelectionError) as error:
-        raise JobError(str(error)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(prog="job_entry.py", description=__doc__.splitlines()[0])
@@ -226,47 +140,10 @@ def main(argv=None) -> int:
 
 
 def run_job(args) -> int:
-    """Train (every worker), then on the chief export the selected model and copy the run's outputs."""
+    """Check the channel and the config, then run the job (models.job_run: TensorFlow is imported there)."""
     if not args.records:
         raise JobError("no records: set SM_CHANNEL_RECORDS (the job's \"records\" channel) or pass --records")
     config, verbose, source = settings(args)
-    # TensorFlow only now (seconds to import): a job refused for its channel or its config fails at once
-    from models import distribute
-    from models.train import train_models
+    from models import job_run  # TensorFlow only now (seconds): a job refused above fails at once
 
-    try:
-        chief, (kind, index), workers = distribute.is_chief(), distribute.task(), distribute.num_workers()
-    except distribute.ClusterError as error:
-        raise JobError(str(error)) from None
-    run_dir = os.path.abspath(args.checkpoint_dir)
-    print(f"{LOG_PREFIX}: task {kind} {index} of {workers} worker(s){' (chief)' if chief else ''}; code "
-          f"{os.path.dirname(os.path.abspath(__file__))}; config from {source}; records "
-          f"{args.records}; run {run_dir if chief else distribute.worker_dir(run_dir) + ' (temporary)'}", flush=True)
-    written = distribute.prepare_dir(run_dir)  # this process's run: the run itself on the chief, else a copy
-    refresh_fingerprint(written, args.records)  # (each instance downloads the channel: its own mtimes)
-    try:
-        selection = train_models(args.records, run_dir, config, evaluate=chief, verbose=verbose,
-                                 tensorboard_dir=args.tensorboard_dir)
-    except (ConfigError, TrainingError, EvaluationError, SelectionError) as error:
-        raise JobError(str(error)) from None
-
-    for name in selection["models"]:
-        sha, total = weights_digest(os.path.join(written, CHECKPOINTS_DIR, name, LAST_CHECKPOINT))
-        print(f"{LOG_PREFIX}: final weights {name} sha256 {sha} sum|w| {total:.9g}", flush=True)
-    if not chief:
-        distribute.remove_worker_dir(run_dir)
-        print(f"{LOG_PREFIX}: worker {index} done; its temporary run directory is removed", flush=True)
-        return 0
-
-    selected = selection["selected"]
-    report = selection.get("report") or {}
-    test = (report.get("models") or {}).get(selected, {})
-    if "accuracy" in test:
-        print(f"{LOG_PREFIX}: test_accuracy: {test['accuracy']:.4f} ({selected}, fold {report.get('test_fold')})",
-              flush=True)
-    print(f"{LOG_PREFIX}: exporting {selected} ({checkpoint_file(selected)}) to {args.model_dir}",
-          flush=True)
-    export_selected(run_dir, args.model_dir)
-    copied = copy_outputs(run_dir, args.output_data_dir)
-    print(f"{LOG_PREFIX}: wrote {', '.join(copied)} to {args.output_data_dir}", flush=True)
-    return 0
+    return job_run.run(args, config, verbose, source)
