@@ -195,14 +195,12 @@ class _Server:
     def reset_peak(self) -> None:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
 
-    def stop(self) -> tuple[int, int]:
-        """SIGTERM, wait; returns (clips, model calls) from its exit line."""
+    def stop(self) -> None:
+        """SIGTERM, wait."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        out, _ = self.process.communicate(timeout=120)
+        self.process.communicate(timeout=120)
         self._log.close()
-        match = re.search(r"stopped \((\d+) clips in (\d+) model calls\)", out or "")
-        return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def _load(url: str, body: bytes, concurrency: int, seconds: float,
@@ -268,13 +266,15 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> d
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        before = server.model_calls()
         latencies, errors, elapsed = _load(server.url, wav, concurrency, args.soak)
+        clips, calls = (after - then for after, then in zip(server.model_calls(), before))  # the timed load's
         stop.set()
         sampler.join()
         end_mb = server.memory_mb()
         load_after = _loadavg()
     finally:
-        clips, calls = server.stop()
+        server.stop()
     print(f"bench serving --soak: {args.soak:g} s at concurrency {concurrency} (after {SOAK_WARMUP_SECONDS:g} s of "
           f"warm-up), one {CLIP_SECONDS:g} s WAV per request, batching on (max {args.max_batch}, "
           f"{args.batch_timeout_ms:g} ms); load average {load_before} before, {load_after} after")
@@ -282,8 +282,9 @@ def _soak(export_dir: Path, wav: bytes, args, concurrency: int, work: Path) -> d
           f"p99 {_percentile(latencies, 0.99) * 1e3:.1f} ms, {errors} errors, {len(latencies)} answered, "
           f"{clips / max(calls, 1):.1f} clips per model call")
     print(f"  server memory (RSS): {start_mb:.0f} MB after the warm-up, {end_mb:.0f} MB at the end "
-          f"({(end_mb - start_mb) / start_mb * 100:+.1f} %); every {SOAK_SAMPLE_SECONDS:g} s: "
-          f"{', '.join(f'{m:.0f}' for m in samples)} MB", flush=True)
+          f"({(end_mb - start_mb) / start_mb * 100:+.1f} %)"
+          + (f"; every {SOAK_SAMPLE_SECONDS:g} s: {', '.join(f'{m:.0f}' for m in samples)} MB" if samples else ""),
+          flush=True)
     return {"baselines": {"rss_start": {"value": start_mb, "unit": "MB", "what": "server RSS after the warm-up"}},
             "figures": {"rss_end": {"value": end_mb, "unit": "MB", "baseline": "rss_start", "lower_is_better": True,
                                     "what": f"server RSS after {args.soak:g} s at concurrency {concurrency}",
